@@ -1,0 +1,60 @@
+//! The gradient store: one accumulated gradient per tensor identity.
+
+use crate::error::{Error, Result};
+use crate::tensor::{Tensor, TensorId};
+use std::collections::HashMap;
+
+/// Gradients of a loss with respect to tracked leaves, keyed by tensor identity.
+#[derive(Default)]
+pub struct Gradients {
+    map: HashMap<TensorId, Tensor>,
+}
+
+impl Gradients {
+    /// The gradient of `tensor`, if the loss depends on it.
+    pub fn get(&self, tensor: &Tensor) -> Option<&Tensor> {
+        self.map.get(&tensor.id())
+    }
+
+    /// The gradient for an identity.
+    pub fn get_id(&self, id: TensorId) -> Option<&Tensor> {
+        self.map.get(&id)
+    }
+
+    /// Removes and returns the gradient for an identity.
+    pub fn take(&mut self, id: TensorId) -> Option<Tensor> {
+        self.map.remove(&id)
+    }
+
+    /// Number of gradients held.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether no gradient is held.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Adds `grad` to the gradient held for `id` (a value used twice gets the sum).
+    pub(crate) fn accumulate(&mut self, id: TensorId, grad: Tensor) -> Result<()> {
+        match self.map.get_mut(&id) {
+            None => {
+                self.map.insert(id, grad);
+            }
+            Some(held) => {
+                if held.shape() != grad.shape() {
+                    return Err(Error::Autograd(format!(
+                        "gradient of shape {:?} cannot accumulate into {:?}",
+                        grad.shape(),
+                        held.shape()
+                    )));
+                }
+                for (h, g) in held.data_mut().iter_mut().zip(grad.data()) {
+                    *h += g;
+                }
+            }
+        }
+        Ok(())
+    }
+}

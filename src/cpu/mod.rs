@@ -1,0 +1,6 @@
+//! CPU kernels: the forward and backward math of each op on host memory.
+//! Ops in `crate::ops` pair these with the tape.
+
+pub mod elementwise;
+pub mod gemm;
+pub mod layout;

@@ -1,0 +1,18 @@
+//! retort: knowledge distillation for OCR text-line recognition, with its own
+//! tape-based autograd over f32 tensors.
+//!
+//! The layers of the crate, from the bottom: [`tensor`] (shapes and storage),
+//! [`cpu`] (kernels), [`autograd`] (the tape), [`ops`] (differentiable
+//! functions). Everything fallible returns [`Result`].
+
+pub mod autograd;
+pub mod cpu;
+pub mod error;
+pub mod ops;
+pub mod rng;
+pub mod tensor;
+
+pub use autograd::{Gradients, Param, Tape};
+pub use error::{Error, Result};
+pub use rng::Rng;
+pub use tensor::{Device, Shape, Tensor, TensorId};

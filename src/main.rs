@@ -1,0 +1,3 @@
+fn main() {
+    println!("retort {}", env!("CARGO_PKG_VERSION"));
+}

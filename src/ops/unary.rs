@@ -1,0 +1,174 @@
+//! Elementwise functions of one tensor: scale, exp, log, relu, sigmoid, tanh,
+//! square, sqrt, abs and power. Each backward is written beside its forward.
+
+use crate::autograd::Tape;
+use crate::cpu::elementwise::{logistic, map, zip, zip3};
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+#[derive(Clone, Copy)]
+enum Unary {
+    Scale(f32),
+    AddScalar(f32),
+    Exp,
+    Log,
+    Relu,
+    Sigmoid,
+    Tanh,
+    Square,
+    Sqrt,
+    Abs,
+    Pow(f32),
+}
+
+impl Unary {
+    fn name(self) -> &'static str {
+        match self {
+            Unary::Scale(_) => "scale",
+            Unary::AddScalar(_) => "add_scalar",
+            Unary::Exp => "exp",
+            Unary::Log => "log",
+            Unary::Relu => "relu",
+            Unary::Sigmoid => "sigmoid",
+            Unary::Tanh => "tanh",
+            Unary::Square => "square",
+            Unary::Sqrt => "sqrt",
+            Unary::Abs => "abs",
+            Unary::Pow(_) => "pow",
+        }
+    }
+
+    fn forward(self, x: f32) -> f32 {
+        match self {
+            Unary::Scale(s) => x * s,
+            Unary::AddScalar(s) => x + s,
+            Unary::Exp => x.exp(),
+            Unary::Log => x.ln(),
+            Unary::Relu => x.max(0.0),
+            Unary::Sigmoid => logistic(x),
+            Unary::Tanh => x.tanh(),
+            Unary::Square => x * x,
+            Unary::Sqrt => x.sqrt(),
+            Unary::Abs => x.abs(),
+            Unary::Pow(p) => x.powf(p),
+        }
+    }
+
+    /// d out / d x, from the input `x` and the output `y`.
+    fn derivative(self, x: f32, y: f32) -> f32 {
+        match self {
+            Unary::Scale(s) => s,
+            Unary::AddScalar(_) => 1.0,
+            Unary::Exp => y,
+            Unary::Log => 1.0 / x,
+            Unary::Relu => {
+                if x > 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            Unary::Sigmoid => y * (1.0 - y),
+            Unary::Tanh => 1.0 - y * y,
+            Unary::Square => 2.0 * x,
+            Unary::Sqrt => 0.5 / y,
+            Unary::Abs => {
+                if x > 0.0 {
+                    1.0
+                } else if x < 0.0 {
+                    -1.0
+                } else {
+                    0.0
+                }
+            }
+            Unary::Pow(p) => p * x.powf(p - 1.0),
+        }
+    }
+}
+
+fn unary(tape: &mut Tape, op: Unary, x: &Tensor) -> Result<Tensor> {
+    let y = Tensor::from_shape_vec(*x.shape(), map(x.data(), |v| op.forward(v)));
+    let (x2, y2) = (x.clone(), y.detach());
+    Ok(tape.record(op.name(), y, &[x], move |g, _| {
+        let grad = zip3(g.data(), x2.data(), y2.data(), |g, x, y| {
+            g * op.derivative(x, y)
+        });
+        Ok(vec![Some(Tensor::from_shape_vec(*x2.shape(), grad))])
+    }))
+}
+
+/// `x * factor`.
+pub fn scale(tape: &mut Tape, x: &Tensor, factor: f32) -> Result<Tensor> {
+    unary(tape, Unary::Scale(factor), x)
+}
+
+/// `-x`.
+pub fn neg(tape: &mut Tape, x: &Tensor) -> Result<Tensor> {
+    unary(tape, Unary::Scale(-1.0), x)
+}
+
+/// `x + value`.
+pub fn add_scalar(tape: &mut Tape, x: &Tensor, value: f32) -> Result<Tensor> {
+    unary(tape, Unary::AddScalar(value), x)
+}
+
+/// `e^x`.
+pub fn exp(tape: &mut Tape, x: &Tensor) -> Result<Tensor> {
+    unary(tape, Unary::Exp, x)
+}
+
+/// Natural logarithm.
+pub fn log(tape: &mut Tape, x: &Tensor) -> Result<Tensor> {
+    unary(tape, Unary::Log, x)
+}
+
+/// `max(x, 0)`; the gradient at 0 is 0, as PyTorch's.
+pub fn relu(tape: &mut Tape, x: &Tensor) -> Result<Tensor> {
+    unary(tape, Unary::Relu, x)
+}
+
+/// Logistic sigmoid.
+pub fn sigmoid(tape: &mut Tape, x: &Tensor) -> Result<Tensor> {
+    unary(tape, Unary::Sigmoid, x)
+}
+
+/// Hyperbolic tangent.
+pub fn tanh(tape: &mut Tape, x: &Tensor) -> Result<Tensor> {
+    unary(tape, Unary::Tanh, x)
+}
+
+/// `x²`.
+pub fn square(tape: &mut Tape, x: &Tensor) -> Result<Tensor> {
+    unary(tape, Unary::Square, x)
+}
+
+/// Square root.
+pub fn sqrt(tape: &mut Tape, x: &Tensor) -> Result<Tensor> {
+    unary(tape, Unary::Sqrt, x)
+}
+
+/// `|x|`; the gradient at 0 is 0.
+pub fn abs(tape: &mut Tape, x: &Tensor) -> Result<Tensor> {
+    unary(tape, Unary::Abs, x)
+}
+
+/// `x^p` for a real power `p`.
+pub fn pow(tape: &mut Tape, x: &Tensor, p: f32) -> Result<Tensor> {
+    if !p.is_finite() {
+        return Err(Error::invalid("pow", format!("power {p} is not finite")));
+    }
+    unary(tape, Unary::Pow(p), x)
+}
+
+/// Multiplies `x` by a fixed mask (no gradient flows to the mask): used for
+/// padding masks and dropout.
+pub fn mul_const(tape: &mut Tape, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    mask.expect_dims("mul_const", "mask", x.dims())?;
+    let y = Tensor::from_shape_vec(*x.shape(), zip(x.data(), mask.data(), |a, m| a * m));
+    let m2 = mask.detach();
+    let shape = *x.shape();
+    Ok(tape.record("mul_const", y, &[x], move |g, _| {
+        let grad = zip(g.data(), m2.data(), |g, m| g * m);
+        Ok(vec![Some(Tensor::from_shape_vec(shape, grad))])
+    }))
+}
