@@ -4,3 +4,8 @@
 pub mod elementwise;
 pub mod gemm;
 pub mod layout;
+pub mod conv2d;
+pub mod maxpool2d;
+pub mod batchnorm2d;
+pub mod lstm;
+pub mod ctc;

@@ -4,7 +4,13 @@
 //!
 //! [`Tape`]: crate::Tape
 
+pub mod batchnorm2d;
 mod binary;
+pub mod conv2d;
+pub mod ctc;
+pub mod lstm;
+pub mod maxpool2d;
+mod reduction;
 mod matmul;
 mod reduce;
 mod shape_ops;
@@ -12,6 +18,7 @@ mod unary;
 
 pub use binary::{add, div, mul, sub};
 pub use matmul::{linear, matmul};
+pub use reduction::Reduction;
 pub use reduce::{mean, mean_all, sum, sum_all};
 pub use shape_ops::{concat, flip, permute, reshape, reverse_sequences, slice};
 pub use unary::{
