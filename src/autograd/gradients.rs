@@ -5,7 +5,7 @@ use crate::tensor::{Tensor, TensorId};
 use std::collections::HashMap;
 
 /// Gradients of a loss with respect to tracked leaves, keyed by tensor identity.
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub struct Gradients {
     map: HashMap<TensorId, Tensor>,
 }

@@ -59,7 +59,9 @@ where
     if !loss.is_tracked() {
         return Err("output does not depend on the inputs".into());
     }
-    let grads = tape.backward(&loss).map_err(|e| format!("backward failed: {e}"))?;
+    let grads = tape
+        .backward(&loss)
+        .map_err(|e| format!("backward failed: {e}"))?;
 
     for (i, x) in tracked.iter().enumerate() {
         let analytic = match grads.get(x) {
@@ -119,7 +121,13 @@ pub fn away_from_zero(dims: Vec<usize>, gap: f32) -> impl Strategy<Value = Tenso
         let v = t
             .data()
             .iter()
-            .map(|&x| if x.abs() < gap { x.signum() * gap + x } else { x })
+            .map(|&x| {
+                if x.abs() < gap {
+                    x.signum() * gap + x
+                } else {
+                    x
+                }
+            })
             .collect();
         Tensor::from_vec(v, t.dims()).expect("same dims")
     })
