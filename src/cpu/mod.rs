@@ -1,11 +1,12 @@
 //! CPU kernels: the forward and backward math of each op on host memory.
 //! Ops in `crate::ops` pair these with the tape.
 
+pub mod batchnorm2d;
+pub mod conv2d;
+pub mod ctc;
 pub mod elementwise;
 pub mod gemm;
 pub mod layout;
-pub mod conv2d;
-pub mod maxpool2d;
-pub mod batchnorm2d;
 pub mod lstm;
-pub mod ctc;
+pub mod maxpool2d;
+pub mod softmax;
