@@ -6,13 +6,17 @@
 //! functions). Everything fallible returns [`Result`].
 
 pub mod autograd;
+pub mod cli;
 pub mod cpu;
+pub mod cuda;
 pub mod error;
 pub mod ops;
 pub mod rng;
 pub mod tensor;
+mod threads;
 
 pub use autograd::{Gradients, Param, Tape};
 pub use error::{Error, Result};
 pub use rng::Rng;
 pub use tensor::{Device, Shape, Tensor, TensorId};
+pub use threads::set_threads;

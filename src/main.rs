@@ -1,3 +1,15 @@
-fn main() {
-    println!("retort {}", env!("CARGO_PKG_VERSION"));
+//! The `retort` command line.
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = retort::cli::Cli::parse();
+    match retort::cli::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

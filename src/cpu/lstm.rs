@@ -1,0 +1,317 @@
+//! LSTM kernels for one direction of one layer: the forward pass over time
+//! and the backward pass through time, on host memory.
+//!
+//! Layouts and gate order follow `torch.nn.LSTM`: the sequence is (T, N, F)
+//! time-major, `w_ih` is (4H, F), `w_hh` is (4H, H), the biases are (4H), and
+//! the four gate blocks of every 4H axis are in the order i, f, g, o:
+//!
+//! ```text
+//! i = σ(W_ii x + b_ii + W_hi h + b_hi)      c' = f ⊙ c + i ⊙ g
+//! f = σ(W_if x + b_if + W_hf h + b_hf)      h' = o ⊙ tanh(c')
+//! g = tanh(W_ig x + b_ig + W_hg h + b_hg)
+//! o = σ(W_io x + b_io + W_ho h + b_ho)
+//! ```
+//!
+//! Sequences of different lengths share a padded batch: sample n has
+//! `lengths[n]` real steps, read from t = 0 up (forward) or from
+//! t = lengths[n] - 1 down to 0 (reverse), as PyTorch does with a packed
+//! sequence. Padding steps output zero, leave the state alone and get no
+//! gradient.
+//!
+//! The input projection of all time steps is one GEMM before the loop; each
+//! step adds h·W_hhᵀ (one small GEMM) and runs a fused cell over the batch.
+//! The backward pass collects the gate gradients of every step in one
+//! (T·N, 4H) buffer and turns them into dX, dW_ih and dW_hh with one GEMM each.
+
+use super::elementwise::logistic;
+use super::gemm::{gemm, gemm_par, MatRef};
+
+/// Sizes of one LSTM direction: T steps, N samples, F input features, H hidden units.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LstmDims {
+    /// Time steps T of the padded batch.
+    pub steps: usize,
+    /// Samples N.
+    pub batch: usize,
+    /// Input features F.
+    pub input: usize,
+    /// Hidden units H (the gate axis has 4H).
+    pub hidden: usize,
+}
+
+/// The weights of one direction as row-major slices, `torch.nn.LSTM` layout.
+#[derive(Clone, Copy)]
+pub struct LstmParams<'a> {
+    /// (4H, F), gate blocks i, f, g, o.
+    pub w_ih: &'a [f32],
+    /// (4H, H), gate blocks i, f, g, o.
+    pub w_hh: &'a [f32],
+    /// (4H).
+    pub b_ih: &'a [f32],
+    /// (4H).
+    pub b_hh: &'a [f32],
+}
+
+/// What the forward pass keeps for the backward pass, indexed like the input
+/// by row `t * N + n` (rows of padding steps are zero).
+pub struct LstmCache {
+    /// Activated gates (T·N, 4H): σ(i), σ(f), tanh(g), σ(o).
+    pub gates: Vec<f32>,
+    /// Cell state after the step (T·N, H).
+    pub c: Vec<f32>,
+    /// Hidden state before the step (T·N, H): the h that multiplied W_hh.
+    pub h_prev: Vec<f32>,
+}
+
+/// Gradients of one direction; `None` where not asked for.
+pub struct LstmGrads {
+    /// (T, N, F).
+    pub x: Option<Vec<f32>>,
+    /// (4H, F).
+    pub w_ih: Option<Vec<f32>>,
+    /// (4H, H).
+    pub w_hh: Option<Vec<f32>>,
+    /// (4H); equal to the gradient of `b_hh`.
+    pub bias: Option<Vec<f32>>,
+}
+
+/// The time index that sample of length `len` reads at step `s < len`.
+#[inline]
+fn time_of(s: usize, len: usize, reverse: bool) -> usize {
+    if reverse {
+        len - 1 - s
+    } else {
+        s
+    }
+}
+
+/// Runs one direction over `x` (T, N, F) from a zero state. Returns the
+/// output (T, N, H), zero at padding steps, and with `save` the cache the
+/// backward pass needs. Callers check that every slice fits `dims` and that
+/// each length is at most T.
+pub fn lstm_forward(
+    x: &[f32],
+    p: LstmParams,
+    dims: LstmDims,
+    lengths: &[usize],
+    reverse: bool,
+    save: bool,
+) -> (Vec<f32>, Option<LstmCache>) {
+    let LstmDims {
+        steps: t_len,
+        batch: n,
+        input: f,
+        hidden: h,
+    } = dims;
+    let g4 = 4 * h;
+    let rows = t_len * n;
+    debug_assert_eq!(x.len(), rows * f);
+    debug_assert_eq!(lengths.len(), n);
+
+    // Hoisted input projection: G = X·W_ihᵀ + b_ih + b_hh over all rows.
+    let bias: Vec<f32> = p.b_ih.iter().zip(p.b_hh).map(|(a, b)| a + b).collect();
+    let mut pre = bias.repeat(rows);
+    gemm_par(
+        1.0,
+        MatRef::row_major(x, rows, f),
+        MatRef::row_major(p.w_ih, g4, f).t(),
+        1.0,
+        &mut pre,
+    );
+
+    let mut out = vec![0.0f32; rows * h];
+    let mut cache = save.then(|| LstmCache {
+        gates: vec![0.0; rows * g4],
+        c: vec![0.0; rows * h],
+        h_prev: vec![0.0; rows * h],
+    });
+    let mut h_state = vec![0.0f32; n * h];
+    let mut c_state = vec![0.0f32; n * h];
+    let mut recur = vec![0.0f32; n * g4];
+    let max_len = lengths.iter().copied().max().unwrap_or(0);
+    let w_hh_t = MatRef::row_major(p.w_hh, g4, h).t();
+
+    for s in 0..max_len {
+        // h_{s-1}·W_hhᵀ for the whole batch; the state is zero at s = 0.
+        if s > 0 {
+            gemm(
+                1.0,
+                MatRef::row_major(&h_state, n, h),
+                w_hh_t,
+                0.0,
+                &mut recur,
+            );
+        }
+        for (j, &len) in lengths.iter().enumerate() {
+            if s >= len {
+                continue;
+            }
+            let row = time_of(s, len, reverse) * n + j;
+            let pre_row = &mut pre[row * g4..(row + 1) * g4];
+            if s > 0 {
+                for (a, b) in pre_row.iter_mut().zip(&recur[j * g4..(j + 1) * g4]) {
+                    *a += b;
+                }
+            }
+            let hs = &mut h_state[j * h..(j + 1) * h];
+            let cs = &mut c_state[j * h..(j + 1) * h];
+            if let Some(cache) = cache.as_mut() {
+                cache.h_prev[row * h..(row + 1) * h].copy_from_slice(hs);
+            }
+            let (gi, rest) = pre_row.split_at_mut(h);
+            let (gf, rest) = rest.split_at_mut(h);
+            let (gg, go) = rest.split_at_mut(h);
+            let y = &mut out[row * h..(row + 1) * h];
+            for k in 0..h {
+                let i = logistic(gi[k]);
+                let fg = logistic(gf[k]);
+                let g = gg[k].tanh();
+                let o = logistic(go[k]);
+                let c = fg * cs[k] + i * g;
+                let hv = o * c.tanh();
+                cs[k] = c;
+                hs[k] = hv;
+                y[k] = hv;
+                // Keep the activations in place for the cache.
+                gi[k] = i;
+                gf[k] = fg;
+                gg[k] = g;
+                go[k] = o;
+            }
+            if let Some(cache) = cache.as_mut() {
+                cache.gates[row * g4..(row + 1) * g4].copy_from_slice(pre_row);
+                cache.c[row * h..(row + 1) * h].copy_from_slice(cs);
+            }
+        }
+    }
+    (out, cache)
+}
+
+/// Which gradients [`lstm_backward`] should compute.
+#[derive(Clone, Copy, Debug)]
+pub struct LstmNeeds {
+    /// Gradient of the input sequence.
+    pub x: bool,
+    /// Gradient of `w_ih`.
+    pub w_ih: bool,
+    /// Gradient of `w_hh`.
+    pub w_hh: bool,
+    /// Gradient of the biases (both get the same one).
+    pub bias: bool,
+}
+
+/// Backward through time of [`lstm_forward`] from the output gradient `dy`
+/// (T, N, H). Rows of padding steps contribute nothing. Deterministic: every
+/// sum runs in a fixed order.
+#[allow(clippy::too_many_arguments)]
+pub fn lstm_backward(
+    dy: &[f32],
+    x: &[f32],
+    p: LstmParams,
+    dims: LstmDims,
+    lengths: &[usize],
+    reverse: bool,
+    cache: &LstmCache,
+    needs: LstmNeeds,
+) -> LstmGrads {
+    let LstmDims {
+        steps: t_len,
+        batch: n,
+        input: f,
+        hidden: h,
+    } = dims;
+    let g4 = 4 * h;
+    let rows = t_len * n;
+    debug_assert_eq!(dy.len(), rows * h);
+
+    let mut d_gates = vec![0.0f32; rows * g4];
+    // Gradients flowing into the state before the step being processed.
+    let mut dh_next = vec![0.0f32; n * h];
+    let mut dc_next = vec![0.0f32; n * h];
+    // The step's gate gradients gathered per sample (zero for samples not in
+    // this step), to carry dh back through W_hh in one GEMM.
+    let mut step_gates = vec![0.0f32; n * g4];
+    let max_len = lengths.iter().copied().max().unwrap_or(0);
+    let w_hh = MatRef::row_major(p.w_hh, g4, h);
+    let zeros = vec![0.0f32; h];
+
+    for s in (0..max_len).rev() {
+        for (j, &len) in lengths.iter().enumerate() {
+            let sg = &mut step_gates[j * g4..(j + 1) * g4];
+            if s >= len {
+                sg.fill(0.0);
+                continue;
+            }
+            let row = time_of(s, len, reverse) * n + j;
+            let c_prev = if s == 0 {
+                &zeros[..]
+            } else {
+                let prev = time_of(s - 1, len, reverse) * n + j;
+                &cache.c[prev * h..(prev + 1) * h]
+            };
+            let gates = &cache.gates[row * g4..(row + 1) * g4];
+            let c = &cache.c[row * h..(row + 1) * h];
+            let dyr = &dy[row * h..(row + 1) * h];
+            let dhn = &dh_next[j * h..(j + 1) * h];
+            let dcn = &mut dc_next[j * h..(j + 1) * h];
+            for k in 0..h {
+                let (i, fg, g, o) = (gates[k], gates[h + k], gates[2 * h + k], gates[3 * h + k]);
+                let dh = dyr[k] + dhn[k];
+                let tc = c[k].tanh();
+                let dc = dcn[k] + dh * o * (1.0 - tc * tc);
+                sg[k] = dc * g * i * (1.0 - i);
+                sg[h + k] = dc * c_prev[k] * fg * (1.0 - fg);
+                sg[2 * h + k] = dc * i * (1.0 - g * g);
+                sg[3 * h + k] = dh * tc * o * (1.0 - o);
+                dcn[k] = dc * fg;
+            }
+            d_gates[row * g4..(row + 1) * g4].copy_from_slice(sg);
+        }
+        // dh_{s-1} = dGates_s·W_hh; nothing flows before the first step.
+        if s > 0 {
+            gemm(
+                1.0,
+                MatRef::row_major(&step_gates, n, g4),
+                w_hh,
+                0.0,
+                &mut dh_next,
+            );
+        }
+    }
+
+    let dg = MatRef::row_major(&d_gates, rows, g4);
+    let dx = needs.x.then(|| {
+        let mut dx = vec![0.0f32; rows * f];
+        gemm_par(1.0, dg, MatRef::row_major(p.w_ih, g4, f), 0.0, &mut dx);
+        dx
+    });
+    let dw_ih = needs.w_ih.then(|| {
+        let mut dw = vec![0.0f32; g4 * f];
+        gemm(1.0, dg.t(), MatRef::row_major(x, rows, f), 0.0, &mut dw);
+        dw
+    });
+    let dw_hh = needs.w_hh.then(|| {
+        let mut dw = vec![0.0f32; g4 * h];
+        gemm(
+            1.0,
+            dg.t(),
+            MatRef::row_major(&cache.h_prev, rows, h),
+            0.0,
+            &mut dw,
+        );
+        dw
+    });
+    let bias = needs.bias.then(|| {
+        let mut db = vec![0.0f32; g4];
+        for row in d_gates.chunks_exact(g4.max(1)) {
+            db.iter_mut().zip(row).for_each(|(b, v)| *b += v);
+        }
+        db
+    });
+    LstmGrads {
+        x: dx,
+        w_ih: dw_ih,
+        w_hh: dw_hh,
+        bias,
+    }
+}

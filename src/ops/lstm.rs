@@ -1,0 +1,252 @@
+//! LSTM over padded batches of sequences: one direction as one recorded op
+//! ([`lstm_direction`]) and the stacked, optionally bidirectional network
+//! ([`lstm`]) composed from it.
+//!
+//! Layouts, gate order (i, f, g, o) and the two bias vectors follow
+//! `torch.nn.LSTM`, and lengths behave as `pack_padded_sequence` /
+//! `pad_packed_sequence`: padding steps output zero and never reach a real step.
+//! The kernels are in [`crate::cpu::lstm`].
+
+use crate::autograd::Tape;
+use crate::cpu::lstm::{lstm_backward, lstm_forward, LstmDims, LstmNeeds, LstmParams};
+use crate::error::{Error, Result};
+use crate::ops::concat;
+use crate::tensor::{Shape, Tensor};
+
+/// Weights of one direction of one LSTM layer, as `torch.nn.LSTM`: gate
+/// order i, f, g, o in every 4H axis (`weight_ih_l{k}`, `weight_hh_l{k}`,
+/// `bias_ih_l{k}`, `bias_hh_l{k}`, with suffix `_reverse` for the reverse one).
+#[derive(Clone, Copy)]
+pub struct LstmWeights<'a> {
+    /// Input-to-hidden weights (4H, F).
+    pub w_ih: &'a Tensor,
+    /// Hidden-to-hidden weights (4H, H).
+    pub w_hh: &'a Tensor,
+    /// Input-to-hidden bias (4H).
+    pub b_ih: &'a Tensor,
+    /// Hidden-to-hidden bias (4H).
+    pub b_hh: &'a Tensor,
+}
+
+/// One layer: a forward direction and, for a bidirectional layer, a reverse one.
+#[derive(Clone, Copy)]
+pub struct LstmLayer<'a> {
+    /// The direction that reads each sequence from its first step.
+    pub forward: LstmWeights<'a>,
+    /// The direction that reads each sequence from its last real step, if any.
+    pub reverse: Option<LstmWeights<'a>>,
+}
+
+impl LstmWeights<'_> {
+    /// Checks the four tensors against each other and against `features`
+    /// inputs; returns the hidden size H.
+    fn hidden_size(&self, op: &'static str, features: usize) -> Result<usize> {
+        let w_ih = self.w_ih.dims();
+        let rows = match w_ih {
+            [rows, _] if *rows > 0 && rows % 4 == 0 => *rows,
+            _ => {
+                return Err(Error::shape(
+                    op,
+                    format!(
+                        "w_ih has shape {:?}, expected (4H, F) with H >= 1",
+                        self.w_ih.shape()
+                    ),
+                ))
+            }
+        };
+        let h = rows / 4;
+        if w_ih[1] != features {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "w_ih has shape {:?}, expected ({rows}, {features}) for {features} input features",
+                    self.w_ih.shape()
+                ),
+            ));
+        }
+        self.w_hh.expect_dims(op, "w_hh", &[rows, h])?;
+        self.b_ih.expect_dims(op, "b_ih", &[rows])?;
+        self.b_hh.expect_dims(op, "b_hh", &[rows])?;
+        Ok(h)
+    }
+}
+
+/// Checks `x` (T, N, F) and `lengths` (N values, each at most T); returns (T, N, F).
+fn sequence_dims(op: &'static str, x: &Tensor, lengths: &[usize]) -> Result<(usize, usize, usize)> {
+    let [t, n, f] = *x.dims() else {
+        return Err(Error::shape(
+            op,
+            format!("x has shape {:?}, expected (T, N, F)", x.shape()),
+        ));
+    };
+    if lengths.len() != n {
+        return Err(Error::shape(
+            op,
+            format!(
+                "{} lengths given for a batch of {n} sequences (x has shape {:?})",
+                lengths.len(),
+                x.shape()
+            ),
+        ));
+    }
+    if let Some((j, &len)) = lengths.iter().enumerate().find(|(_, &l)| l > t) {
+        return Err(Error::shape(
+            op,
+            format!(
+                "sequence {j} has length {len}, more than the {t} steps of x {:?}",
+                x.shape()
+            ),
+        ));
+    }
+    Ok((t, n, f))
+}
+
+/// One direction of one LSTM layer over a padded batch `x` (T, N, F), from a
+/// zero initial state; returns the hidden states (T, N, H).
+///
+/// Sample n has `lengths[n]` real steps (0 ..= T; a length of 0 gives an
+/// all-zero output). Steps t >= `lengths[n]` output 0 and do not change the
+/// state, as with PyTorch's packed sequences. With `reverse`, sample n is
+/// read from t = `lengths[n]` - 1 down to 0, so padding never leaks into the
+/// result. Weights and gate order are those of `torch.nn.LSTM`.
+///
+/// One op on the tape with inputs [x, w_ih, w_hh, b_ih, b_hh]. Wrong shapes
+/// (F not matching `w_ih`, inconsistent H, a length count other than N, a
+/// length above T) are errors.
+pub fn lstm_direction(
+    tape: &mut Tape,
+    x: &Tensor,
+    weights: LstmWeights,
+    lengths: &[usize],
+    reverse: bool,
+) -> Result<Tensor> {
+    const OP: &str = "lstm";
+    let (t, n, f) = sequence_dims(OP, x, lengths)?;
+    let h = weights.hidden_size(OP, f)?;
+    let dims = LstmDims {
+        steps: t,
+        batch: n,
+        input: f,
+        hidden: h,
+    };
+    let LstmWeights {
+        w_ih,
+        w_hh,
+        b_ih,
+        b_hh,
+    } = weights;
+    let inputs = [x, w_ih, w_hh, b_ih, b_hh];
+    let save = tape.wants_grad(&inputs);
+    let params = LstmParams {
+        w_ih: w_ih.data(),
+        w_hh: w_hh.data(),
+        b_ih: b_ih.data(),
+        b_hh: b_hh.data(),
+    };
+    let (out, cache) = lstm_forward(x.data(), params, dims, lengths, reverse, save);
+    let y = Tensor::from_shape_vec(Shape::new(&[t, n, h])?, out);
+    let Some(cache) = cache else {
+        // Nothing tracked or no recording tape: there is no backward to keep.
+        return Ok(y);
+    };
+    let saved = [
+        x.clone(),
+        w_ih.clone(),
+        w_hh.clone(),
+        b_ih.clone(),
+        b_hh.clone(),
+    ];
+    let lengths = lengths.to_vec();
+    Ok(tape.record(OP, y, &inputs, move |g, needs| {
+        let [x, w_ih, w_hh, b_ih, b_hh] = &saved;
+        let params = LstmParams {
+            w_ih: w_ih.data(),
+            w_hh: w_hh.data(),
+            b_ih: b_ih.data(),
+            b_hh: b_hh.data(),
+        };
+        let grads = lstm_backward(
+            g.data(),
+            x.data(),
+            params,
+            dims,
+            &lengths,
+            reverse,
+            &cache,
+            LstmNeeds {
+                x: needs[0],
+                w_ih: needs[1],
+                w_hh: needs[2],
+                bias: needs[3] || needs[4],
+            },
+        );
+        let bias = |need: bool, t: &Tensor| {
+            need.then(|| grads.bias.clone())
+                .flatten()
+                .map(|b| Tensor::from_shape_vec(*t.shape(), b))
+        };
+        let (db_ih, db_hh) = (bias(needs[3], b_ih), bias(needs[4], b_hh));
+        let wrap =
+            |v: Option<Vec<f32>>, t: &Tensor| v.map(|v| Tensor::from_shape_vec(*t.shape(), v));
+        Ok(vec![
+            wrap(grads.x, x),
+            wrap(grads.w_ih, w_ih),
+            wrap(grads.w_hh, w_hh),
+            db_ih,
+            db_hh,
+        ])
+    }))
+}
+
+/// A stacked, optionally bidirectional LSTM over a padded batch `x`
+/// (T, N, F), as `torch.nn.LSTM` (with `bidirectional=True` where layers
+/// have a reverse direction) applied to `pack_padded_sequence(x, lengths)`
+/// and unpacked with `pad_packed_sequence`: padding positions are zero.
+///
+/// Layer k reads layer k-1's output. A bidirectional layer outputs
+/// concat(forward, reverse) on the feature axis, (T, N, 2H); a
+/// unidirectional one (T, N, H). No layers, or a layer whose input width or
+/// hidden sizes do not fit, is an error, found before anything runs.
+pub fn lstm(
+    tape: &mut Tape,
+    x: &Tensor,
+    layers: &[LstmLayer],
+    lengths: &[usize],
+) -> Result<Tensor> {
+    const OP: &str = "lstm";
+    if layers.is_empty() {
+        return Err(Error::shape(OP, "no layers given"));
+    }
+    let (_, _, mut features) = sequence_dims(OP, x, lengths)?;
+    for (k, layer) in layers.iter().enumerate() {
+        let context = |e: Error| match e {
+            Error::Shape { op, message } => Error::shape(op, format!("layer {k}: {message}")),
+            other => other,
+        };
+        let input = features;
+        let h = layer.forward.hidden_size(OP, input).map_err(context)?;
+        features = h;
+        if let Some(rev) = &layer.reverse {
+            let hr = rev.hidden_size(OP, input).map_err(context)?;
+            if hr != h {
+                return Err(Error::shape(
+                    OP,
+                    format!("layer {k}: forward hidden size {h} but reverse hidden size {hr}"),
+                ));
+            }
+            features = 2 * h;
+        }
+    }
+    let mut current = x.clone();
+    for layer in layers {
+        let fwd = lstm_direction(tape, &current, layer.forward, lengths, false)?;
+        current = match &layer.reverse {
+            Some(rev) => {
+                let bwd = lstm_direction(tape, &current, *rev, lengths, true)?;
+                concat(tape, &[&fwd, &bwd], 2)?
+            }
+            None => fwd,
+        };
+    }
+    Ok(current)
+}

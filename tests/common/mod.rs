@@ -92,7 +92,10 @@ where
             let numeric = (eval(tol.step)? - eval(-tol.step)?) / (2.0 * tol.step);
             let a = analytic[j] as f64;
             let bound = tol.atol + tol.rtol * a.abs().max(numeric.abs());
-            if !((a - numeric).abs() <= bound) {
+            // Written as a negation so that a NaN on either side fails.
+            #[allow(clippy::neg_cmp_op_on_partial_ord)]
+            let disagrees = !((a - numeric).abs() <= bound);
+            if disagrees {
                 return Err(format!(
                     "input {i} {:?}, element {j}: analytic {a:.6} vs numeric {numeric:.6}",
                     x.dims()

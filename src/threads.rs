@@ -1,0 +1,30 @@
+//! The worker-thread count of the CPU kernels.
+
+use crate::error::{Error, Result};
+
+/// Sets the number of rayon worker threads used by every CPU kernel. Results
+/// are bit-identical for a given seed and thread count. Must be called before
+/// the first parallel kernel runs; calling it again with the count already in
+/// force is fine, with another count it is an error.
+pub fn set_threads(n: usize) -> Result<()> {
+    if n == 0 {
+        return Err(Error::invalid(
+            "set_threads",
+            "thread count must be at least 1",
+        ));
+    }
+    match rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+    {
+        Ok(()) => Ok(()),
+        Err(_) if rayon::current_num_threads() == n => Ok(()),
+        Err(e) => Err(Error::invalid(
+            "set_threads",
+            format!(
+                "cannot change to {n} threads, {} already running: {e}",
+                rayon::current_num_threads()
+            ),
+        )),
+    }
+}
