@@ -27,14 +27,47 @@ pub enum Error {
     /// A device that cannot be used (no driver, no GPU, a kernel that failed to build).
     #[error("device: {0}")]
     Device(String),
+    /// A data file (labels, image, charset, config, checkpoint) whose content is wrong.
+    #[error("{}{}: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Data {
+        /// The file concerned.
+        path: PathBuf,
+        /// The 1-based line, where the problem is on one line.
+        line: Option<usize>,
+        /// What is wrong.
+        message: String,
+    },
     /// A file that could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{}: {source}", path.display())]
     Io {
         /// The file concerned.
         path: PathBuf,
         /// The underlying I/O error.
         source: std::io::Error,
     },
+}
+
+impl Error {
+    /// A data error about `path` (and `line`, 1-based, where known).
+    pub fn data(
+        path: impl Into<PathBuf>,
+        line: Option<usize>,
+        message: impl Into<String>,
+    ) -> Error {
+        Error::Data {
+            path: path.into(),
+            line,
+            message: message.into(),
+        }
+    }
+
+    /// An I/O error about `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
 }
 
 /// `Result` with [`Error`].

@@ -9,6 +9,7 @@ pub mod autograd;
 pub mod cli;
 pub mod cpu;
 pub mod cuda;
+pub mod data;
 pub mod error;
 pub mod ops;
 pub mod rng;
@@ -20,3 +21,8 @@ pub use error::{Error, Result};
 pub use rng::Rng;
 pub use tensor::{Device, Shape, Tensor, TensorId};
 pub use threads::set_threads;
+
+/// The README's Rust examples, compiled and run as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -2,7 +2,7 @@
 
 use super::Gradients;
 use crate::error::{Error, Result};
-use crate::tensor::{Tensor, TensorId};
+use crate::tensor::{Shape, Tensor, TensorId};
 
 /// The backward rule of one recorded op. It receives the gradient of the op's
 /// output and, for each input, whether that input needs a gradient; it returns
@@ -13,6 +13,7 @@ struct Record {
     op: &'static str,
     output: TensorId,
     inputs: Vec<TensorId>,
+    input_shapes: Vec<Shape>,
     needs_grad: Vec<bool>,
     backward: BackwardFn,
 }
@@ -90,6 +91,7 @@ impl Tape {
             op,
             output: output.id(),
             inputs: inputs.iter().map(|t| t.id()).collect(),
+            input_shapes: inputs.iter().map(|t| *t.shape()).collect(),
             needs_grad: inputs.iter().map(|t| t.is_tracked()).collect(),
             backward: Box::new(backward),
         });
@@ -134,13 +136,22 @@ impl Tape {
                     record.inputs.len()
                 )));
             }
-            for ((id, needs), grad) in record
+            for (((id, shape), needs), grad) in record
                 .inputs
                 .iter()
+                .zip(&record.input_shapes)
                 .zip(&record.needs_grad)
                 .zip(input_grads)
             {
                 if let (true, Some(g)) = (*needs, grad) {
+                    if g.shape() != shape {
+                        return Err(Error::Autograd(format!(
+                            "backward of {} gave a gradient of shape {:?} for an input of shape {:?}",
+                            record.op,
+                            g.shape(),
+                            shape
+                        )));
+                    }
                     grads.accumulate(*id, g)?;
                 }
             }

@@ -1,0 +1,346 @@
+//! 2-D convolution on the CPU: im2col + GEMM forward, GEMM + col2im backward.
+//!
+//! Layouts are NCHW for images, (O, C, kh, kw) for weights. One sample's
+//! im2col matrix has `C*kh*kw` rows (ordered c, ki, kj, as the weight's
+//! columns) and `Ho*Wo` columns, so one sample's output is the product
+//! `W (O x C*kh*kw) · col (C*kh*kw x Ho*Wo)`.
+
+use super::gemm::{gemm, gemm_par, MatRef};
+use rayon::prelude::*;
+
+/// The weight gradient is accumulated over at most this many contiguous
+/// chunks of the batch, each into its own buffer, then the buffers are summed
+/// in chunk order: the result is the same for every thread count.
+pub const WEIGHT_GRAD_CHUNKS: usize = 16;
+
+/// Geometry of a convolution (or of the windows of a pooling) on one sample.
+/// Callers check that the kernel fits the padded input and strides are non-zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeom {
+    /// Input channels.
+    pub c: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Vertical stride.
+    pub sh: usize,
+    /// Horizontal stride.
+    pub sw: usize,
+    /// Zero padding at the top and bottom.
+    pub ph: usize,
+    /// Zero padding at the left and right.
+    pub pw: usize,
+    /// Output height, `(h + 2 ph - kh) / sh + 1`.
+    pub ho: usize,
+    /// Output width, `(w + 2 pw - kw) / sw + 1`.
+    pub wo: usize,
+}
+
+impl ConvGeom {
+    /// The geometry of a `kh x kw` window sliding over a `c x h x w` input;
+    /// `None` when a stride is zero or the window does not fit the padded input.
+    pub fn new(
+        (c, h, w): (usize, usize, usize),
+        (kh, kw): (usize, usize),
+        (sh, sw): (usize, usize),
+        (ph, pw): (usize, usize),
+    ) -> Option<ConvGeom> {
+        if sh == 0 || sw == 0 || kh == 0 || kw == 0 {
+            return None;
+        }
+        let ho = (h + 2 * ph).checked_sub(kh)? / sh + 1;
+        let wo = (w + 2 * pw).checked_sub(kw)? / sw + 1;
+        Some(ConvGeom {
+            c,
+            h,
+            w,
+            kh,
+            kw,
+            sh,
+            sw,
+            ph,
+            pw,
+            ho,
+            wo,
+        })
+    }
+
+    /// Rows of one sample's im2col matrix: `c * kh * kw`.
+    pub fn col_rows(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+
+    /// Columns of one sample's im2col matrix: `ho * wo`.
+    pub fn col_cols(&self) -> usize {
+        self.ho * self.wo
+    }
+
+    /// Values of one input sample: `c * h * w`.
+    pub fn in_len(&self) -> usize {
+        self.c * self.h * self.w
+    }
+
+    /// Whether im2col is the identity (a 1x1 kernel, stride 1, no padding):
+    /// the input sample is then its own im2col matrix.
+    pub fn is_pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.sh == 1 && self.sw == 1 && self.ph == 0 && self.pw == 0
+    }
+}
+
+/// The output positions `lo..hi` whose input coordinate
+/// `o * stride + k - pad` lies inside `0..len`.
+pub(crate) fn valid_range(
+    k: usize,
+    pad: usize,
+    stride: usize,
+    len: usize,
+    out: usize,
+) -> (usize, usize) {
+    let lo = if pad > k {
+        (pad - k).div_ceil(stride)
+    } else {
+        0
+    };
+    let hi = if len + pad > k {
+        (len + pad - k).div_ceil(stride).min(out)
+    } else {
+        0
+    };
+    (lo.min(hi), hi)
+}
+
+/// Writes the im2col matrix of one sample `x` (c, h, w) into `col`
+/// (`col_rows x col_cols`, row-major); padding reads as zero.
+pub fn im2col(x: &[f32], g: &ConvGeom, col: &mut [f32]) {
+    let (hw, ncols) = (g.h * g.w, g.col_cols());
+    for c in 0..g.c {
+        let plane = &x[c * hw..(c + 1) * hw];
+        for ki in 0..g.kh {
+            let (oh_lo, oh_hi) = valid_range(ki, g.ph, g.sh, g.h, g.ho);
+            for kj in 0..g.kw {
+                let (ow_lo, ow_hi) = valid_range(kj, g.pw, g.sw, g.w, g.wo);
+                let r = (c * g.kh + ki) * g.kw + kj;
+                let row = &mut col[r * ncols..(r + 1) * ncols];
+                for oh in 0..g.ho {
+                    let out = &mut row[oh * g.wo..(oh + 1) * g.wo];
+                    if oh < oh_lo || oh >= oh_hi || ow_lo >= ow_hi {
+                        out.fill(0.0);
+                        continue;
+                    }
+                    let ih = oh * g.sh + ki - g.ph;
+                    let src = &plane[ih * g.w..(ih + 1) * g.w];
+                    out[..ow_lo].fill(0.0);
+                    out[ow_hi..].fill(0.0);
+                    let iw0 = ow_lo * g.sw + kj - g.pw;
+                    if g.sw == 1 {
+                        out[ow_lo..ow_hi].copy_from_slice(&src[iw0..iw0 + ow_hi - ow_lo]);
+                    } else {
+                        for (o, v) in out[ow_lo..ow_hi]
+                            .iter_mut()
+                            .zip(src[iw0..].iter().step_by(g.sw))
+                        {
+                            *o = *v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds the im2col-shaped `col` back onto one sample `dx` (c, h, w): the
+/// adjoint of [`im2col`]. Entries that fell on padding are dropped.
+pub fn col2im_add(col: &[f32], g: &ConvGeom, dx: &mut [f32]) {
+    let (hw, ncols) = (g.h * g.w, g.col_cols());
+    for c in 0..g.c {
+        let plane = &mut dx[c * hw..(c + 1) * hw];
+        for ki in 0..g.kh {
+            let (oh_lo, oh_hi) = valid_range(ki, g.ph, g.sh, g.h, g.ho);
+            for kj in 0..g.kw {
+                let (ow_lo, ow_hi) = valid_range(kj, g.pw, g.sw, g.w, g.wo);
+                if ow_lo >= ow_hi {
+                    continue;
+                }
+                let r = (c * g.kh + ki) * g.kw + kj;
+                let row = &col[r * ncols..(r + 1) * ncols];
+                for oh in oh_lo..oh_hi {
+                    let ih = oh * g.sh + ki - g.ph;
+                    let dst = &mut plane[ih * g.w..(ih + 1) * g.w];
+                    let src = &row[oh * g.wo + ow_lo..oh * g.wo + ow_hi];
+                    let iw0 = ow_lo * g.sw + kj - g.pw;
+                    for (v, d) in src.iter().zip(dst[iw0..].iter_mut().step_by(g.sw)) {
+                        *d += *v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Forward convolution of `n` samples `x` (n, c, h, w) with `weight`
+/// (o, c, kh, kw) and an optional `bias` (o) into `y` (n, o, ho, wo).
+///
+/// When `saved_cols` is given (n * col_rows * col_cols values) each sample's
+/// im2col matrix is kept there for the weight gradient; it is never written
+/// for a pointwise geometry, whose im2col matrix is the input itself.
+pub fn conv2d_forward(
+    x: &[f32],
+    g: &ConvGeom,
+    weight: &[f32],
+    o: usize,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    saved_cols: Option<&mut [f32]>,
+) {
+    let (ck, ncols) = (g.col_rows(), g.col_cols());
+    let out_len = o * ncols;
+    let n = y.len() / out_len.max(1);
+    if out_len == 0 || n == 0 {
+        return;
+    }
+    let wm = MatRef::row_major(weight, o, ck);
+    // With fewer samples than threads, split each product by rows instead.
+    let split = n < rayon::current_num_threads();
+    let sample = |col: &[f32], out: &mut [f32]| {
+        let beta = match bias {
+            Some(b) => {
+                for (row, &bv) in out.chunks_exact_mut(ncols).zip(b) {
+                    row.fill(bv);
+                }
+                1.0
+            }
+            None => 0.0,
+        };
+        let cm = MatRef::row_major(col, ck, ncols);
+        if split {
+            gemm_par(1.0, wm, cm, beta, out);
+        } else {
+            gemm(1.0, wm, cm, beta, out);
+        }
+    };
+    let x_sample = |i: usize| &x[i * g.in_len()..(i + 1) * g.in_len()];
+    if g.is_pointwise() {
+        y.par_chunks_mut(out_len)
+            .enumerate()
+            .for_each(|(i, out)| sample(x_sample(i), out));
+        return;
+    }
+    match saved_cols {
+        Some(cols) => y
+            .par_chunks_mut(out_len)
+            .zip(cols.par_chunks_mut(ck * ncols))
+            .enumerate()
+            .for_each(|(i, (out, col))| {
+                im2col(x_sample(i), g, col);
+                sample(col, out);
+            }),
+        None => y.par_chunks_mut(out_len).enumerate().for_each_init(
+            || vec![0.0f32; ck * ncols],
+            |col, (i, out)| {
+                im2col(x_sample(i), g, col);
+                sample(col, out);
+            },
+        ),
+    }
+}
+
+/// Gradient of the input: for each sample `dx_i = col2im(Wᵀ · dy_i)`.
+/// `dy` is (n, o, ho, wo), `weight` (o, c, kh, kw), `dx` (n, c, h, w) is overwritten.
+pub fn conv2d_backward_input(dy: &[f32], g: &ConvGeom, weight: &[f32], o: usize, dx: &mut [f32]) {
+    let (ck, ncols) = (g.col_rows(), g.col_cols());
+    let in_len = g.in_len();
+    if in_len == 0 {
+        return;
+    }
+    let n = dx.len() / in_len;
+    let split = n < rayon::current_num_threads();
+    let wt = MatRef::row_major(weight, o, ck).t();
+    let product = |i: usize, out: &mut [f32]| {
+        let dym = MatRef::row_major(&dy[i * o * ncols..(i + 1) * o * ncols], o, ncols);
+        if split {
+            gemm_par(1.0, wt, dym, 0.0, out);
+        } else {
+            gemm(1.0, wt, dym, 0.0, out);
+        }
+    };
+    if g.is_pointwise() {
+        dx.par_chunks_mut(in_len)
+            .enumerate()
+            .for_each(|(i, out)| product(i, out));
+        return;
+    }
+    dx.par_chunks_mut(in_len).enumerate().for_each_init(
+        || vec![0.0f32; ck * ncols],
+        |dcol, (i, out)| {
+            product(i, dcol);
+            out.fill(0.0);
+            col2im_add(dcol, g, out);
+        },
+    );
+}
+
+/// Gradient of the weight: `dW = Σ_i dy_i · col_iᵀ`, with `cols` the saved
+/// im2col matrices (n, col_rows, col_cols), or the input itself for a
+/// pointwise geometry. `dw` (o, c, kh, kw) is overwritten. The sum runs over
+/// [`WEIGHT_GRAD_CHUNKS`] fixed chunks of the batch, so the result does not
+/// depend on the number of threads.
+pub fn conv2d_backward_weight(dy: &[f32], cols: &[f32], g: &ConvGeom, o: usize, dw: &mut [f32]) {
+    let (ck, ncols) = (g.col_rows(), g.col_cols());
+    let col_len = ck * ncols;
+    let dw = &mut dw[..o * ck];
+    dw.fill(0.0);
+    if col_len == 0 || o == 0 {
+        return;
+    }
+    let n = cols.len() / col_len;
+    if n == 0 {
+        return;
+    }
+    let per_chunk = n.div_ceil(WEIGHT_GRAD_CHUNKS);
+    let chunks = n.div_ceil(per_chunk);
+    let accumulate = |first: usize, last: usize, out: &mut [f32]| {
+        for i in first..last {
+            let dym = MatRef::row_major(&dy[i * o * ncols..(i + 1) * o * ncols], o, ncols);
+            let cm = MatRef::row_major(&cols[i * col_len..(i + 1) * col_len], ck, ncols);
+            let beta = if i == first { 0.0 } else { 1.0 };
+            if chunks == 1 {
+                gemm_par(1.0, dym, cm.t(), beta, out);
+            } else {
+                gemm(1.0, dym, cm.t(), beta, out);
+            }
+        }
+    };
+    if chunks == 1 {
+        accumulate(0, n, dw);
+        return;
+    }
+    let mut partial = vec![0.0f32; chunks * o * ck];
+    partial
+        .par_chunks_mut(o * ck)
+        .enumerate()
+        .for_each(|(j, out)| accumulate(j * per_chunk, ((j + 1) * per_chunk).min(n), out));
+    for part in partial.chunks_exact(o * ck) {
+        for (d, p) in dw.iter_mut().zip(part) {
+            *d += *p;
+        }
+    }
+}
+
+/// Gradient of the bias: the sum of `dy` (n, o, plane) over samples and
+/// positions, into `db` (o).
+pub fn conv2d_backward_bias(dy: &[f32], o: usize, plane: usize, db: &mut [f32]) {
+    db.fill(0.0);
+    if o == 0 || plane == 0 {
+        return;
+    }
+    for sample in dy.chunks_exact(o * plane) {
+        for (d, row) in db.iter_mut().zip(sample.chunks_exact(plane)) {
+            *d += row.iter().sum::<f32>();
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! 2-D batch normalisation, as `torch.nn.functional.batch_norm` on NCHW
+//! input with per-channel affine parameters.
+//!
+//! Training normalises with the batch's statistics (biased variance) and
+//! updates the running statistics in place; evaluation normalises with the
+//! running statistics. The forward pass saves each channel's mean and inverse
+//! standard deviation for the backward pass.
+
+use crate::autograd::Tape;
+use crate::cpu::batchnorm2d::{batch_stats, batchnorm2d_backward, batchnorm2d_forward};
+use crate::error::{Error, Result};
+use crate::tensor::{Shape, Tensor};
+
+/// Running statistics and hyper-parameters of a BatchNorm2d (PyTorch
+/// defaults: mean 0, var 1, momentum 0.1, eps 1e-5).
+#[derive(Clone, Debug)]
+pub struct RunningStats {
+    /// Running mean per channel, shape (C).
+    pub mean: Tensor,
+    /// Running (unbiased) variance per channel, shape (C).
+    pub var: Tensor,
+    /// Weight of the newest batch in the running averages:
+    /// `running = (1 - momentum) * running + momentum * batch`.
+    pub momentum: f32,
+    /// Added to the variance before its square root.
+    pub eps: f32,
+}
+
+impl RunningStats {
+    /// PyTorch's initial statistics for `channels` channels: mean 0, var 1,
+    /// momentum 0.1, eps 1e-5.
+    pub fn new(channels: usize) -> RunningStats {
+        let shape = Shape::new(&[channels]).expect("a rank-1 shape is always valid");
+        RunningStats {
+            mean: Tensor::from_shape_vec(shape, vec![0.0; channels]),
+            var: Tensor::from_shape_vec(shape, vec![1.0; channels]),
+            momentum: 0.1,
+            eps: 1e-5,
+        }
+    }
+}
+
+/// Checks the shapes of a batch norm's operands and returns (C, H*W).
+fn check_shapes(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    stats: &RunningStats,
+) -> Result<(usize, usize)> {
+    const OP: &str = "batchnorm2d";
+    x.expect_rank(OP, "input", 4)?;
+    let d = x.dims();
+    let c = d[1];
+    if d[1..].contains(&0) {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "input {:?} must have non-zero channel and spatial sizes",
+                x.shape()
+            ),
+        ));
+    }
+    for (what, t) in [
+        ("gamma", gamma),
+        ("beta", beta),
+        ("running mean", &stats.mean),
+        ("running var", &stats.var),
+    ] {
+        if t.dims() != [c] {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "{what} has shape {:?}, expected [{c}] for input {:?}",
+                    t.shape(),
+                    x.shape()
+                ),
+            ));
+        }
+    }
+    if stats.eps.is_nan() || stats.eps < 0.0 {
+        return Err(Error::invalid(
+            OP,
+            format!("eps {} must be non-negative", stats.eps),
+        ));
+    }
+    Ok((c, d[2] * d[3]))
+}
+
+/// Normalises each channel of `x` (N, C, H, W), then scales by `gamma` (C)
+/// and shifts by `beta` (C), as `torch.nn.BatchNorm2d`.
+///
+/// With `training`, the batch's mean and biased variance are used and the
+/// running statistics are updated in place as PyTorch does (the running
+/// variance takes the unbiased variance, `n / (n - 1)` times the biased one);
+/// a channel with a single value is an error. Without, the running statistics
+/// are used and left unchanged, and the backward pass is the affine map only.
+pub fn batchnorm2d(
+    tape: &mut Tape,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    stats: &mut RunningStats,
+    training: bool,
+) -> Result<Tensor> {
+    let (c, plane) = check_shapes(x, gamma, beta, stats)?;
+    let count = x.numel() / c;
+    let eps = stats.eps as f64;
+    let (mean, rstd): (Vec<f32>, Vec<f32>) = if training {
+        if count < 2 {
+            return Err(Error::invalid(
+                "batchnorm2d",
+                format!(
+                    "training needs more than one value per channel, input {:?} has {count}",
+                    x.shape()
+                ),
+            ));
+        }
+        let batch = batch_stats(x.data(), c, plane);
+        let m = stats.momentum;
+        let unbias = count as f64 / (count - 1) as f64;
+        for (r, &(mu, _)) in stats.mean.data_mut().iter_mut().zip(&batch) {
+            *r = (1.0 - m) * *r + m * mu as f32;
+        }
+        for (r, &(_, var)) in stats.var.data_mut().iter_mut().zip(&batch) {
+            *r = (1.0 - m) * *r + m * (var * unbias) as f32;
+        }
+        batch
+            .iter()
+            .map(|&(mu, var)| (mu as f32, (1.0 / (var + eps).sqrt()) as f32))
+            .unzip()
+    } else {
+        let rstd = stats
+            .var
+            .data()
+            .iter()
+            .map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32)
+            .collect();
+        (stats.mean.to_vec(), rstd)
+    };
+    let mut y = vec![0.0f32; x.numel()];
+    batchnorm2d_forward(
+        x.data(),
+        c,
+        plane,
+        &mean,
+        &rstd,
+        gamma.data(),
+        beta.data(),
+        &mut y,
+    );
+    let y = Tensor::from_shape_vec(*x.shape(), y);
+    let (x2, g2, c_shape) = (x.clone(), gamma.clone(), *gamma.shape());
+    Ok(
+        tape.record("batchnorm2d", y, &[x, gamma, beta], move |dy, needs| {
+            if dy.dims() != x2.dims() {
+                return Err(Error::shape(
+                    "batchnorm2d backward",
+                    format!(
+                        "output gradient has shape {:?}, output has {:?}",
+                        dy.shape(),
+                        x2.shape()
+                    ),
+                ));
+            }
+            let mut dx = needs[0].then(|| vec![0.0f32; x2.numel()]);
+            let mut dgamma = vec![0.0f32; c];
+            let mut dbeta = vec![0.0f32; c];
+            batchnorm2d_backward(
+                dy.data(),
+                x2.data(),
+                c,
+                plane,
+                &mean,
+                &rstd,
+                g2.data(),
+                training,
+                dx.as_deref_mut(),
+                &mut dgamma,
+                &mut dbeta,
+            );
+            Ok(vec![
+                dx.map(|dx| Tensor::from_shape_vec(*x2.shape(), dx)),
+                needs[1].then(|| Tensor::from_shape_vec(c_shape, dgamma)),
+                needs[2].then(|| Tensor::from_shape_vec(c_shape, dbeta)),
+            ])
+        }),
+    )
+}
