@@ -6,12 +6,17 @@
 //! functions). Everything fallible returns [`Result`].
 
 pub mod autograd;
+pub mod checkpoint;
 pub mod cli;
 pub mod cpu;
 pub mod cuda;
 pub mod data;
+pub mod decode;
+pub mod metrics;
+pub mod nn;
 pub mod error;
 pub mod ops;
+pub mod optim;
 pub mod rng;
 pub mod tensor;
 mod threads;
