@@ -21,6 +21,11 @@ impl Gradients {
         self.map.get(&id)
     }
 
+    /// Mutable access to the gradient for an identity (for clipping and scaling).
+    pub fn get_mut(&mut self, id: TensorId) -> Option<&mut Tensor> {
+        self.map.get_mut(&id)
+    }
+
     /// Removes and returns the gradient for an identity.
     pub fn take(&mut self, id: TensorId) -> Option<Tensor> {
         self.map.remove(&id)
