@@ -12,14 +12,16 @@ pub mod cpu;
 pub mod cuda;
 pub mod data;
 pub mod decode;
+pub mod error;
+pub mod fsutil;
 pub mod metrics;
 pub mod nn;
-pub mod error;
 pub mod ops;
 pub mod optim;
 pub mod rng;
 pub mod tensor;
 mod threads;
+pub mod train;
 
 pub use autograd::{Gradients, Param, Tape};
 pub use error::{Error, Result};

@@ -1,6 +1,10 @@
 //! Command-line interface: argument parsing and one module per command.
 
 mod devices;
+mod eval;
+mod infer;
+mod render;
+mod train;
 
 use crate::error::Result;
 use clap::{Parser, Subcommand};
@@ -22,6 +26,14 @@ pub struct Cli {
 pub enum Command {
     /// Lists the compute devices retort can use: CPU threads and CUDA GPUs.
     Devices,
+    /// Trains a CRNN recogniser with CTC on labelled folders.
+    Train(Box<train::TrainArgs>),
+    /// Measures a model on labelled folders: exact match, CER, speed.
+    Eval(eval::EvalArgs),
+    /// Reads the text in PNG images of single lines.
+    Infer(infer::InferArgs),
+    /// Writes a folder of synthetic text lines.
+    Render(render::RenderArgs),
 }
 
 /// Runs a parsed command line.
@@ -31,5 +43,9 @@ pub fn run(cli: Cli) -> Result<()> {
     }
     match cli.command {
         Command::Devices => devices::run(),
+        Command::Train(args) => train::run(*args),
+        Command::Eval(args) => eval::run(args),
+        Command::Infer(args) => infer::run(args),
+        Command::Render(args) => render::run(args),
     }
 }

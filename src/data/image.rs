@@ -40,11 +40,11 @@ impl GrayImage {
 }
 
 fn png_error(path: &Path, what: impl std::fmt::Display) -> Error {
-    Error::Data {
-        path: path.to_path_buf(),
-        line: None,
-        message: format!("not a readable PNG image: {what}"),
-    }
+    Error::data(path, None, format!("not a readable PNG image: {what}"))
+}
+
+fn png_write_error(path: &Path, what: impl std::fmt::Display) -> Error {
+    Error::data(path, None, format!("could not write the PNG image: {what}"))
 }
 
 /// Reads a PNG of any colour type and bit depth and converts it to grey
@@ -122,9 +122,11 @@ pub fn write_png(path: &Path, image: &GrayImage) -> Result<()> {
     );
     encoder.set_color(png::ColorType::Grayscale);
     encoder.set_depth(png::BitDepth::Eight);
-    let mut writer = encoder.write_header().map_err(|e| png_error(path, e))?;
+    let mut writer = encoder
+        .write_header()
+        .map_err(|e| png_write_error(path, e))?;
     writer
         .write_image_data(&image.pixels)
-        .map_err(|e| png_error(path, e))?;
-    writer.finish().map_err(|e| png_error(path, e))
+        .map_err(|e| png_write_error(path, e))?;
+    writer.finish().map_err(|e| png_write_error(path, e))
 }

@@ -1,0 +1,345 @@
+//! The CRNN text-line recogniser: conv blocks, a (Bi)LSTM over the image
+//! columns and a linear head, as in `reference-models.md`.
+
+use super::{BatchNorm2d, Conv2d, CrnnConfig, Linear, Lstm};
+use crate::autograd::{Param, Tape};
+use crate::error::{Error, Result};
+use crate::ops::conv2d::Conv2dSpec;
+use crate::ops::maxpool2d::{maxpool2d, Pool2dSpec};
+use crate::ops::{dropout, permute, relu, reshape};
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+use std::collections::{BTreeMap, HashMap};
+
+/// What [`Crnn::forward`] returns.
+#[derive(Clone, Debug)]
+pub struct CrnnOutput {
+    /// Class scores before softmax, (T, N, K) (class 0 is the blank).
+    pub logits: Tensor,
+    /// Real time steps per sample: [`CrnnConfig::time_steps`] of its pixel
+    /// width, clamped to [1, T]; the CTC input lengths.
+    pub lengths: Vec<usize>,
+    /// Named intermediate values for distillation: `"b1"` … `"bk"`, each
+    /// block's output (N, C, H, W) after its pool, and `"rnn"`, the LSTM
+    /// output (T, N, 2H) before dropout and head.
+    pub features: BTreeMap<String, Tensor>,
+}
+
+/// A CRNN built from a [`CrnnConfig`]. Parameter names follow
+/// `reference-models.md` (`cnn.b{i}.conv.weight`, `cnn.b{i}.bn.weight`,
+/// `rnn.weight_ih_l0`, …, `head.weight`), so that PyTorch state dicts load.
+///
+/// `clone` copies the values but keeps each parameter's identity, so the
+/// clone's gradients are keyed like the original's. For an independent
+/// copy (e.g. two models on one tape), build a new model with [`Crnn::new`]
+/// and [`Crnn::load_state_dict`] the other's [`Crnn::state_dict`].
+#[derive(Clone, Debug)]
+pub struct Crnn {
+    /// The configuration the model was built from.
+    pub config: CrnnConfig,
+    /// The conv blocks `b1`…`bk`: conv 3x3 pad 1 without bias, then its BatchNorm.
+    pub blocks: Vec<(Conv2d, BatchNorm2d)>,
+    /// The LSTM over the columns (`rnn`).
+    pub lstm: Lstm,
+    /// The linear map to class scores (`head`).
+    pub head: Linear,
+}
+
+impl Crnn {
+    /// A model for `config` (checked with [`CrnnConfig::validate`]) with
+    /// PyTorch's default initialisation drawn from `rng`.
+    pub fn new(config: CrnnConfig, rng: &mut Rng) -> Result<Crnn> {
+        config.validate()?;
+        let mut blocks = Vec::with_capacity(config.blocks.len());
+        let mut channels = config.in_channels;
+        for b in &config.blocks {
+            let conv = Conv2d::new(
+                channels,
+                b.out_channels,
+                (3, 3),
+                Conv2dSpec::new((1, 1), (1, 1)),
+                false,
+                rng,
+            )?;
+            blocks.push((conv, BatchNorm2d::new(b.out_channels)?));
+            channels = b.out_channels;
+        }
+        let lstm = Lstm::new(
+            config.sequence_features(),
+            config.hidden,
+            config.layers,
+            config.bidirectional,
+            rng,
+        )?;
+        let head = Linear::new(config.rnn_features(), config.num_classes, true, rng)?;
+        Ok(Crnn {
+            config,
+            blocks,
+            lstm,
+            head,
+        })
+    }
+
+    /// Runs the model on `images` (N, in_channels, height, W), whose sample n
+    /// is `widths[n]` pixels wide on the left and padding beyond.
+    ///
+    /// In `training`, BatchNorm uses (and updates) batch statistics and
+    /// dropout (`config.dropout`, drawn from `rng`) is applied between LSTM
+    /// layers and before the head; otherwise the running statistics are used,
+    /// nothing is updated and `rng` is not touched. The LSTM reads only each
+    /// sample's real time steps; the logits of padding steps are the head's bias.
+    ///
+    /// Errors: a wrong image shape, a width count other than N, a width
+    /// larger than W, or W too narrow for the pools.
+    pub fn forward(
+        &mut self,
+        tape: &mut Tape,
+        images: &Tensor,
+        widths: &[usize],
+        training: bool,
+        rng: &mut Rng,
+    ) -> Result<CrnnOutput> {
+        const OP: &str = "Crnn::forward";
+        let cfg = &self.config;
+        let &[n, c, h, w] = images.dims() else {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "images have shape {:?}, expected (N, {}, {}, W)",
+                    images.shape(),
+                    cfg.in_channels,
+                    cfg.height
+                ),
+            ));
+        };
+        if c != cfg.in_channels || h != cfg.height || n == 0 {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "images have shape {:?}, expected (N, {}, {}, W) with N >= 1",
+                    images.shape(),
+                    cfg.in_channels,
+                    cfg.height
+                ),
+            ));
+        }
+        if widths.len() != n {
+            return Err(Error::shape(
+                OP,
+                format!("{} widths given for a batch of {n} images", widths.len()),
+            ));
+        }
+        if let Some((i, &wi)) = widths.iter().enumerate().find(|(_, &wi)| wi > w) {
+            return Err(Error::shape(
+                OP,
+                format!("image {i} has width {wi}, more than the batch width {w}"),
+            ));
+        }
+        if w < cfg.min_width() {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "batch width {w} is too narrow: the pools need at least {} pixels",
+                    cfg.min_width()
+                ),
+            ));
+        }
+        let steps = cfg.time_steps(w);
+        let lengths: Vec<usize> = widths
+            .iter()
+            .map(|&wi| cfg.time_steps(wi).clamp(1, steps))
+            .collect();
+        let pools: Vec<Option<(usize, usize)>> = cfg.blocks.iter().map(|b| b.pool).collect();
+        let p = cfg.dropout;
+
+        let mut features = BTreeMap::new();
+        let mut x = images.clone();
+        for (i, ((conv, bn), pool)) in self.blocks.iter_mut().zip(pools).enumerate() {
+            x = conv.forward(tape, &x)?;
+            x = bn.forward(tape, &x, training)?;
+            x = relu(tape, &x)?;
+            if let Some(k) = pool {
+                x = maxpool2d(tape, &x, Pool2dSpec::new(k, k))?;
+            }
+            features.insert(format!("b{}", i + 1), x.clone());
+        }
+        // (N, C, H, T) -> (T, N, C, H) -> (T, N, C*H): feature c*H + h of step t
+        // is x[n, c, h, t].
+        let (fc, fh, ft) = (x.dims()[1], x.dims()[2], x.dims()[3]);
+        let seq = permute(tape, &x, &[3, 0, 1, 2])?;
+        let seq = reshape(tape, &seq, &[ft, n, fc * fh])?;
+        let rnn = self.lstm.forward(tape, &seq, &lengths, p, training, rng)?;
+        features.insert("rnn".to_string(), rnn.clone());
+        let rnn = dropout(tape, &rnn, p, training, rng)?;
+        let logits = self.head.forward(tape, &rnn)?;
+        Ok(CrnnOutput {
+            logits,
+            lengths,
+            features,
+        })
+    }
+
+    /// The trainable parameters under their PyTorch names, in a stable
+    /// order: per block `cnn.b{i}.conv.weight`, `cnn.b{i}.bn.weight`,
+    /// `cnn.b{i}.bn.bias`; then `rnn.weight_ih_l0`, `rnn.weight_hh_l0`,
+    /// `rnn.bias_ih_l0`, `rnn.bias_hh_l0`, the same with `_reverse`, the
+    /// next layers; then `head.weight`, `head.bias`.
+    pub fn params(&self) -> Vec<(String, &Param)> {
+        let mut out = Vec::new();
+        for (i, (conv, bn)) in self.blocks.iter().enumerate() {
+            let b = i + 1;
+            for (name, p) in conv.params() {
+                out.push((format!("cnn.b{b}.conv.{name}"), p));
+            }
+            for (name, p) in bn.params() {
+                out.push((format!("cnn.b{b}.bn.{name}"), p));
+            }
+        }
+        for (name, p) in self.lstm.params() {
+            out.push((format!("rnn.{name}"), p));
+        }
+        for (name, p) in self.head.params() {
+            out.push((format!("head.{name}"), p));
+        }
+        out
+    }
+
+    /// The trainable parameters, mutably, in the order of [`Crnn::params`].
+    pub fn params_mut(&mut self) -> Vec<(String, &mut Param)> {
+        let mut out = Vec::new();
+        for (i, (conv, bn)) in self.blocks.iter_mut().enumerate() {
+            let b = i + 1;
+            for (name, p) in conv.params_mut() {
+                out.push((format!("cnn.b{b}.conv.{name}"), p));
+            }
+            for (name, p) in bn.params_mut() {
+                out.push((format!("cnn.b{b}.bn.{name}"), p));
+            }
+        }
+        for (name, p) in self.lstm.params_mut() {
+            out.push((format!("rnn.{name}"), p));
+        }
+        for (name, p) in self.head.params_mut() {
+            out.push((format!("head.{name}"), p));
+        }
+        out
+    }
+
+    /// Everything a checkpoint holds, in PyTorch's state-dict order: the
+    /// parameters of [`Crnn::params`] with each BatchNorm's
+    /// `cnn.b{i}.bn.running_mean` and `cnn.b{i}.bn.running_var` after its
+    /// `bias` (PyTorch's `num_batches_tracked` is not kept). The tensors are
+    /// detached copies sharing storage with the model's values.
+    pub fn state_dict(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        for (i, (conv, bn)) in self.blocks.iter().enumerate() {
+            let b = i + 1;
+            for (name, p) in conv.params() {
+                out.push((format!("cnn.b{b}.conv.{name}"), p.tensor().detach()));
+            }
+            for (name, p) in bn.params() {
+                out.push((format!("cnn.b{b}.bn.{name}"), p.tensor().detach()));
+            }
+            out.push((format!("cnn.b{b}.bn.running_mean"), bn.stats.mean.detach()));
+            out.push((format!("cnn.b{b}.bn.running_var"), bn.stats.var.detach()));
+        }
+        for (name, p) in self.lstm.params() {
+            out.push((format!("rnn.{name}"), p.tensor().detach()));
+        }
+        for (name, p) in self.head.params() {
+            out.push((format!("head.{name}"), p.tensor().detach()));
+        }
+        out
+    }
+
+    /// Sets every parameter and running statistic from `tensors` (names as
+    /// in [`Crnn::state_dict`]; names ending in `num_batches_tracked` are
+    /// ignored). Every name is required, none may be extra or repeated, and
+    /// every shape must match; otherwise nothing is changed and the error
+    /// lists the missing, unexpected, repeated and mis-shaped names.
+    /// Parameters keep their identities.
+    pub fn load_state_dict(&mut self, tensors: &[(String, Tensor)]) -> Result<()> {
+        let expected: Vec<(String, Vec<usize>)> = self
+            .state_dict()
+            .into_iter()
+            .map(|(name, t)| (name, t.dims().to_vec()))
+            .collect();
+        let mut given: HashMap<&str, &Tensor> = HashMap::new();
+        let mut repeated = Vec::new();
+        for (name, t) in tensors {
+            if name.ends_with("num_batches_tracked") {
+                continue;
+            }
+            if given.insert(name.as_str(), t).is_some() {
+                repeated.push(name.clone());
+            }
+        }
+        let mut missing = Vec::new();
+        let mut wrong = Vec::new();
+        for (name, dims) in &expected {
+            match given.get(name.as_str()) {
+                None => missing.push(name.clone()),
+                Some(t) if t.dims() != dims.as_slice() => wrong.push(format!(
+                    "{name} is {:?} but the model expects {dims:?}",
+                    t.dims()
+                )),
+                Some(_) => {}
+            }
+        }
+        let known: std::collections::HashSet<&str> =
+            expected.iter().map(|(n, _)| n.as_str()).collect();
+        let mut extra: Vec<String> = given
+            .keys()
+            .filter(|n| !known.contains(**n))
+            .map(|n| n.to_string())
+            .collect();
+        extra.sort();
+        if !(missing.is_empty() && extra.is_empty() && wrong.is_empty() && repeated.is_empty()) {
+            let mut parts = Vec::new();
+            if !missing.is_empty() {
+                parts.push(format!("missing tensors: {}", listing(&missing, ", ")));
+            }
+            if !extra.is_empty() {
+                parts.push(format!("unexpected tensors: {}", listing(&extra, ", ")));
+            }
+            if !repeated.is_empty() {
+                parts.push(format!("repeated tensors: {}", listing(&repeated, ", ")));
+            }
+            if !wrong.is_empty() {
+                parts.push(format!("wrong shapes: {}", listing(&wrong, "; ")));
+            }
+            return Err(Error::invalid("load_state_dict", parts.join("; ")));
+        }
+        let value = |name: &str| -> Result<&Tensor> {
+            given
+                .get(name)
+                .copied()
+                .ok_or_else(|| Error::invalid("load_state_dict", format!("missing tensor {name}")))
+        };
+        for (name, p) in self.params_mut() {
+            p.set(value(&name)?)?;
+        }
+        for (i, (_, bn)) in self.blocks.iter_mut().enumerate() {
+            let b = i + 1;
+            bn.stats.mean = value(&format!("cnn.b{b}.bn.running_mean"))?.detach();
+            bn.stats.var = value(&format!("cnn.b{b}.bn.running_var"))?.detach();
+        }
+        Ok(())
+    }
+
+    /// The number of trainable values (running statistics not counted), as
+    /// `sum(p.numel() for p in model.parameters())` in PyTorch.
+    pub fn num_parameters(&self) -> usize {
+        self.params().iter().map(|(_, p)| p.tensor().numel()).sum()
+    }
+}
+
+/// The first few `items` joined by `sep`, with a count of the rest.
+fn listing(items: &[String], sep: &str) -> String {
+    const SHOWN: usize = 8;
+    let mut text = items[..items.len().min(SHOWN)].join(sep);
+    if items.len() > SHOWN {
+        text.push_str(&format!("{sep}and {} more", items.len() - SHOWN));
+    }
+    text
+}

@@ -1,0 +1,120 @@
+//! Recognising batches and measuring a model on a labelled set.
+
+use crate::autograd::Tape;
+use crate::data::batch::Batch;
+use crate::data::charset::Charset;
+use crate::data::loader::Loader;
+use crate::decode::{beam_search, greedy};
+use crate::error::Result;
+use crate::metrics::{edit_distance, RecognitionMetrics};
+use crate::nn::Crnn;
+use crate::rng::Rng;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// The text recognised in one image.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recognized {
+    /// The text.
+    pub text: String,
+    /// Confidence in [0, 1] (see `decode`).
+    pub confidence: f32,
+}
+
+/// A validation line recognised wrongly.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mistake {
+    /// The image.
+    pub path: PathBuf,
+    /// The true text.
+    pub label: String,
+    /// What the model read.
+    pub predicted: String,
+    /// Edit distance between them, in characters.
+    pub distance: usize,
+}
+
+/// What an evaluation found.
+#[derive(Clone, Debug)]
+pub struct EvalReport {
+    /// Exact match, CER and counts.
+    pub metrics: RecognitionMetrics,
+    /// Recognition throughput (forward and decoding, not image loading).
+    pub images_per_s: f64,
+    /// The worst-recognised lines, largest edit distance first.
+    pub worst: Vec<Mistake>,
+}
+
+/// Recognises every image of `batch` (evaluation mode, no tape), greedy when
+/// `beam` ≤ 1, CTC prefix beam search otherwise.
+pub fn recognize_batch(
+    model: &mut Crnn,
+    batch: &Batch,
+    charset: &Charset,
+    beam: usize,
+) -> Result<Vec<Recognized>> {
+    let mut tape = Tape::no_grad();
+    let out = model.forward(
+        &mut tape,
+        &batch.images,
+        &batch.widths,
+        false,
+        &mut Rng::seed(0),
+    )?;
+    let decoded = if beam <= 1 {
+        greedy(&out.logits, &out.lengths)?
+    } else {
+        beam_search(&out.logits, &out.lengths, beam)?
+    };
+    Ok(decoded
+        .into_iter()
+        .map(|d| Recognized {
+            text: charset.decode(&d.classes),
+            confidence: d.confidence,
+        })
+        .collect())
+}
+
+/// Recognises every line of `loader` (one epoch, in order) and compares with
+/// the labels; keeps the `keep_worst` worst lines.
+pub fn evaluate(
+    model: &mut Crnn,
+    charset: &Charset,
+    loader: &Loader,
+    beam: usize,
+    keep_worst: usize,
+) -> Result<EvalReport> {
+    let mut metrics = RecognitionMetrics::default();
+    let mut mistakes = Vec::new();
+    let mut compute = 0.0f64;
+    for batch in loader.epoch(0) {
+        let batch = batch?;
+        let start = Instant::now();
+        let read = recognize_batch(model, &batch, charset, beam)?;
+        compute += start.elapsed().as_secs_f64();
+        for ((r, label), path) in read.iter().zip(&batch.labels).zip(&batch.paths) {
+            metrics.add(&r.text, label);
+            if r.text != *label {
+                let a: Vec<char> = r.text.chars().collect();
+                let b: Vec<char> = label.chars().collect();
+                mistakes.push(Mistake {
+                    path: path.clone(),
+                    label: label.clone(),
+                    predicted: r.text.clone(),
+                    distance: edit_distance(&a, &b),
+                });
+            }
+        }
+    }
+    mistakes.sort_by(|a, b| {
+        b.distance
+            .cmp(&a.distance)
+            .then_with(|| a.path.cmp(&b.path))
+    });
+    mistakes.truncate(keep_worst);
+    Ok(EvalReport {
+        images_per_s: metrics.n as f64 / compute.max(1e-9),
+        metrics,
+        worst: mistakes,
+    })
+}

@@ -1,0 +1,17 @@
+//! Training a CRNN recogniser with CTC: the configuration, one step, the
+//! loop with validation and checkpoints, evaluation and the training record
+//! (metrics log and plot).
+
+mod config;
+mod evaluate;
+mod log;
+mod plot;
+mod run;
+mod step;
+
+pub use config::{Budget, ModelSource, TrainConfig};
+pub use evaluate::{evaluate, recognize_batch, EvalReport, Mistake, Recognized};
+pub use log::MetricsLog;
+pub use plot::write_training_plot;
+pub use run::{train, TrainSummary};
+pub use step::{apply_gradients, ctc_objective, train_step, StepStats};

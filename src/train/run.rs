@@ -1,0 +1,259 @@
+//! The training loop: data, model, steps, validation, checkpoints, record.
+
+use super::config::{Budget, ModelSource, TrainConfig};
+use super::evaluate::evaluate;
+use super::log::MetricsLog;
+use super::plot::write_training_plot;
+use super::step::train_step;
+use crate::checkpoint;
+use crate::data::augment::{augment, AugmentConfig};
+use crate::data::charset::Charset;
+use crate::data::labels::load_datasets;
+use crate::data::loader::{AugmentFn, Loader, LoaderConfig};
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
+use crate::nn::{Crnn, CrnnConfig};
+use crate::optim::{LrPlan, Optimizer};
+use crate::rng::Rng;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Non-finite losses in a row after which a run stops.
+const MAX_BAD_STEPS: u32 = 5;
+
+/// How a finished run went.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainSummary {
+    /// Optimiser steps taken.
+    pub steps: u64,
+    /// Best validation exact match (its checkpoint is in `best/`).
+    pub best_exact_match: f64,
+    /// CER of the best checkpoint.
+    pub best_cer: f64,
+    /// Validation exact match of the final model (`last/`).
+    pub last_exact_match: f64,
+    /// CER of the final model.
+    pub last_cer: f64,
+    /// Wall time in seconds.
+    pub seconds: f64,
+    /// Training throughput.
+    pub images_per_s: f64,
+    /// Parameters of the model.
+    pub parameters: usize,
+}
+
+fn load_charset(cfg: &TrainConfig) -> Result<Charset> {
+    match &cfg.charset {
+        Some(path) => Charset::from_file(path),
+        None => Ok(Charset::default_alnum()),
+    }
+}
+
+fn build_model(cfg: &TrainConfig, charset: &Charset, rng: &mut Rng) -> Result<Crnn> {
+    let classes = charset.num_classes();
+    let model_cfg = match &cfg.model {
+        ModelSource::Preset(name) => CrnnConfig::preset(name)?.with_classes(classes),
+        ModelSource::Config(c) => c.clone(),
+        ModelSource::Checkpoint(dir) => {
+            let ck = checkpoint::load(dir)?;
+            if ck.charset != charset.symbols() {
+                return Err(Error::data(
+                    dir,
+                    None,
+                    "the checkpoint's charset differs from the training charset",
+                ));
+            }
+            return Ok(ck.model);
+        }
+    };
+    if model_cfg.num_classes != classes {
+        return Err(Error::invalid(
+            "train",
+            format!(
+                "the model has {} classes but the charset needs {classes} (symbols + blank)",
+                model_cfg.num_classes
+            ),
+        ));
+    }
+    Crnn::new(model_cfg, rng)
+}
+
+fn progress_bar(total: u64, enabled: bool) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg} ETA {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// Trains a model as `cfg` says, writing checkpoints (`best/`, `last/`), the
+/// metrics log (`metrics.jsonl`), the curves (`training.svg`) and the
+/// configuration (`train_config.json`) into `cfg.out`.
+pub fn train(cfg: &TrainConfig) -> Result<TrainSummary> {
+    cfg.validate()?;
+    let started = Instant::now();
+    std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
+    let charset = load_charset(cfg)?;
+    let train_set = load_datasets(&cfg.train, &charset, cfg.skip_bad)?;
+    let val_set = load_datasets(&cfg.val, &charset, cfg.skip_bad)?;
+    for (name, set) in [("training", &train_set), ("validation", &val_set)] {
+        if !set.skipped.is_empty() {
+            eprintln!(
+                "skipped {} bad {name} line(s), first: {}",
+                set.skipped.len(),
+                set.skipped[0]
+            );
+        }
+    }
+    let mut rng = Rng::seed(cfg.seed);
+    let mut model = build_model(cfg, &charset, &mut rng.fork(1))?;
+    let augment_fn: Option<AugmentFn> = (cfg.augment > 0.0).then(|| {
+        let acfg = AugmentConfig {
+            strength: cfg.augment,
+            ..AugmentConfig::default()
+        };
+        Arc::new(move |img: &_, rng: &mut Rng| augment(img, &acfg, rng)) as AugmentFn
+    });
+    let loader = Loader::new(
+        train_set.samples,
+        LoaderConfig {
+            batch_size: cfg.batch_size,
+            shuffle: true,
+            seed: cfg.seed,
+            width: cfg.width,
+            augment: augment_fn,
+            buckets: true,
+            ..LoaderConfig::default()
+        },
+    )?;
+    let val_loader = Loader::new(
+        val_set.samples,
+        LoaderConfig {
+            batch_size: cfg.batch_size.max(32),
+            shuffle: false,
+            width: cfg.width,
+            ..LoaderConfig::default()
+        },
+    )?;
+    let total = match cfg.budget {
+        Budget::Steps(n) => n,
+        Budget::Epochs(e) => e * loader.batches_per_epoch() as u64,
+    };
+    let plan = LrPlan {
+        base_lr: cfg.lr,
+        schedule: cfg.schedule.clone(),
+        warmup_steps: cfg.warmup_steps.min(total / 2),
+        total_steps: total,
+    };
+    plan.validate()?;
+    let mut optimizer = Optimizer::new(cfg.optimizer.clone())?;
+    let config_json = serde_json::to_vec_pretty(cfg)
+        .map_err(|e| Error::invalid("train", format!("cannot serialise the configuration: {e}")))?;
+    write_atomic(&cfg.out.join("train_config.json"), &config_json)?;
+
+    let mut log = MetricsLog::new(&cfg.out.join("metrics.jsonl"));
+    let bar = progress_bar(total, cfg.progress);
+    let mut step_rng = rng.fork(2);
+    let (mut step, mut bad_in_row, mut images) = (0u64, 0u32, 0usize);
+    let mut loss_ema: Option<f32> = None;
+    let mut loss_curve = Vec::new();
+    let mut val_curve = Vec::new();
+    let mut best = (-1.0f64, f64::MAX);
+    let mut last = (0.0, 1.0);
+    let mut train_secs = 0.0f64;
+    let mut window = (Instant::now(), 0usize);
+    'epochs: for epoch in 0.. {
+        for batch in loader.epoch(epoch) {
+            let batch = batch?;
+            let lr = plan.lr_at(step);
+            let t0 = Instant::now();
+            let stats = train_step(
+                &mut model,
+                &mut optimizer,
+                &batch,
+                lr,
+                cfg.clip_norm,
+                &mut step_rng,
+            )?;
+            train_secs += t0.elapsed().as_secs_f64();
+            if stats.skipped {
+                bad_in_row += 1;
+                bar.println(format!(
+                    "warning: step {step}: non-finite loss or gradient ({}), update skipped",
+                    stats.loss
+                ));
+                if bad_in_row >= MAX_BAD_STEPS {
+                    bar.abandon();
+                    return Err(Error::invalid(
+                        "train",
+                        format!(
+                            "stopped after {bad_in_row} non-finite steps in a row; the last good checkpoint is in {}",
+                            cfg.out.join("last").display()
+                        ),
+                    ));
+                }
+                continue;
+            }
+            bad_in_row = 0;
+            step += 1;
+            images += batch.widths.len();
+            window.1 += batch.widths.len();
+            let ema = loss_ema.map_or(stats.loss, |e| 0.95 * e + 0.05 * stats.loss);
+            loss_ema = Some(ema);
+            let ips = window.1 as f64 / window.0.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!("loss {ema:.4} lr {lr:.2e} {ips:.0} img/s"));
+            bar.set_position(step);
+            if step % cfg.log_every == 0 {
+                loss_curve.push((step, stats.loss));
+                log.push(
+                    json!({"step": step, "epoch": epoch, "loss": stats.loss, "loss_ema": ema,
+                    "lr": lr, "grad_norm": stats.grad_norm, "images_per_s": ips}),
+                )?;
+                window = (Instant::now(), 0);
+            }
+            if step % cfg.val_every == 0 || step == total {
+                let report = evaluate(&mut model, &charset, &val_loader, 1, 0)?;
+                let (em, cer) = (report.metrics.exact_match(), report.metrics.cer());
+                last = (em, cer);
+                val_curve.push((step, em, cer));
+                log.push(
+                    json!({"step": step, "epoch": epoch, "val_exact_match": em, "val_cer": cer,
+                    "val_n": report.metrics.n}),
+                )?;
+                bar.println(format!(
+                    "step {step}: validation exact match {:.2}%, CER {:.2}%",
+                    100.0 * em,
+                    100.0 * cer
+                ));
+                checkpoint::save(&cfg.out.join("last"), &model, charset.symbols())?;
+                if em > best.0 || (em == best.0 && cer < best.1) {
+                    best = (em, cer);
+                    checkpoint::save(&cfg.out.join("best"), &model, charset.symbols())?;
+                }
+                write_training_plot(&cfg.out.join("training.svg"), &loss_curve, &val_curve)?;
+                window = (Instant::now(), 0);
+            }
+            if step >= total {
+                break 'epochs;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    Ok(TrainSummary {
+        steps: step,
+        best_exact_match: best.0.max(0.0),
+        best_cer: if best.1 == f64::MAX { 1.0 } else { best.1 },
+        last_exact_match: last.0,
+        last_cer: last.1,
+        seconds: started.elapsed().as_secs_f64(),
+        images_per_s: images as f64 / train_secs.max(1e-9),
+        parameters: model.num_parameters(),
+    })
+}
