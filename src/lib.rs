@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+mod recognizer;
 pub mod rng;
 pub mod tensor;
 mod threads;
@@ -25,6 +26,7 @@ pub mod train;
 
 pub use autograd::{Gradients, Param, Tape};
 pub use error::{Error, Result};
+pub use recognizer::{Recognized, Recognizer};
 pub use rng::Rng;
 pub use tensor::{Device, Shape, Tensor, TensorId};
 pub use threads::set_threads;

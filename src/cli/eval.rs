@@ -1,6 +1,5 @@
 //! `retort eval`: measure a model on labelled data.
 
-use crate::checkpoint::load_model;
 use crate::data::charset::Charset;
 use crate::data::labels::load_datasets;
 use crate::data::loader::{Loader, LoaderConfig};
@@ -42,7 +41,7 @@ pub struct EvalArgs {
 
 /// Runs `retort eval`.
 pub fn run(args: EvalArgs) -> Result<()> {
-    let mut ck = load_model(&args.model, args.weights.as_deref(), None)?;
+    let mut ck = super::load_checkpoint(&args.model, args.weights.as_deref())?;
     let charset = Charset::from_symbols(ck.charset.clone())?;
     let data = load_datasets(&args.data, &charset, args.skip_bad)?;
     let loader = Loader::new(

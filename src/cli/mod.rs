@@ -6,8 +6,10 @@ mod infer;
 mod render;
 mod train;
 
-use crate::error::Result;
+use crate::checkpoint::{load_model, Checkpoint};
+use crate::error::{Error, Result};
 use clap::{Parser, Subcommand};
+use std::path::Path;
 
 /// retort: knowledge distillation for OCR text-line recognition.
 #[derive(Parser, Debug)]
@@ -48,4 +50,18 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Infer(args) => infer::run(args),
         Command::Render(args) => render::run(args),
     }
+}
+
+/// Loads `--model`: a checkpoint folder, or a preset name with `--weights`
+/// (a preset alone has no trained weights, so it is refused).
+pub fn load_checkpoint(spec: &str, weights: Option<&Path>) -> Result<Checkpoint> {
+    if !Path::new(spec).is_dir() && weights.is_none() {
+        return Err(Error::invalid(
+            "--model",
+            format!(
+                "`{spec}` is not a checkpoint folder; a preset needs its trained weights: --weights FILE.safetensors"
+            ),
+        ));
+    }
+    load_model(spec, weights, None)
 }

@@ -14,7 +14,7 @@
 //!
 //! Sequences of different lengths share a padded batch: sample n has
 //! `lengths[n]` real steps, read from t = 0 up (forward) or from
-//! t = lengths[n] - 1 down to 0 (reverse), as PyTorch does with a packed
+//! t = lengths\[n\] - 1 down to 0 (reverse), as PyTorch does with a packed
 //! sequence. Padding steps output zero, leave the state alone and get no
 //! gradient.
 //!

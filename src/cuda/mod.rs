@@ -2,7 +2,7 @@
 //!
 //! cudarc loads the driver library lazily and panics when it is missing, so
 //! every entry point here first looks for the library itself and turns its
-//! absence into an [`Error::Device`] that names what was looked for.
+//! absence into an [`Error::Device`](crate::Error::Device) that names what was looked for.
 
 #[cfg(feature = "cuda")]
 use crate::error::Error;

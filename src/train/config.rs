@@ -138,7 +138,7 @@ impl TrainConfig {
             return bad("val_every and log_every must be at least 1".into());
         }
         if let Some(c) = self.clip_norm {
-            if !(c > 0.0) {
+            if c.is_nan() || c <= 0.0 {
                 return bad(format!("clip norm must be positive, got {c}"));
             }
         }

@@ -5,7 +5,7 @@
 //! binary, a built-in bitmap font in block and dot-matrix styles, optionally
 //! the system's fonts and user font files) at a random size, with kerning,
 //! letter-spacing, baseline and size jitter; cropped to the text with random
-//! margins; degraded with [`augment`](crate::data::augment::augment); and
+//! margins; degraded with [`crate::data::augment::augment`]; and
 //! resized to the stored height keeping the aspect ratio.
 //!
 //! Rendering is deterministic: sample `i` of seed `s` depends only on `(s,
