@@ -9,6 +9,7 @@
 //! file and the problem.
 
 use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
 use crate::nn::{Crnn, CrnnConfig};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
@@ -17,9 +18,7 @@ use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::HashSet;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
 /// The name of the configuration file in a checkpoint folder.
 pub const CONFIG_FILE: &str = "config.json";
@@ -247,6 +246,28 @@ pub fn load_weights(path: &Path) -> Result<Vec<(String, Tensor)>> {
 /// Writes `tensors` as an f32 `.safetensors` file at `path`, atomically.
 /// Repeated names are an error.
 pub fn save_weights(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    save_weights_with_metadata(path, tensors, None)
+}
+
+/// Reads the string metadata of a `.safetensors` file's header (`None` when it has none).
+pub fn load_metadata(path: &Path) -> Result<Option<std::collections::HashMap<String, String>>> {
+    let bytes = read_file(path)?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| {
+        Error::data(
+            path,
+            None,
+            format!("not a valid safetensors file (truncated or corrupt?): {e}"),
+        )
+    })?;
+    Ok(meta.metadata().clone())
+}
+
+/// [`save_weights`] with string metadata stored in the file's header.
+pub fn save_weights_with_metadata(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Result<()> {
     let mut seen = HashSet::new();
     for (name, _) in tensors {
         if !seen.insert(name.as_str()) {
@@ -258,7 +279,7 @@ pub fn save_weights(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
         }
     }
     let views = tensors.iter().map(|(name, t)| (name.as_str(), F32View(t)));
-    let bytes = safetensors::serialize(views, None)
+    let bytes = safetensors::serialize(views, metadata)
         .map_err(|e| Error::data(path, None, format!("cannot encode safetensors: {e}")))?;
     write_atomic(path, &bytes)
 }
@@ -346,41 +367,4 @@ fn mismatch(weights: &Path, source: &str, e: Error) -> Error {
         None,
         format!("the tensors do not match the model of {source}: {detail}"),
     )
-}
-
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder,
-/// written, flushed and synced, then renamed over `path`; the folder is
-/// synced afterwards where the platform allows. The temporary file is
-/// removed on failure.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| Error::data(path, None, "not a file path"))?;
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.flush()?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
-    }
-    #[cfg(unix)]
-    if let Ok(d) = std::fs::File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }

@@ -24,6 +24,20 @@ impl Rng {
         }
     }
 
+    /// The generator's whole state, for saving a run mid-way.
+    pub fn state(&self) -> [u64; 4] {
+        self.s
+    }
+
+    /// A generator continuing from a state returned by [`Rng::state`].
+    /// (An all-zero state, which xoshiro cannot leave, is replaced by a seeded one.)
+    pub fn from_state(s: [u64; 4]) -> Rng {
+        if s == [0; 4] {
+            return Rng::seed(0);
+        }
+        Rng { s }
+    }
+
     /// An independent generator derived from this one's next output and `stream`.
     pub fn fork(&mut self, stream: u64) -> Rng {
         Rng::seed(self.next_u64() ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03))

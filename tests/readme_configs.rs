@@ -4,7 +4,8 @@ use retort::nn::CrnnConfig;
 
 #[test]
 fn readme_json_blocks_parse() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let mut blocks = 0;
     let mut rest = readme.as_str();
     while let Some(start) = rest.find("```json\n") {

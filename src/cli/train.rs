@@ -4,7 +4,7 @@ use crate::data::batch::WidthPolicy;
 use crate::error::{Error, Result};
 use crate::nn::CrnnConfig;
 use crate::optim::{LrSchedule, OptimizerConfig};
-use crate::train::{train, Budget, ModelSource, TrainConfig};
+use crate::train::{resume, train, Budget, ModelSource, TrainConfig};
 use clap::ValueEnum;
 use std::path::{Path, PathBuf};
 
@@ -34,17 +34,21 @@ pub enum ScheduleKind {
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
     /// A preset (crnn-t, crnn-s), a model configuration JSON file, or a checkpoint folder to fine-tune.
-    #[arg(long)]
-    pub model: String,
+    #[arg(long, required_unless_present = "resume")]
+    pub model: Option<String>,
     /// Training data folders (each with labels.txt).
-    #[arg(long, required = true, num_args = 1..)]
+    #[arg(long, required_unless_present = "resume", num_args = 1..)]
     pub train: Vec<PathBuf>,
     /// Validation data folders.
-    #[arg(long, required = true, num_args = 1..)]
+    #[arg(long, required_unless_present = "resume", num_args = 1..)]
     pub val: Vec<PathBuf>,
     /// Output folder for checkpoints, metrics and plots.
-    #[arg(long)]
-    pub out: PathBuf,
+    #[arg(long, required_unless_present = "resume")]
+    pub out: Option<PathBuf>,
+    /// Continue the interrupted run in this output folder from its last
+    /// checkpoint (every other option is taken from its train_config.json).
+    #[arg(long, conflicts_with_all = ["model", "train", "val", "out"])]
+    pub resume: Option<PathBuf>,
     /// Charset file, one symbol per line (default: 0-9a-z).
     #[arg(long)]
     pub charset: Option<PathBuf>,
@@ -197,11 +201,12 @@ impl TrainArgs {
                 min_lr: self.min_lr,
             },
         };
+        let missing = |what: &str| Error::invalid("train", format!("{what} is required"));
         Ok(TrainConfig {
-            model: model_source(&self.model)?,
+            model: model_source(self.model.as_deref().ok_or_else(|| missing("--model"))?)?,
             train: self.train.clone(),
             val: self.val.clone(),
-            out: self.out.clone(),
+            out: self.out.clone().ok_or_else(|| missing("--out"))?,
             charset: self.charset.clone(),
             optimizer,
             lr: self.lr,
@@ -224,10 +229,15 @@ impl TrainArgs {
     }
 }
 
-/// Runs `retort train`.
+/// Runs `retort train` (or `retort train --resume DIR`).
 pub fn run(args: TrainArgs) -> Result<()> {
-    let cfg = args.to_config()?;
-    let s = train(&cfg)?;
+    let (s, out) = match &args.resume {
+        Some(dir) => (resume(dir)?, dir.clone()),
+        None => {
+            let cfg = args.to_config()?;
+            (train(&cfg)?, cfg.out)
+        }
+    };
     println!(
         "trained {} steps in {:.0} s ({:.1} images/s, {} parameters)",
         s.steps, s.seconds, s.images_per_s, s.parameters
@@ -236,13 +246,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
         "best validation exact match {:.2}% (CER {:.2}%) in {}",
         100.0 * s.best_exact_match,
         100.0 * s.best_cer,
-        cfg.out.join("best").display()
+        out.join("best").display()
     );
     println!(
         "last validation exact match {:.2}% (CER {:.2}%) in {}",
         100.0 * s.last_exact_match,
         100.0 * s.last_cer,
-        cfg.out.join("last").display()
+        out.join("last").display()
     );
     Ok(())
 }

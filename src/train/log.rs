@@ -20,6 +20,19 @@ impl MetricsLog {
         }
     }
 
+    /// A log continuing from `text` (the lines written before a resume).
+    pub fn resumed(path: &Path, text: String) -> MetricsLog {
+        MetricsLog {
+            path: path.to_path_buf(),
+            text,
+        }
+    }
+
+    /// Everything logged so far.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     /// Appends one event and writes the file.
     pub fn push(&mut self, event: serde_json::Value) -> Result<()> {
         self.text.push_str(&event.to_string());

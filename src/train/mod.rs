@@ -13,5 +13,5 @@ pub use config::{Budget, ModelSource, TrainConfig};
 pub use evaluate::{evaluate, recognize_batch, EvalReport, Mistake, Recognized};
 pub use log::MetricsLog;
 pub use plot::write_training_plot;
-pub use run::{train, TrainSummary};
+pub use run::{resume, train, TrainSummary, RESUME_FILE};
 pub use step::{apply_gradients, ctc_objective, train_step, StepStats};

@@ -13,10 +13,14 @@ use crate::data::loader::{AugmentFn, Loader, LoaderConfig};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::nn::{Crnn, CrnnConfig};
-use crate::optim::{LrPlan, Optimizer};
+use crate::optim::{LrPlan, Optimizer, OptimizerState};
 use crate::rng::Rng;
+use crate::tensor::Tensor;
 use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -42,6 +46,95 @@ pub struct TrainSummary {
     pub images_per_s: f64,
     /// Parameters of the model.
     pub parameters: usize,
+}
+
+/// The file in `last/` from which `--resume` continues a run.
+pub const RESUME_FILE: &str = "resume.safetensors";
+const PROGRESS_KEY: &str = "retort.progress";
+
+/// Where a run stands, saved with every `last/` checkpoint so that a resumed
+/// run continues exactly: same data position, same random numbers, same record.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Progress {
+    /// Optimiser steps taken.
+    step: u64,
+    /// Epoch and index of the next batch to train on.
+    epoch: usize,
+    batch: usize,
+    /// Best validation (exact match, CER) so far.
+    best: Option<(f64, f64)>,
+    /// Latest validation.
+    last: Option<(f64, f64)>,
+    /// State of the random numbers used by the steps (dropout).
+    rng: [u64; 4],
+    /// The curves and the metrics log up to this point.
+    loss_curve: Vec<(u64, f32)>,
+    val_curve: Vec<(u64, f64, f64)>,
+    log: String,
+    optimizer_step: u64,
+}
+
+/// Saves model, optimiser and progress into one file, written atomically, so
+/// that what is resumed from is always one consistent moment of the run.
+fn save_resume(
+    path: &Path,
+    model: &Crnn,
+    optimizer: &Optimizer,
+    progress: &Progress,
+) -> Result<()> {
+    let mut tensors: Vec<(String, Tensor)> = model
+        .state_dict()
+        .into_iter()
+        .map(|(name, t)| (format!("model.{name}"), t))
+        .collect();
+    let state = optimizer.state();
+    for (name, values) in state.buffers {
+        let n = values.len();
+        tensors.push((format!("optim.{name}"), Tensor::from_vec(values, &[n])?));
+    }
+    let progress = Progress {
+        optimizer_step: state.step,
+        ..progress.clone()
+    };
+    let text = serde_json::to_string(&progress)
+        .map_err(|e| Error::invalid("train", format!("cannot record the run's progress: {e}")))?;
+    let meta = HashMap::from([(PROGRESS_KEY.to_string(), text)]);
+    checkpoint::save_weights_with_metadata(path, &tensors, Some(meta))
+}
+
+/// Reads a file written by [`save_resume`] into `model` and `optimizer`.
+fn load_resume(path: &Path, model: &mut Crnn, optimizer: &mut Optimizer) -> Result<Progress> {
+    let meta = checkpoint::load_metadata(path)?.unwrap_or_default();
+    let text = meta.get(PROGRESS_KEY).ok_or_else(|| {
+        Error::data(
+            path,
+            None,
+            "not a resume file of retort (no progress record)",
+        )
+    })?;
+    let progress: Progress = serde_json::from_str(text)
+        .map_err(|e| Error::data(path, None, format!("unreadable progress record: {e}")))?;
+    let mut weights = Vec::new();
+    let mut buffers = Vec::new();
+    for (name, t) in checkpoint::load_weights(path)? {
+        if let Some(n) = name.strip_prefix("model.") {
+            weights.push((n.to_string(), t));
+        } else if let Some(n) = name.strip_prefix("optim.") {
+            buffers.push((n.to_string(), t.to_vec()));
+        } else {
+            return Err(Error::data(path, None, format!("unexpected tensor {name}")));
+        }
+    }
+    model
+        .load_state_dict(&weights)
+        .map_err(|e| Error::data(path, None, format!("model does not fit the run: {e}")))?;
+    optimizer
+        .load_state(OptimizerState {
+            step: progress.optimizer_step,
+            buffers,
+        })
+        .map_err(|e| Error::data(path, None, format!("optimizer state does not fit: {e}")))?;
+    Ok(progress)
 }
 
 fn load_charset(cfg: &TrainConfig) -> Result<Charset> {
@@ -97,6 +190,27 @@ fn progress_bar(total: u64, enabled: bool) -> ProgressBar {
 /// metrics log (`metrics.jsonl`), the curves (`training.svg`) and the
 /// configuration (`train_config.json`) into `cfg.out`.
 pub fn train(cfg: &TrainConfig) -> Result<TrainSummary> {
+    run(cfg, false)
+}
+
+/// Continues the run in `out` from its last checkpoint: the configuration
+/// (`train_config.json`), model, optimiser state, schedule position, random
+/// state and data position are restored, so that the run ends with the same
+/// weights as one that was never interrupted (with the same thread count).
+pub fn resume(out: &Path) -> Result<TrainSummary> {
+    let path = out.join("train_config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let cfg: TrainConfig = serde_json::from_str(&text).map_err(|e| {
+        Error::data(
+            &path,
+            Some(e.line()),
+            format!("not a training configuration: {e}"),
+        )
+    })?;
+    run(&cfg, true)
+}
+
+fn run(cfg: &TrainConfig, resuming: bool) -> Result<TrainSummary> {
     cfg.validate()?;
     let started = Instant::now();
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
@@ -154,23 +268,40 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary> {
     };
     plan.validate()?;
     let mut optimizer = Optimizer::new(cfg.optimizer.clone())?;
-    let config_json = serde_json::to_vec_pretty(cfg)
-        .map_err(|e| Error::invalid("train", format!("cannot serialise the configuration: {e}")))?;
-    write_atomic(&cfg.out.join("train_config.json"), &config_json)?;
-
-    let mut log = MetricsLog::new(&cfg.out.join("metrics.jsonl"));
-    let bar = progress_bar(total, cfg.progress);
     let mut step_rng = rng.fork(2);
-    let (mut step, mut bad_in_row, mut images) = (0u64, 0u32, 0usize);
+    let mut progress = Progress::default();
+    let resume_path = cfg.out.join("last").join(RESUME_FILE);
+    if resuming {
+        progress = load_resume(&resume_path, &mut model, &mut optimizer)?;
+        step_rng = Rng::from_state(progress.rng);
+        eprintln!(
+            "resuming at step {} (epoch {}, batch {})",
+            progress.step, progress.epoch, progress.batch
+        );
+    } else {
+        let config_json = serde_json::to_vec_pretty(cfg).map_err(|e| {
+            Error::invalid("train", format!("cannot serialise the configuration: {e}"))
+        })?;
+        write_atomic(&cfg.out.join("train_config.json"), &config_json)?;
+    }
+
+    let mut log = MetricsLog::resumed(
+        &cfg.out.join("metrics.jsonl"),
+        std::mem::take(&mut progress.log),
+    );
+    let bar = progress_bar(total, cfg.progress);
+    let (mut step, mut bad_in_row, mut images) = (progress.step, 0u32, 0usize);
     let mut loss_ema: Option<f32> = None;
-    let mut loss_curve = Vec::new();
-    let mut val_curve = Vec::new();
-    let mut best = (-1.0f64, f64::MAX);
-    let mut last = (0.0, 1.0);
+    let mut loss_curve = std::mem::take(&mut progress.loss_curve);
+    let mut val_curve = std::mem::take(&mut progress.val_curve);
+    let mut best = progress.best.unwrap_or((-1.0f64, f64::MAX));
+    let mut last = progress.last.unwrap_or((0.0, 1.0));
     let mut train_secs = 0.0f64;
     let mut window = (Instant::now(), 0usize);
-    'epochs: for epoch in 0.. {
-        for batch in loader.epoch(epoch) {
+    let (mut epoch, mut start) = (progress.epoch, progress.batch);
+    'epochs: while step < total {
+        for (offset, batch) in loader.epoch_from(epoch, start).enumerate() {
+            let batch_index = start + offset;
             let batch = batch?;
             let lr = plan.lr_at(step);
             let t0 = Instant::now();
@@ -232,11 +363,24 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary> {
                     100.0 * em,
                     100.0 * cer
                 ));
-                checkpoint::save(&cfg.out.join("last"), &model, charset.symbols())?;
                 if em > best.0 || (em == best.0 && cer < best.1) {
                     best = (em, cer);
                     checkpoint::save(&cfg.out.join("best"), &model, charset.symbols())?;
                 }
+                checkpoint::save(&cfg.out.join("last"), &model, charset.symbols())?;
+                let at = Progress {
+                    step,
+                    epoch,
+                    batch: batch_index + 1,
+                    best: Some(best),
+                    last: Some(last),
+                    rng: step_rng.state(),
+                    loss_curve: loss_curve.clone(),
+                    val_curve: val_curve.clone(),
+                    log: log.text().to_string(),
+                    optimizer_step: 0,
+                };
+                save_resume(&resume_path, &model, &optimizer, &at)?;
                 write_training_plot(&cfg.out.join("training.svg"), &loss_curve, &val_curve)?;
                 window = (Instant::now(), 0);
             }
@@ -244,6 +388,8 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary> {
                 break 'epochs;
             }
         }
+        epoch += 1;
+        start = 0;
     }
     bar.finish_and_clear();
     Ok(TrainSummary {
