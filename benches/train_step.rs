@@ -27,6 +27,15 @@ const N: usize = 32;
 const WIDTH: usize = 128;
 const CLASSES: usize = 37;
 
+fn weights(d: &[Tensor; 4]) -> LstmWeights<'_> {
+    LstmWeights {
+        w_ih: &d[0],
+        w_hh: &d[1],
+        b_ih: &d[2],
+        b_hh: &d[3],
+    }
+}
+
 fn random(rng: &mut Rng, dims: &[usize], scale: f32) -> Tensor {
     let n = dims.iter().product();
     Tensor::from_vec((0..n).map(|_| rng.normal() * scale).collect(), dims).unwrap()
@@ -102,7 +111,9 @@ fn conv_rows(b: &Bench, rng: &mut Rng) {
     ];
     let spec = Conv2dSpec::new((1, 1), (1, 1));
     for (i, &(c, o, h, w)) in shapes.iter().enumerate() {
-        let x = tracked(rng, &[N, c, h, w], 1.0);
+        // The images (b1's input) need no gradient; later inputs do.
+        let x = random(rng, &[N, c, h, w], 1.0);
+        let x = if i == 0 { x } else { x.tracked() };
         let wt = tracked(rng, &[o, c, 3, 3], 0.2);
         b.row(&format!("conv b{} fwd", i + 1), || {
             let mut tape = Tape::new();
@@ -132,6 +143,8 @@ fn pool_bn_rows(b: &Bench, rng: &mut Rng) {
         "maxpool 2x1 fwd+bwd",
         fwd_bwd(|tape| maxpool2d(tape, &x4, p21).unwrap()),
     );
+    // What every fwd+bwd row pays for its `sum_all` loss, at the b1 size.
+    b.row("(sum_all b1 fwd+bwd)", fwd_bwd(|_| x.clone()));
     let gamma = tracked(rng, &[32], 0.1);
     let beta = tracked(rng, &[32], 0.1);
     b.row(
@@ -157,14 +170,6 @@ fn lstm_rows(b: &Bench, rng: &mut Rng) {
             tracked(rng, &[4 * h], scale),
         ]);
     }
-    let weights = |d: &[Tensor; 4]| -> LstmWeights<'_> {
-        LstmWeights {
-            w_ih: &d[0],
-            w_hh: &d[1],
-            b_ih: &d[2],
-            b_hh: &d[3],
-        }
-    };
     let layers = [
         LstmLayer {
             forward: weights(&dirs[0]),
@@ -250,22 +255,14 @@ fn ops_step_row(b: &Bench, rng: &mut Rng) {
         }
         let seq = ops::permute(&mut tape, &x, &[3, 0, 1, 2]).unwrap();
         let seq = ops::reshape(&mut tape, &seq, &[t, N, 512]).unwrap();
-        let w = |d: &[Tensor; 4]| -> LstmWeights<'_> {
-            LstmWeights {
-                w_ih: &d[0],
-                w_hh: &d[1],
-                b_ih: &d[2],
-                b_hh: &d[3],
-            }
-        };
         let layers = [
             LstmLayer {
-                forward: w(&dirs[0]),
-                reverse: Some(w(&dirs[1])),
+                forward: weights(&dirs[0]),
+                reverse: Some(weights(&dirs[1])),
             },
             LstmLayer {
-                forward: w(&dirs[2]),
-                reverse: Some(w(&dirs[3])),
+                forward: weights(&dirs[2]),
+                reverse: Some(weights(&dirs[3])),
             },
         ];
         let r = lstm(&mut tape, &seq, &layers, &lengths).unwrap();

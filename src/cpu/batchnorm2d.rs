@@ -3,10 +3,20 @@
 //! and the backward pass uses them.
 //!
 //! Layout (n, c, plane) with `plane = h * w`. Per-channel sums run over
-//! channels in parallel, each in a fixed order with f64 accumulators;
-//! element-wise passes run over (sample, channel) planes in parallel.
+//! channels in parallel, each in a fixed order with f64 accumulators (eight
+//! interleaved lanes, summed pairwise at the end, so the loop vectorises);
+//! element-wise passes run over groups of (sample, channel) planes in
+//! parallel. No result depends on the thread count.
 
+use super::elementwise::build_chunked;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
+
+/// Interleaved f64 accumulators per channel sum.
+const LANES: usize = 8;
+
+/// Fewest values an element-wise parallel task handles.
+const PAR_MIN_VALUES: usize = 1 << 14;
 
 /// The planes of channel `ch` of `x` (n, c, plane), one per sample in order.
 fn channel_planes<'a>(
@@ -19,32 +29,107 @@ fn channel_planes<'a>(
         .map(move |sample| &sample[ch * plane..(ch + 1) * plane])
 }
 
+/// The lanes summed pairwise.
+#[inline(always)]
+fn lanes_total(acc: &[f64; LANES]) -> f64 {
+    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+}
+
+/// Adds `f(v)` of each value of `xs` to the lanes: value i to lane i % LANES.
+#[inline(always)]
+fn add_lanes(acc: &mut [f64; LANES], xs: &[f32], f: impl Fn(f32) -> f64) {
+    let mut chunks = xs.chunks_exact(LANES);
+    for ch in &mut chunks {
+        for l in 0..LANES {
+            acc[l] += f(ch[l]);
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
+        *a += f(v);
+    }
+}
+
+/// Adds `f(a, b)` of each pair of `xs`, `ys` to the lanes.
+#[inline(always)]
+fn add_lanes2(acc: &mut [f64; LANES], xs: &[f32], ys: &[f32], f: impl Fn(f32, f32) -> f64) {
+    let n = xs.len().min(ys.len());
+    let (xs, ys) = (&xs[..n], &ys[..n]);
+    let mut cx = xs.chunks_exact(LANES);
+    let mut cy = ys.chunks_exact(LANES);
+    for (a, b) in (&mut cx).zip(&mut cy) {
+        for l in 0..LANES {
+            acc[l] += f(a[l], b[l]);
+        }
+    }
+    for ((s, &a), &b) in acc.iter_mut().zip(cx.remainder()).zip(cy.remainder()) {
+        *s += f(a, b);
+    }
+}
+
+avx2_dispatch! {
+    /// Sum and sum of squared deviations from the mean of channel `ch` of
+    /// `x` (n, c, plane); returns (mean, biased variance).
+    fn channel_stats(x: &[f32], c: usize, plane: usize, ch: usize) -> (f64, f64) {
+        let count = (x.len() / c) as f64;
+        let mut acc = [0.0f64; LANES];
+        for p in channel_planes(x, c, plane, ch) {
+            add_lanes(&mut acc, p, |v| v as f64);
+        }
+        let mean = lanes_total(&acc) / count;
+        let mut acc = [0.0f64; LANES];
+        for p in channel_planes(x, c, plane, ch) {
+            add_lanes(&mut acc, p, |v| {
+                let d = v as f64 - mean;
+                d * d
+            });
+        }
+        (mean, lanes_total(&acc) / count)
+    }
+}
+
 /// Mean and biased variance (divided by the count) of each channel of `x`
 /// (n, c, plane), computed in two passes with f64 sums.
 pub fn batch_stats(x: &[f32], c: usize, plane: usize) -> Vec<(f64, f64)> {
     if c == 0 || plane == 0 {
         return vec![(0.0, 0.0); c];
     }
-    let count = (x.len() / c) as f64;
     (0..c)
         .into_par_iter()
-        .map(|ch| {
-            let sum: f64 = channel_planes(x, c, plane, ch)
-                .flatten()
-                .map(|&v| v as f64)
-                .sum();
-            let mean = sum / count;
-            let sq: f64 = channel_planes(x, c, plane, ch)
-                .flatten()
-                .map(|&v| (v as f64 - mean).powi(2))
-                .sum();
-            (mean, sq / count)
-        })
+        .map(|ch| channel_stats(x, c, plane, ch))
         .collect()
 }
 
-/// `y = (x - mean) * rstd * gamma + beta` per channel of `x` (n, c, plane).
-#[allow(clippy::too_many_arguments)]
+/// A new (n, c, plane) tensor of `len` values whose every plane is
+/// written by `f(channel, plane index, out plane)`, in parallel over groups
+/// of whole planes. `f` must write every value of the plane it is given.
+fn build_planes(
+    len: usize,
+    c: usize,
+    plane: usize,
+    f: impl Fn(usize, usize, &mut [MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
+    let group = PAR_MIN_VALUES.div_ceil(plane).max(1);
+    build_chunked(len, plane * group, |start, out| {
+        let first = start / plane;
+        for (k, yp) in out.chunks_mut(plane).enumerate() {
+            let p = first + k;
+            f(p % c, p, yp);
+        }
+    })
+}
+
+avx2_dispatch! {
+    /// `y = (x - m) * scale + b` over one plane (`x` at least as long as `y`).
+    fn affine_plane(y: &mut [MaybeUninit<f32>], x: &[f32], m: f32, scale: f32, b: f32) {
+        let x = &x[..y.len()];
+        for (o, &v) in y.iter_mut().zip(x) {
+            o.write((v - m) * scale + b);
+        }
+    }
+}
+
+/// `y = (x - mean) * rstd * gamma + beta` per channel of `x` (n, c,
+/// plane); returns `y`, the same size as `x`.
 pub fn batchnorm2d_forward(
     x: &[f32],
     c: usize,
@@ -53,22 +138,65 @@ pub fn batchnorm2d_forward(
     rstd: &[f32],
     gamma: &[f32],
     beta: &[f32],
-    y: &mut [f32],
-) {
+) -> Vec<f32> {
     if c == 0 || plane == 0 {
-        return;
+        return vec![0.0; x.len()];
     }
-    y.par_chunks_mut(plane)
-        .zip(x.par_chunks(plane))
-        .enumerate()
-        .for_each(|(i, (yp, xp))| {
-            let ch = i % c;
-            let scale = rstd[ch] * gamma[ch];
-            let (m, b) = (mean[ch], beta[ch]);
-            for (o, &v) in yp.iter_mut().zip(xp) {
-                *o = (v - m) * scale + b;
+    build_planes(x.len(), c, plane, |ch, p, yp| {
+        let xp = &x[p * plane..(p + 1) * plane];
+        affine_plane(yp, xp, mean[ch], rstd[ch] * gamma[ch], beta[ch]);
+    })
+}
+
+avx2_dispatch! {
+    /// Σ dy and Σ dy * xhat over channel `ch`, with xhat = (x - m) * r.
+    fn channel_grad_sums(
+        dy: &[f32],
+        x: &[f32],
+        c: usize,
+        plane: usize,
+        ch: usize,
+        m: f32,
+        r: f32,
+    ) -> (f64, f64) {
+        let mut acc_dy = [0.0f64; LANES];
+        let mut acc_dx = [0.0f64; LANES];
+        for (dp, xp) in channel_planes(dy, c, plane, ch).zip(channel_planes(x, c, plane, ch)) {
+            add_lanes(&mut acc_dy, dp, |d| d as f64);
+            add_lanes2(&mut acc_dx, dp, xp, |d, v| (d * ((v - m) * r)) as f64);
+        }
+        (lanes_total(&acc_dy), lanes_total(&acc_dx))
+    }
+}
+
+avx2_dispatch! {
+    /// `dx = scale * (dy - mean_dy - xhat * mean_dy_xhat)` over one plane,
+    /// with `xhat = (x - m) * r`, when the statistics came from the batch
+    /// (`batch`); `dx = scale * dy` when they were constants.
+    fn dx_plane(
+        dx: &mut [MaybeUninit<f32>],
+        dy: &[f32],
+        x: &[f32],
+        batch: bool,
+        m: f32,
+        r: f32,
+        scale: f32,
+        mean_dy: f32,
+        mean_dy_xhat: f32,
+    ) {
+        let n = dx.len();
+        let (dy, x) = (&dy[..n], &x[..n]);
+        if batch {
+            for k in 0..n {
+                let xhat = (x[k] - m) * r;
+                dx[k].write(scale * (dy[k] - mean_dy - xhat * mean_dy_xhat));
             }
-        });
+        } else {
+            for k in 0..n {
+                dx[k].write(scale * dy[k]);
+            }
+        }
+    }
 }
 
 /// Gradients of [`batchnorm2d_forward`] given the output gradient `dy`.
@@ -78,7 +206,8 @@ pub fn batchnorm2d_forward(
 /// `dx = gamma * rstd * (dy - mean(dy) - xhat * mean(dy * xhat))`; without,
 /// they were constants (evaluation) and `dx = gamma * rstd * dy`. Always
 /// `dgamma = Σ dy * xhat` and `dbeta = Σ dy` per channel, with
-/// `xhat = (x - mean) * rstd`. `dx`, `dgamma` and `dbeta` are overwritten.
+/// `xhat = (x - mean) * rstd`. `dgamma` and `dbeta` are overwritten; `dx`
+/// is returned when `want_dx`.
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm2d_backward(
     dy: &[f32],
@@ -89,55 +218,44 @@ pub fn batchnorm2d_backward(
     rstd: &[f32],
     gamma: &[f32],
     batch_stats: bool,
-    dx: Option<&mut [f32]>,
+    want_dx: bool,
     dgamma: &mut [f32],
     dbeta: &mut [f32],
-) {
+) -> Option<Vec<f32>> {
     if c == 0 || plane == 0 {
-        return;
+        return want_dx.then(|| vec![0.0; x.len()]);
     }
     let count = (x.len() / c) as f32;
     let sums: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
-        .map(|ch| {
-            let (m, r) = (mean[ch], rstd[ch]);
-            let mut sum_dy = 0.0f64;
-            let mut sum_dy_xhat = 0.0f64;
-            for (dp, xp) in channel_planes(dy, c, plane, ch).zip(channel_planes(x, c, plane, ch)) {
-                for (&d, &v) in dp.iter().zip(xp) {
-                    sum_dy += d as f64;
-                    sum_dy_xhat += (d * ((v - m) * r)) as f64;
-                }
-            }
-            (sum_dy, sum_dy_xhat)
-        })
+        .map(|ch| channel_grad_sums(dy, x, c, plane, ch, mean[ch], rstd[ch]))
         .collect();
     for (ch, &(sdy, sdx)) in sums.iter().enumerate() {
         dbeta[ch] = sdy as f32;
         dgamma[ch] = sdx as f32;
     }
-    let Some(dx) = dx else {
-        return;
-    };
-    dx.par_chunks_mut(plane)
-        .zip(dy.par_chunks(plane))
-        .zip(x.par_chunks(plane))
-        .enumerate()
-        .for_each(|(i, ((dxp, dp), xp))| {
-            let ch = i % c;
-            let (m, r) = (mean[ch], rstd[ch]);
-            let scale = gamma[ch] * r;
-            if batch_stats {
-                let mean_dy = sums[ch].0 as f32 / count;
-                let mean_dy_xhat = sums[ch].1 as f32 / count;
-                for ((o, &d), &v) in dxp.iter_mut().zip(dp).zip(xp) {
-                    let xhat = (v - m) * r;
-                    *o = scale * (d - mean_dy - xhat * mean_dy_xhat);
-                }
-            } else {
-                for (o, &d) in dxp.iter_mut().zip(dp) {
-                    *o = scale * d;
-                }
-            }
-        });
+    if !want_dx {
+        return None;
+    }
+    Some(build_planes(x.len(), c, plane, |ch, p, dxp| {
+        let range = p * plane..(p + 1) * plane;
+        let (m, r) = (mean[ch], rstd[ch]);
+        let scale = gamma[ch] * r;
+        let (mean_dy, mean_dy_xhat) = if batch_stats {
+            (sums[ch].0 as f32 / count, sums[ch].1 as f32 / count)
+        } else {
+            (0.0, 0.0)
+        };
+        dx_plane(
+            dxp,
+            &dy[range.clone()],
+            &x[range],
+            batch_stats,
+            m,
+            r,
+            scale,
+            mean_dy,
+            mean_dy_xhat,
+        );
+    }))
 }

@@ -3,7 +3,9 @@
 //! Layouts are NCHW for images, (O, C, kh, kw) for weights. One sample's
 //! im2col matrix has `C*kh*kw` rows (ordered c, ki, kj, as the weight's
 //! columns) and `Ho*Wo` columns, so one sample's output is the product
-//! `W (O x C*kh*kw) · col (C*kh*kw x Ho*Wo)`.
+//! `W (O x C*kh*kw) · col (C*kh*kw x Ho*Wo)`. The im2col matrices live in
+//! per-task buffers: the weight gradient rebuilds them from the input rather
+//! than keeping a whole batch of them from the forward pass.
 
 use super::gemm::{gemm, gemm_par, MatRef};
 use rayon::prelude::*;
@@ -173,8 +175,14 @@ pub fn col2im_add(col: &[f32], g: &ConvGeom, dx: &mut [f32]) {
                     let dst = &mut plane[ih * g.w..(ih + 1) * g.w];
                     let src = &row[oh * g.wo + ow_lo..oh * g.wo + ow_hi];
                     let iw0 = ow_lo * g.sw + kj - g.pw;
-                    for (v, d) in src.iter().zip(dst[iw0..].iter_mut().step_by(g.sw)) {
-                        *d += *v;
+                    if g.sw == 1 {
+                        for (d, v) in dst[iw0..iw0 + src.len()].iter_mut().zip(src) {
+                            *d += *v;
+                        }
+                    } else {
+                        for (v, d) in src.iter().zip(dst[iw0..].iter_mut().step_by(g.sw)) {
+                            *d += *v;
+                        }
                     }
                 }
             }
@@ -185,9 +193,8 @@ pub fn col2im_add(col: &[f32], g: &ConvGeom, dx: &mut [f32]) {
 /// Forward convolution of `n` samples `x` (n, c, h, w) with `weight`
 /// (o, c, kh, kw) and an optional `bias` (o) into `y` (n, o, ho, wo).
 ///
-/// When `saved_cols` is given (n * col_rows * col_cols values) each sample's
-/// im2col matrix is kept there for the weight gradient; it is never written
-/// for a pointwise geometry, whose im2col matrix is the input itself.
+/// Each sample's im2col matrix is built in a per-task buffer and dropped:
+/// the weight gradient rebuilds it from `x` (see [`conv2d_backward_weight`]).
 pub fn conv2d_forward(
     x: &[f32],
     g: &ConvGeom,
@@ -195,7 +202,6 @@ pub fn conv2d_forward(
     o: usize,
     bias: Option<&[f32]>,
     y: &mut [f32],
-    saved_cols: Option<&mut [f32]>,
 ) {
     let (ck, ncols) = (g.col_rows(), g.col_cols());
     let out_len = o * ncols;
@@ -230,23 +236,13 @@ pub fn conv2d_forward(
             .for_each(|(i, out)| sample(x_sample(i), out));
         return;
     }
-    match saved_cols {
-        Some(cols) => y
-            .par_chunks_mut(out_len)
-            .zip(cols.par_chunks_mut(ck * ncols))
-            .enumerate()
-            .for_each(|(i, (out, col))| {
-                im2col(x_sample(i), g, col);
-                sample(col, out);
-            }),
-        None => y.par_chunks_mut(out_len).enumerate().for_each_init(
-            || vec![0.0f32; ck * ncols],
-            |col, (i, out)| {
-                im2col(x_sample(i), g, col);
-                sample(col, out);
-            },
-        ),
-    }
+    y.par_chunks_mut(out_len).enumerate().for_each_init(
+        || vec![0.0f32; ck * ncols],
+        |col, (i, out)| {
+            im2col(x_sample(i), g, col);
+            sample(col, out);
+        },
+    );
 }
 
 /// Gradient of the input: for each sample `dx_i = col2im(Wᵀ · dy_i)`.
@@ -284,29 +280,43 @@ pub fn conv2d_backward_input(dy: &[f32], g: &ConvGeom, weight: &[f32], o: usize,
     );
 }
 
-/// Gradient of the weight: `dW = Σ_i dy_i · col_iᵀ`, with `cols` the saved
-/// im2col matrices (n, col_rows, col_cols), or the input itself for a
-/// pointwise geometry. `dw` (o, c, kh, kw) is overwritten. The sum runs over
-/// [`WEIGHT_GRAD_CHUNKS`] fixed chunks of the batch, so the result does not
-/// depend on the number of threads.
-pub fn conv2d_backward_weight(dy: &[f32], cols: &[f32], g: &ConvGeom, o: usize, dw: &mut [f32]) {
-    let (ck, ncols) = (g.col_rows(), g.col_cols());
+/// Gradient of the weight: `dW = Σ_i dy_i · col_iᵀ`, with `col_i` the
+/// im2col matrix of sample i of the input `x` (n, c, h, w), rebuilt here one
+/// sample at a time (the input itself for a pointwise geometry). `dw`
+/// (o, c, kh, kw) is overwritten. The sum runs over [`WEIGHT_GRAD_CHUNKS`]
+/// fixed chunks of the batch, so the result does not depend on the number
+/// of threads.
+pub fn conv2d_backward_weight(dy: &[f32], x: &[f32], g: &ConvGeom, o: usize, dw: &mut [f32]) {
+    let (ck, ncols, in_len) = (g.col_rows(), g.col_cols(), g.in_len());
     let col_len = ck * ncols;
     let dw = &mut dw[..o * ck];
     dw.fill(0.0);
-    if col_len == 0 || o == 0 {
+    if col_len == 0 || o == 0 || in_len == 0 {
         return;
     }
-    let n = cols.len() / col_len;
+    let n = x.len() / in_len;
     if n == 0 {
         return;
     }
     let per_chunk = n.div_ceil(WEIGHT_GRAD_CHUNKS);
     let chunks = n.div_ceil(per_chunk);
+    let pointwise = g.is_pointwise();
     let accumulate = |first: usize, last: usize, out: &mut [f32]| {
+        let mut buf = if pointwise {
+            Vec::new()
+        } else {
+            vec![0.0f32; col_len]
+        };
         for i in first..last {
+            let xi = &x[i * in_len..(i + 1) * in_len];
+            let col: &[f32] = if pointwise {
+                xi
+            } else {
+                im2col(xi, g, &mut buf);
+                &buf
+            };
             let dym = MatRef::row_major(&dy[i * o * ncols..(i + 1) * o * ncols], o, ncols);
-            let cm = MatRef::row_major(&cols[i * col_len..(i + 1) * col_len], ck, ncols);
+            let cm = MatRef::row_major(col, ck, ncols);
             let beta = if i == first { 0.0 } else { 1.0 };
             if chunks == 1 {
                 gemm_par(1.0, dym, cm.t(), beta, out);

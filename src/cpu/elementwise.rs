@@ -2,36 +2,125 @@
 
 use crate::tensor::{broadcast_strides, Shape};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
-/// Below this many elements a map runs on the calling thread.
-const PAR_MIN: usize = 1 << 15;
+/// Values per parallel task; inputs shorter than two tasks run on the
+/// calling thread. Each value is computed on its own, so the split never
+/// changes a result.
+const PAR_CHUNK: usize = 1 << 15;
+
+/// A vector of `n` values written by `fill(start, out)` over consecutive
+/// chunks `out` of the output starting at index `start`, in parallel for
+/// long outputs. `fill` must write every value of each chunk it is given.
+fn build(n: usize, fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync) -> Vec<f32> {
+    build_chunked(n, PAR_CHUNK, fill)
+}
+
+/// [`build`] with tasks of `chunk` values (the last may be shorter); an
+/// output shorter than two chunks is written by one call on this thread.
+/// `fill(start, out)` must write every value of `out`.
+///
+/// This is how kernels produce a fresh output without zero-filling it first.
+pub(crate) fn build_chunked(
+    n: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
+    let chunk = chunk.max(1);
+    let mut out = Vec::with_capacity(n);
+    let spare = &mut out.spare_capacity_mut()[..n];
+    if n < 2 * chunk {
+        fill(0, spare);
+    } else {
+        spare
+            .par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, part)| fill(i * chunk, part));
+    }
+    // SAFETY: `fill` wrote each of the first n values (every caller writes
+    // every value of every chunk it is given).
+    unsafe { out.set_len(n) };
+    out
+}
+
+/// The values of `s` once every one of them has been written.
+///
+/// # Safety
+/// Every element of `s` must be initialised.
+pub(crate) unsafe fn assume_init_mut(s: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: MaybeUninit<f32> has the layout of f32 and the caller
+    // guarantees every element is initialised.
+    unsafe { &mut *(s as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
+/// Runs `body` from an AVX2 build when the CPU has AVX2 (same operations,
+/// more lanes; see [`crate::cpu::simd`]).
+#[inline(always)]
+fn with_avx2<R>(body: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2<R>(body: impl FnOnce() -> R) -> R {
+            body()
+        }
+        if super::simd::has_avx2() {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { avx2(body) };
+        }
+    }
+    body()
+}
 
 /// `f` applied to every value.
 pub fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
-    if x.len() < PAR_MIN {
-        x.iter().map(|&v| f(v)).collect()
-    } else {
-        x.par_iter().map(|&v| f(v)).collect()
-    }
+    build(x.len(), |start, out| {
+        let x = &x[start..start + out.len()];
+        with_avx2(
+            #[inline(always)]
+            || {
+                for (o, &v) in out.iter_mut().zip(x) {
+                    o.write(f(v));
+                }
+            },
+        )
+    })
 }
 
 /// `f` applied to pairs of values of two equally long slices.
 pub fn zip(x: &[f32], y: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
-    debug_assert_eq!(x.len(), y.len());
-    if x.len() < PAR_MIN {
-        x.iter().zip(y).map(|(&a, &b)| f(a, b)).collect()
-    } else {
-        x.par_iter().zip(y).map(|(&a, &b)| f(a, b)).collect()
-    }
+    assert_eq!(x.len(), y.len(), "zip of slices of different lengths");
+    build(x.len(), |start, out| {
+        let end = start + out.len();
+        let (x, y) = (&x[start..end], &y[start..end]);
+        with_avx2(
+            #[inline(always)]
+            || {
+                for ((o, &a), &b) in out.iter_mut().zip(x).zip(y) {
+                    o.write(f(a, b));
+                }
+            },
+        )
+    })
 }
 
 /// `f` applied to three equally long slices.
-pub fn zip3(x: &[f32], y: &[f32], z: &[f32], f: impl Fn(f32, f32, f32) -> f32) -> Vec<f32> {
-    x.iter()
-        .zip(y)
-        .zip(z)
-        .map(|((&a, &b), &c)| f(a, b, c))
-        .collect()
+pub fn zip3(x: &[f32], y: &[f32], z: &[f32], f: impl Fn(f32, f32, f32) -> f32 + Sync) -> Vec<f32> {
+    assert!(
+        x.len() == y.len() && x.len() == z.len(),
+        "zip3 of slices of different lengths"
+    );
+    build(x.len(), |start, out| {
+        let end = start + out.len();
+        let (x, y, z) = (&x[start..end], &y[start..end], &z[start..end]);
+        with_avx2(
+            #[inline(always)]
+            || {
+                for (((o, &a), &b), &c) in out.iter_mut().zip(x).zip(y).zip(z) {
+                    o.write(f(a, b, c));
+                }
+            },
+        )
+    })
 }
 
 /// `f(x, y)` where `x` of shape `xs` and `y` of shape `ys` are read as the

@@ -23,7 +23,7 @@
 //! The backward pass collects the gate gradients of every step in one
 //! (T·N, 4H) buffer and turns them into dX, dW_ih and dW_hh with one GEMM each.
 
-use super::elementwise::logistic;
+use super::fastmath;
 use super::gemm::{gemm, gemm_par, MatRef};
 
 /// Sizes of one LSTM direction: T steps, N samples, F input features, H hidden units.
@@ -158,26 +158,8 @@ pub fn lstm_forward(
             if let Some(cache) = cache.as_mut() {
                 cache.h_prev[row * h..(row + 1) * h].copy_from_slice(hs);
             }
-            let (gi, rest) = pre_row.split_at_mut(h);
-            let (gf, rest) = rest.split_at_mut(h);
-            let (gg, go) = rest.split_at_mut(h);
             let y = &mut out[row * h..(row + 1) * h];
-            for k in 0..h {
-                let i = logistic(gi[k]);
-                let fg = logistic(gf[k]);
-                let g = gg[k].tanh();
-                let o = logistic(go[k]);
-                let c = fg * cs[k] + i * g;
-                let hv = o * c.tanh();
-                cs[k] = c;
-                hs[k] = hv;
-                y[k] = hv;
-                // Keep the activations in place for the cache.
-                gi[k] = i;
-                gf[k] = fg;
-                gg[k] = g;
-                go[k] = o;
-            }
+            cell_forward(pre_row, cs, hs, y);
             if let Some(cache) = cache.as_mut() {
                 cache.gates[row * g4..(row + 1) * g4].copy_from_slice(pre_row);
                 cache.c[row * h..(row + 1) * h].copy_from_slice(cs);
@@ -185,6 +167,71 @@ pub fn lstm_forward(
         }
     }
     (out, cache)
+}
+
+avx2_dispatch! {
+    /// One LSTM cell step for one sample: `pre` (4H) holds the gate
+    /// pre-activations and receives the activations σ(i), σ(f), tanh(g),
+    /// σ(o); the state `c`, `h` (H each) is updated and `y` (H) receives h.
+    fn cell_forward(pre: &mut [f32], c: &mut [f32], h: &mut [f32], y: &mut [f32]) {
+        let n = c.len();
+        let (gi, rest) = pre[..4 * n].split_at_mut(n);
+        let (gf, rest) = rest.split_at_mut(n);
+        let (gg, go) = rest.split_at_mut(n);
+        let (h, y) = (&mut h[..n], &mut y[..n]);
+        for k in 0..n {
+            let i = fastmath::sigmoid(gi[k]);
+            let fg = fastmath::sigmoid(gf[k]);
+            let g = fastmath::tanh(gg[k]);
+            let o = fastmath::sigmoid(go[k]);
+            let cv = fg * c[k] + i * g;
+            let hv = o * fastmath::tanh(cv);
+            c[k] = cv;
+            h[k] = hv;
+            y[k] = hv;
+            gi[k] = i;
+            gf[k] = fg;
+            gg[k] = g;
+            go[k] = o;
+        }
+    }
+}
+
+avx2_dispatch! {
+    /// Backward through one cell step for one sample: from the saved
+    /// activations `gates` (4H), the cell state after (`c`) and before
+    /// (`c_prev`) the step, and the gradients reaching h (`dy + dh_next`)
+    /// and c (`dc`, updated to the gradient of `c_prev`), writes the gate
+    /// pre-activation gradients into `dg` (4H).
+    fn cell_backward(
+        gates: &[f32],
+        c: &[f32],
+        c_prev: &[f32],
+        dy: &[f32],
+        dh_next: &[f32],
+        dc: &mut [f32],
+        dg: &mut [f32],
+    ) {
+        let n = c.len();
+        let (gi, rest) = gates[..4 * n].split_at(n);
+        let (gf, rest) = rest.split_at(n);
+        let (gg, go) = rest.split_at(n);
+        let (dgi, rest) = dg[..4 * n].split_at_mut(n);
+        let (dgf, rest) = rest.split_at_mut(n);
+        let (dgg, dgo) = rest.split_at_mut(n);
+        let (c_prev, dy, dh_next, dc) = (&c_prev[..n], &dy[..n], &dh_next[..n], &mut dc[..n]);
+        for k in 0..n {
+            let (i, fg, g, o) = (gi[k], gf[k], gg[k], go[k]);
+            let dh = dy[k] + dh_next[k];
+            let tc = fastmath::tanh(c[k]);
+            let d = dc[k] + dh * o * (1.0 - tc * tc);
+            dgi[k] = d * g * i * (1.0 - i);
+            dgf[k] = d * c_prev[k] * fg * (1.0 - fg);
+            dgg[k] = d * i * (1.0 - g * g);
+            dgo[k] = dh * tc * o * (1.0 - o);
+            dc[k] = d * fg;
+        }
+    }
 }
 
 /// Which gradients [`lstm_backward`] should compute.
@@ -254,17 +301,7 @@ pub fn lstm_backward(
             let dyr = &dy[row * h..(row + 1) * h];
             let dhn = &dh_next[j * h..(j + 1) * h];
             let dcn = &mut dc_next[j * h..(j + 1) * h];
-            for k in 0..h {
-                let (i, fg, g, o) = (gates[k], gates[h + k], gates[2 * h + k], gates[3 * h + k]);
-                let dh = dyr[k] + dhn[k];
-                let tc = c[k].tanh();
-                let dc = dcn[k] + dh * o * (1.0 - tc * tc);
-                sg[k] = dc * g * i * (1.0 - i);
-                sg[h + k] = dc * c_prev[k] * fg * (1.0 - fg);
-                sg[2 * h + k] = dc * i * (1.0 - g * g);
-                sg[3 * h + k] = dh * tc * o * (1.0 - o);
-                dcn[k] = dc * fg;
-            }
+            cell_backward(gates, c, c_prev, dyr, dhn, dcn, sg);
             d_gates[row * g4..(row + 1) * g4].copy_from_slice(sg);
         }
         // dh_{s-1} = dGates_s·W_hh; nothing flows before the first step.

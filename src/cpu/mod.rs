@@ -1,10 +1,14 @@
 //! CPU kernels: the forward and backward math of each op on host memory.
 //! Ops in `crate::ops` pair these with the tape.
 
+#[macro_use]
+pub(crate) mod simd;
+
 pub mod batchnorm2d;
 pub mod conv2d;
 pub mod ctc;
 pub mod elementwise;
+pub mod fastmath;
 pub mod gemm;
 pub mod layout;
 pub mod lstm;

@@ -137,17 +137,7 @@ pub fn batchnorm2d(
             .collect();
         (stats.mean.to_vec(), rstd)
     };
-    let mut y = vec![0.0f32; x.numel()];
-    batchnorm2d_forward(
-        x.data(),
-        c,
-        plane,
-        &mean,
-        &rstd,
-        gamma.data(),
-        beta.data(),
-        &mut y,
-    );
+    let y = batchnorm2d_forward(x.data(), c, plane, &mean, &rstd, gamma.data(), beta.data());
     let y = Tensor::from_shape_vec(*x.shape(), y);
     let (x2, g2, c_shape) = (x.clone(), gamma.clone(), *gamma.shape());
     Ok(
@@ -162,10 +152,9 @@ pub fn batchnorm2d(
                     ),
                 ));
             }
-            let mut dx = needs[0].then(|| vec![0.0f32; x2.numel()]);
             let mut dgamma = vec![0.0f32; c];
             let mut dbeta = vec![0.0f32; c];
-            batchnorm2d_backward(
+            let dx = batchnorm2d_backward(
                 dy.data(),
                 x2.data(),
                 c,
@@ -174,7 +163,7 @@ pub fn batchnorm2d(
                 &rstd,
                 g2.data(),
                 training,
-                dx.as_deref_mut(),
+                needs[0],
                 &mut dgamma,
                 &mut dbeta,
             );

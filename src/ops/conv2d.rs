@@ -2,7 +2,8 @@
 //!
 //! Forward: im2col + GEMM per sample, samples in parallel. Backward: the
 //! input gradient is `col2im(Wᵀ · dY)`, the weight gradient `Σ dY · colᵀ`
-//! over the im2col matrices saved in forward, the bias gradient the sum of `dY`.
+//! over the im2col matrices rebuilt from the saved input, the bias gradient
+//! the sum of `dY`.
 
 use crate::autograd::Tape;
 use crate::cpu::conv2d::{
@@ -128,14 +129,8 @@ pub fn conv2d(
     let out_shape = Shape::new(&[n, o, g.ho, g.wo])?;
     let mut inputs = vec![x, weight];
     inputs.extend(bias);
-    // The im2col matrices are kept only for the weight gradient; a pointwise
-    // conv's im2col matrix is its input, kept by reference instead.
-    let keep_cols = tape.wants_grad(&inputs) && weight.is_tracked();
-    let mut cols = if keep_cols && !g.is_pointwise() {
-        Some(vec![0.0f32; n * g.col_rows() * g.col_cols()])
-    } else {
-        None
-    };
+    // The weight gradient rebuilds the im2col matrices from the input.
+    let keep_input = tape.wants_grad(&inputs) && weight.is_tracked();
     let mut y = vec![0.0f32; out_shape.numel()];
     conv2d_forward(
         x.data(),
@@ -144,17 +139,9 @@ pub fn conv2d(
         o,
         bias.map(|b| b.data()),
         &mut y,
-        cols.as_deref_mut(),
     );
     let y = Tensor::from_shape_vec(out_shape, y);
-    let saved_cols = match cols {
-        Some(c) => Some(Tensor::from_shape_vec(
-            Shape::new(&[n, g.col_rows(), g.col_cols()])?,
-            c,
-        )),
-        None if keep_cols => Some(x.detach()),
-        None => None,
-    };
+    let saved_input = keep_input.then(|| x.detach());
     let (x_shape, w) = (*x.shape(), weight.clone());
     let bias_shape = bias.map(|b| *b.shape());
     Ok(tape.record("conv2d", y, &inputs, move |dy, needs| {
@@ -173,15 +160,16 @@ pub fn conv2d(
             conv2d_backward_input(dy, &g, w.data(), o, &mut dx);
             Tensor::from_shape_vec(x_shape, dx)
         });
-        let dw = match (needs[1], &saved_cols) {
-            (true, Some(cols)) => {
+        let dw = match (needs[1], &saved_input) {
+            (true, Some(input)) => {
                 let mut dw = vec![0.0f32; w.numel()];
-                conv2d_backward_weight(dy, cols.data(), &g, o, &mut dw);
+                conv2d_backward_weight(dy, input.data(), &g, o, &mut dw);
                 Some(Tensor::from_shape_vec(*w.shape(), dw))
             }
             (true, None) => {
                 return Err(Error::Autograd(
-                    "conv2d backward: the weight needs a gradient but no im2col was saved".into(),
+                    "conv2d backward: the weight needs a gradient but its input was not saved"
+                        .into(),
                 ))
             }
             (false, _) => None,

@@ -108,8 +108,7 @@ pub fn maxpool2d(tape: &mut Tape, x: &Tensor, spec: Pool2dSpec) -> Result<Tensor
                 ),
             ));
         }
-        let mut dx = vec![0.0f32; x_shape.numel()];
-        maxpool2d_backward(dy.data(), &argmax, &g, &mut dx);
+        let dx = maxpool2d_backward(dy.data(), &argmax, &g, x_shape.numel() / (g.h * g.w));
         Ok(vec![Some(Tensor::from_shape_vec(x_shape, dx))])
     }))
 }

@@ -38,6 +38,7 @@ impl Unary {
         }
     }
 
+    #[inline(always)]
     fn forward(self, x: f32) -> f32 {
         match self {
             Unary::Scale(s) => x * s,
@@ -55,6 +56,7 @@ impl Unary {
     }
 
     /// d out / d x, from the input `x` and the output `y`.
+    #[inline(always)]
     fn derivative(self, x: f32, y: f32) -> f32 {
         match self {
             Unary::Scale(s) => s,
@@ -86,13 +88,69 @@ impl Unary {
     }
 }
 
+/// Evaluates `$body` with `$o` bound to a closure that rebuilds `$op` as a
+/// constant variant (capturing only its parameter), so that each arm is
+/// compiled for one op and the per-value `match` in `forward`/`derivative`
+/// folds away.
+macro_rules! for_op {
+    ($op:expr, $o:ident => $body:expr) => {
+        match $op {
+            Unary::Scale(s) => {
+                let $o = move || Unary::Scale(s);
+                $body
+            }
+            Unary::AddScalar(s) => {
+                let $o = move || Unary::AddScalar(s);
+                $body
+            }
+            Unary::Exp => {
+                let $o = || Unary::Exp;
+                $body
+            }
+            Unary::Log => {
+                let $o = || Unary::Log;
+                $body
+            }
+            Unary::Relu => {
+                let $o = || Unary::Relu;
+                $body
+            }
+            Unary::Sigmoid => {
+                let $o = || Unary::Sigmoid;
+                $body
+            }
+            Unary::Tanh => {
+                let $o = || Unary::Tanh;
+                $body
+            }
+            Unary::Square => {
+                let $o = || Unary::Square;
+                $body
+            }
+            Unary::Sqrt => {
+                let $o = || Unary::Sqrt;
+                $body
+            }
+            Unary::Abs => {
+                let $o = || Unary::Abs;
+                $body
+            }
+            Unary::Pow(p) => {
+                let $o = move || Unary::Pow(p);
+                $body
+            }
+        }
+    };
+}
+
 fn unary(tape: &mut Tape, op: Unary, x: &Tensor) -> Result<Tensor> {
-    let y = Tensor::from_shape_vec(*x.shape(), map(x.data(), |v| op.forward(v)));
+    let values = for_op!(op, o => map(x.data(), move |v| o().forward(v)));
+    let y = Tensor::from_shape_vec(*x.shape(), values);
     let (x2, y2) = (x.clone(), y.detach());
     Ok(tape.record(op.name(), y, &[x], move |g, _| {
-        let grad = zip3(g.data(), x2.data(), y2.data(), |g, x, y| {
-            g * op.derivative(x, y)
-        });
+        let grad = for_op!(op, o => zip3(g.data(), x2.data(), y2.data(), move |g, x, y| {
+            g * o().derivative(x, y)
+        }));
         Ok(vec![Some(Tensor::from_shape_vec(*x2.shape(), grad))])
     }))
 }
