@@ -5,8 +5,10 @@ use crate::error::{Error, Result};
 use crate::tensor::{Shape, Tensor, TensorId};
 
 /// The backward rule of one recorded op. It receives the gradient of the op's
-/// output and, for each input, whether that input needs a gradient; it returns
-/// one entry per input (`None` where no gradient is needed).
+/// output (always of the output's shape: the tape checks every gradient a rule
+/// returns against its input's recorded shape) and, for each input, whether
+/// that input needs a gradient; it returns one entry per input (`None` where
+/// no gradient is needed).
 pub type BackwardFn = Box<dyn FnOnce(&Tensor, &[bool]) -> Result<Vec<Option<Tensor>>> + Send>;
 
 struct Record {

@@ -142,16 +142,6 @@ pub fn batchnorm2d(
     let (x2, g2, c_shape) = (x.clone(), gamma.clone(), *gamma.shape());
     Ok(
         tape.record("batchnorm2d", y, &[x, gamma, beta], move |dy, needs| {
-            if dy.dims() != x2.dims() {
-                return Err(Error::shape(
-                    "batchnorm2d backward",
-                    format!(
-                        "output gradient has shape {:?}, output has {:?}",
-                        dy.shape(),
-                        x2.shape()
-                    ),
-                ));
-            }
             let mut dgamma = vec![0.0f32; c];
             let mut dbeta = vec![0.0f32; c];
             let dx = batchnorm2d_backward(

@@ -99,15 +99,6 @@ pub fn maxpool2d(tape: &mut Tape, x: &Tensor, spec: Pool2dSpec) -> Result<Tensor
                 "maxpool2d backward: no argmax indices were saved".into(),
             ));
         };
-        if dy.dims() != out_shape.dims() {
-            return Err(Error::shape(
-                "maxpool2d backward",
-                format!(
-                    "output gradient has shape {:?}, output has {out_shape:?}",
-                    dy.shape()
-                ),
-            ));
-        }
         let dx = maxpool2d_backward(dy.data(), &argmax, &g, x_shape.numel() / (g.h * g.w));
         Ok(vec![Some(Tensor::from_shape_vec(x_shape, dx))])
     }))
