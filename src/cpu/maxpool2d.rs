@@ -7,7 +7,7 @@
 //! Non-overlapping, unpadded windows (kernel = stride, the CRNN's 2x2 and
 //! 2x1 pools) take a fast path that walks whole rows; other geometries take
 //! the general path. Both pick the same value and index. Planes are split
-//! across threads in groups of at least [`PAR_MIN_VALUES`] values, and each
+//! across threads in groups of at least `PAR_MIN_VALUES` values, and each
 //! plane is computed the same way whatever the split.
 
 use super::conv2d::ConvGeom;
