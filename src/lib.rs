@@ -12,6 +12,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod data;
 pub mod decode;
+pub mod distill;
 pub mod error;
 pub mod fsutil;
 pub mod metrics;
