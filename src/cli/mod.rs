@@ -1,5 +1,6 @@
 //! Command-line interface: argument parsing and one module per command.
 
+mod bench;
 mod devices;
 mod eval;
 mod infer;
@@ -26,6 +27,8 @@ pub struct Cli {
 /// The commands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Times the reference steps (train-step, distill-step, inference) on random data.
+    Bench(bench::BenchArgs),
     /// Lists the compute devices retort can use: CPU threads and CUDA GPUs.
     Devices,
     /// Trains a CRNN recogniser with CTC on labelled folders.
@@ -44,6 +47,7 @@ pub fn run(cli: Cli) -> Result<()> {
         crate::set_threads(n)?;
     }
     match cli.command {
+        Command::Bench(args) => bench::run(args),
         Command::Devices => devices::run(),
         Command::Train(args) => train::run(*args),
         Command::Eval(args) => eval::run(args),

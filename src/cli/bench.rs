@@ -1,0 +1,322 @@
+//! `retort bench`: times the three reference steps of `reference-models.md`
+//! ("The steps that are timed") on random data at the benchmark shapes
+//! (N = 32, 1 x 32 x 128, K = 37): `train-step crnn-t`, `distill-step`
+//! (crnn-t teacher, crnn-s student) and `infer crnn-s` at batch 1 and 32.
+//!
+//! Every row runs a few warm-up iterations, then the timed ones, and reports
+//! the median time and the images per second it means.
+
+use crate::autograd::{Param, Tape};
+use crate::decode::greedy;
+use crate::error::{Error, Result};
+use crate::nn::{Conv2d, Crnn, CrnnConfig};
+use crate::ops::conv2d::Conv2dSpec;
+use crate::ops::{self, Reduction};
+use crate::optim::{Optimizer, OptimizerConfig};
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+use crate::train::ctc_objective;
+use clap::{Args, ValueEnum};
+use std::hint::black_box;
+use std::time::Instant;
+
+/// Image height and width of the reference input.
+const HEIGHT: usize = 32;
+const WIDTH: usize = 128;
+/// Symbols of the benchmark charset (class 0 is the blank, so K = 37).
+const SYMBOLS: usize = 36;
+/// Distillation temperature and the weight of the KL term (T²).
+const TEMPERATURE: f32 = 4.0;
+/// Learning rate of the SGD-momentum updates (its value does not change the cost).
+const LR: f32 = 0.01;
+/// Batch-1 inference is short, so it gets this many times the runs.
+const SINGLE_FACTOR: usize = 5;
+
+/// Where the steps run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchDevice {
+    /// The CPU engine, on `--threads` worker threads.
+    Cpu,
+    /// A CUDA GPU (not supported by the steps yet).
+    Cuda,
+}
+
+impl BenchDevice {
+    fn name(self) -> &'static str {
+        match self {
+            BenchDevice::Cpu => "cpu",
+            BenchDevice::Cuda => "cuda",
+        }
+    }
+}
+
+/// Arguments of `retort bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Device to run the steps on.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: BenchDevice,
+    /// Print one JSON object per row instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Timed runs per row; the median is reported (batch-1 inference runs 5x as many).
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..))]
+    pub reps: u64,
+    /// Untimed warm-up runs per row (batch-1 inference runs 5x as many).
+    #[arg(long, default_value_t = 2)]
+    pub warmup: u64,
+    /// Batch size of the batched rows (the reference is 32; smaller for quick tests).
+    #[arg(long, default_value_t = 32, hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch: u64,
+}
+
+/// One measured row.
+#[derive(Clone, Debug)]
+struct Row {
+    name: &'static str,
+    batch: usize,
+    median_s: f64,
+}
+
+impl Row {
+    fn images_per_s(&self) -> f64 {
+        self.batch as f64 / self.median_s
+    }
+}
+
+/// Runs `retort bench`.
+pub fn run(args: BenchArgs) -> Result<()> {
+    if args.device == BenchDevice::Cuda {
+        let found = match crate::cuda::probe(0) {
+            Ok(gpu) => format!("the probe found {} (cuda:{})", gpu.name, gpu.ordinal),
+            Err(Error::Device(message)) => format!("the CUDA probe says: {message}"),
+            Err(e) => format!("the CUDA probe says: {e}"),
+        };
+        return Err(Error::Device(format!(
+            "`retort bench --device cuda`: the CUDA backend is not there yet, so the reference steps run on the CPU only (use --device cpu); {found}"
+        )));
+    }
+    let threads = rayon::current_num_threads();
+    let batch = args.batch as usize;
+    let reps = args.reps as usize;
+    let warmup = args.warmup as usize;
+    let cpu = cpu_model();
+    if !args.json {
+        println!(
+            "retort bench: {cpu}, {threads} thread(s), device cpu, 1 x {HEIGHT} x {WIDTH} images, median of {reps} runs after {warmup} warm-up(s) ({}x for batch 1)",
+            SINGLE_FACTOR
+        );
+    }
+    let mut rng = Rng::seed(42);
+    let mut rows = Vec::new();
+    let mut emit = |row: Row| {
+        if args.json {
+            print_json(&row, threads, args.device, &cpu);
+        }
+        rows.push(row);
+    };
+    emit(train_row(batch, warmup, reps, &mut rng)?);
+    emit(distill_row(batch, warmup, reps, &mut rng)?);
+    emit(infer_row(
+        1,
+        warmup * SINGLE_FACTOR,
+        reps * SINGLE_FACTOR,
+        &mut rng,
+    )?);
+    emit(infer_row(batch, warmup, reps, &mut rng)?);
+    if !args.json {
+        print_table(&rows);
+    }
+    Ok(())
+}
+
+/// The CPU's model name from `/proc/cpuinfo`, or "unknown CPU".
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_string())
+}
+
+fn print_json(row: &Row, threads: usize, device: BenchDevice, cpu: &str) {
+    let value = serde_json::json!({
+        "row": row.name,
+        "batch": row.batch,
+        "threads": threads,
+        "device": device.name(),
+        "median_ms": row.median_s * 1e3,
+        "images_per_s": row.images_per_s(),
+        "cpu": cpu,
+    });
+    println!("{value}");
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "{:<18} {:>5} {:>11} {:>11} {:>14}",
+        "row", "batch", "median ms", "images/s", "µs per line"
+    );
+    for row in rows {
+        let latency = if row.batch == 1 {
+            format!("{:.0}", row.median_s * 1e6)
+        } else {
+            String::new()
+        };
+        println!(
+            "{:<18} {:>5} {:>11.3} {:>11.1} {:>14}",
+            row.name,
+            row.batch,
+            row.median_s * 1e3,
+            row.images_per_s(),
+            latency
+        );
+    }
+}
+
+/// Runs `f` `warmup` times, then `reps` timed times; the median in seconds.
+fn time(warmup: usize, reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps.max(1) {
+        let t0 = Instant::now();
+        f()?;
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// A random batch: images in [-1, 1], every width 128, labels of 4..=12
+/// symbols drawn from classes 1..=36.
+fn batch(n: usize, rng: &mut Rng) -> Result<(Tensor, Vec<usize>, Vec<Vec<usize>>)> {
+    let data: Vec<f32> = (0..n * HEIGHT * WIDTH)
+        .map(|_| rng.range(-1.0, 1.0))
+        .collect();
+    let images = Tensor::from_vec(data, &[n, 1, HEIGHT, WIDTH])?;
+    let widths = vec![WIDTH; n];
+    let targets = (0..n)
+        .map(|_| {
+            let len = 4 + rng.below(9);
+            (0..len).map(|_| 1 + rng.below(SYMBOLS)).collect()
+        })
+        .collect();
+    Ok((images, widths, targets))
+}
+
+fn model(preset: &str, seed: u64) -> Result<Crnn> {
+    Crnn::new(CrnnConfig::preset(preset)?, &mut Rng::seed(seed))
+}
+
+/// `train-step crnn-t`: forward, CTC, backward, SGD-momentum update.
+fn train_row(n: usize, warmup: usize, reps: usize, rng: &mut Rng) -> Result<Row> {
+    let (images, widths, targets) = batch(n, rng)?;
+    let mut model = model("crnn-t", 0)?;
+    let mut opt = Optimizer::new(OptimizerConfig::sgd(0.9))?;
+    let mut step_rng = Rng::seed(1);
+    let median_s = time(warmup, reps, || {
+        let mut tape = Tape::new();
+        let out = model.forward(&mut tape, &images, &widths, true, &mut step_rng)?;
+        let loss = ctc_objective(&mut tape, &out, &targets)?;
+        let grads = tape.backward(&loss)?;
+        drop(tape);
+        let mut params: Vec<&mut Param> = model.params_mut().into_iter().map(|(_, p)| p).collect();
+        opt.step(&mut params, &grads, LR)?;
+        black_box(loss.item()?);
+        Ok(())
+    })?;
+    Ok(Row {
+        name: "train-step crnn-t",
+        batch: n,
+        median_s,
+    })
+}
+
+/// `distill-step`: the crnn-t teacher's forward on a no-grad tape, the
+/// crnn-s student's forward, loss = CTC(student) + T²·KL(softmax(teacher/T)
+/// ‖ softmax(student/T)) averaged over frames + MSE(adaptor(student b4),
+/// teacher b4) with a 1x1 conv adaptor (32 → 128 channels), backward through
+/// student and adaptor, SGD-momentum update of both.
+fn distill_row(n: usize, warmup: usize, reps: usize, rng: &mut Rng) -> Result<Row> {
+    let (images, widths, targets) = batch(n, rng)?;
+    let mut teacher = model("crnn-t", 0)?;
+    let mut student = model("crnn-s", 1)?;
+    let mut adaptor = Conv2d::new(
+        student.config.blocks[3].out_channels,
+        teacher.config.blocks[3].out_channels,
+        (1, 1),
+        Conv2dSpec::new((1, 1), (0, 0)),
+        true,
+        &mut Rng::seed(2),
+    )?;
+    let mut opt = Optimizer::new(OptimizerConfig::sgd(0.9))?;
+    let mut step_rng = Rng::seed(3);
+    let median_s = time(warmup, reps, || {
+        let (t_logits, t_b4) = {
+            let mut frozen = Tape::no_grad();
+            let t = teacher.forward(&mut frozen, &images, &widths, false, &mut step_rng)?;
+            let b4 = feature(&t.features, "b4")?;
+            (t.logits.detach(), b4.detach())
+        };
+        let mut tape = Tape::new();
+        let s = student.forward(&mut tape, &images, &widths, true, &mut step_rng)?;
+        let ctc = ctc_objective(&mut tape, &s, &targets)?;
+        let log_q = ops::log_softmax(&mut tape, &s.logits, TEMPERATURE)?;
+        let log_p = ops::log_softmax(&mut tape, &t_logits, TEMPERATURE)?;
+        let kl = ops::kl_div(&mut tape, &log_q, &log_p, Reduction::Mean)?;
+        let kl = ops::scale(&mut tape, &kl, TEMPERATURE * TEMPERATURE)?;
+        let hint = adaptor.forward(&mut tape, feature(&s.features, "b4")?)?;
+        let hint = ops::mse_loss(&mut tape, &hint, &t_b4, Reduction::Mean)?;
+        let loss = ops::add(&mut tape, &ctc, &kl)?;
+        let loss = ops::add(&mut tape, &loss, &hint)?;
+        let grads = tape.backward(&loss)?;
+        drop(tape);
+        let mut params: Vec<&mut Param> = student
+            .params_mut()
+            .into_iter()
+            .chain(adaptor.params_mut())
+            .map(|(_, p)| p)
+            .collect();
+        opt.step(&mut params, &grads, LR)?;
+        black_box(loss.item()?);
+        Ok(())
+    })?;
+    Ok(Row {
+        name: "distill-step",
+        batch: n,
+        median_s,
+    })
+}
+
+fn feature<'a>(
+    features: &'a std::collections::BTreeMap<String, Tensor>,
+    name: &str,
+) -> Result<&'a Tensor> {
+    features
+        .get(name)
+        .ok_or_else(|| Error::invalid("retort bench", format!("the model has no feature `{name}`")))
+}
+
+/// `infer crnn-s`: eval-mode forward on a no-grad tape, then greedy decoding.
+fn infer_row(n: usize, warmup: usize, reps: usize, rng: &mut Rng) -> Result<Row> {
+    let (images, widths, _) = batch(n, rng)?;
+    let mut student = model("crnn-s", 1)?;
+    let mut unused = Rng::seed(4);
+    let median_s = time(warmup, reps, || {
+        let mut tape = Tape::no_grad();
+        let out = student.forward(&mut tape, &images, &widths, false, &mut unused)?;
+        black_box(greedy(&out.logits, &out.lengths)?);
+        Ok(())
+    })?;
+    Ok(Row {
+        name: "infer crnn-s",
+        batch: n,
+        median_s,
+    })
+}
