@@ -18,6 +18,9 @@ pub struct GrayImage {
 /// refused before their pixels are allocated.
 pub const MAX_SIDE: usize = 1 << 16;
 
+/// The most pixels an image may have (width x height): 2^25, 32 MB grey.
+pub const MAX_PIXELS: usize = 1 << 25;
+
 impl GrayImage {
     /// An image filled with one grey level.
     pub fn filled(width: usize, height: usize, level: u8) -> GrayImage {
@@ -72,6 +75,13 @@ pub fn decode_png(bytes: &[u8]) -> std::result::Result<GrayImage, String> {
     if width > MAX_SIDE || height > MAX_SIDE {
         return Err(format!(
             "image is {width}x{height} pixels, larger than {MAX_SIDE} on a side"
+        ));
+    }
+    // A few header bytes must not make us allocate gigabytes (found by the
+    // `image` fuzz target: 65534 x 64260 passed the per-side limit).
+    if width * height > MAX_PIXELS {
+        return Err(format!(
+            "image is {width}x{height} pixels, more than {MAX_PIXELS} pixels in all"
         ));
     }
     let size = reader

@@ -154,6 +154,22 @@ impl CrnnConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout {} must be in [0, 1)", self.dropout));
         }
+        // The derived sizes must be representable (a fuzzed config overflowed them).
+        let min_width = self
+            .blocks
+            .iter()
+            .filter_map(|b| b.pool)
+            .try_fold(1usize, |acc, (_, pw)| acc.checked_mul(pw));
+        let sequence = self
+            .blocks
+            .last()
+            .and_then(|b| b.out_channels.checked_mul(h));
+        let rnn = self.hidden.checked_mul(2);
+        if min_width.is_none() || sequence.is_none() || rnn.is_none() {
+            return bad(
+                "sizes too large: the pool widths, channels or hidden units overflow".into(),
+            );
+        }
         Ok(())
     }
 
