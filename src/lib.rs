@@ -5,6 +5,8 @@
 //! [`cpu`] (kernels), [`autograd`] (the tape), [`ops`] (differentiable
 //! functions). Everything fallible returns [`Result`].
 
+#![warn(missing_docs)]
+
 pub mod autograd;
 pub mod checkpoint;
 pub mod cli;

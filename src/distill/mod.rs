@@ -1,5 +1,5 @@
 //! Knowledge-distillation losses, each a composition of differentiable
-//! [`ops`](crate::ops), so that its backward comes from the tape.
+//! [`crate::ops`], so that its backward comes from the tape.
 //!
 //! | loss | paper | file |
 //! | --- | --- | --- |
