@@ -4,6 +4,7 @@ use crate::autograd::{Gradients, Param, Tape};
 use crate::data::batch::Batch;
 use crate::error::Result;
 use crate::nn::{Crnn, CrnnOutput};
+use crate::ops::batchnorm2d::RunningStats;
 use crate::ops::ctc::{ctc_loss, CtcOptions};
 use crate::ops::{self, Reduction};
 use crate::optim::{clip_grad_norm, grad_norm, Optimizer};
@@ -73,11 +74,24 @@ pub fn train_step(
     clip: Option<f32>,
     rng: &mut Rng,
 ) -> Result<StepStats> {
+    // A skipped step must leave no trace, BatchNorm's running statistics included
+    // (cloning shares their storage until the forward pass writes them).
+    let stats_before: Vec<RunningStats> = model
+        .blocks
+        .iter()
+        .map(|(_, bn)| bn.stats.clone())
+        .collect();
+    let restore_stats = |model: &mut Crnn| {
+        for ((_, bn), saved) in model.blocks.iter_mut().zip(&stats_before) {
+            bn.stats = saved.clone();
+        }
+    };
     let mut tape = Tape::new();
     let out = model.forward(&mut tape, &batch.images, &batch.widths, true, rng)?;
     let loss = ctc_objective(&mut tape, &out, &batch.targets)?;
     let loss_value = loss.item()?;
     if !loss_value.is_finite() {
+        restore_stats(model);
         return Ok(StepStats {
             loss: loss_value,
             grad_norm: f32::NAN,
@@ -88,6 +102,9 @@ pub fn train_step(
     drop(tape);
     let mut params: Vec<&mut Param> = model.params_mut().into_iter().map(|(_, p)| p).collect();
     let norm = apply_gradients(&mut params, optimizer, &mut grads, lr, clip)?;
+    if norm.is_none() {
+        restore_stats(model);
+    }
     Ok(StepStats {
         loss: loss_value,
         grad_norm: norm.unwrap_or(f32::NAN),
