@@ -7,17 +7,19 @@
 //! the median time and the images per second it means.
 
 use crate::autograd::{Param, Tape};
-use crate::decode::greedy;
+use crate::data::batch::Batch;
+use crate::data::charset::Charset;
+use crate::distill::{hint_loss, soft_kd, Adaptor};
 use crate::error::{Error, Result};
-use crate::nn::{Conv2d, Crnn, CrnnConfig};
-use crate::ops::conv2d::Conv2dSpec;
-use crate::ops::{self, Reduction};
+use crate::nn::{Crnn, CrnnConfig};
+use crate::ops;
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
-use crate::train::ctc_objective;
+use crate::train::{ctc_objective, recognize_batch, train_step};
 use clap::{Args, ValueEnum};
 use std::hint::black_box;
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// Image height and width of the reference input.
@@ -195,40 +197,45 @@ fn time(warmup: usize, reps: usize, mut f: impl FnMut() -> Result<()>) -> Result
 
 /// A random batch: images in [-1, 1], every width 128, labels of 4..=12
 /// symbols drawn from classes 1..=36.
-fn batch(n: usize, rng: &mut Rng) -> Result<(Tensor, Vec<usize>, Vec<Vec<usize>>)> {
+fn batch(n: usize, rng: &mut Rng) -> Result<Batch> {
     let data: Vec<f32> = (0..n * HEIGHT * WIDTH)
         .map(|_| rng.range(-1.0, 1.0))
         .collect();
-    let images = Tensor::from_vec(data, &[n, 1, HEIGHT, WIDTH])?;
-    let widths = vec![WIDTH; n];
-    let targets = (0..n)
+    let targets: Vec<Vec<usize>> = (0..n)
         .map(|_| {
             let len = 4 + rng.below(9);
             (0..len).map(|_| 1 + rng.below(SYMBOLS)).collect()
         })
         .collect();
-    Ok((images, widths, targets))
+    Ok(Batch {
+        images: Tensor::from_vec(data, &[n, 1, HEIGHT, WIDTH])?,
+        widths: vec![WIDTH; n],
+        labels: vec![String::new(); n],
+        paths: vec![PathBuf::new(); n],
+        targets,
+    })
 }
 
 fn model(preset: &str, seed: u64) -> Result<Crnn> {
     Crnn::new(CrnnConfig::preset(preset)?, &mut Rng::seed(seed))
 }
 
-/// `train-step crnn-t`: forward, CTC, backward, SGD-momentum update.
+/// `train-step crnn-t`: forward, CTC, backward, SGD-momentum update — the
+/// training loop's own step.
 fn train_row(n: usize, warmup: usize, reps: usize, rng: &mut Rng) -> Result<Row> {
-    let (images, widths, targets) = batch(n, rng)?;
+    let batch = batch(n, rng)?;
     let mut model = model("crnn-t", 0)?;
     let mut opt = Optimizer::new(OptimizerConfig::sgd(0.9))?;
     let mut step_rng = Rng::seed(1);
     let median_s = time(warmup, reps, || {
-        let mut tape = Tape::new();
-        let out = model.forward(&mut tape, &images, &widths, true, &mut step_rng)?;
-        let loss = ctc_objective(&mut tape, &out, &targets)?;
-        let grads = tape.backward(&loss)?;
-        drop(tape);
-        let mut params: Vec<&mut Param> = model.params_mut().into_iter().map(|(_, p)| p).collect();
-        opt.step(&mut params, &grads, LR)?;
-        black_box(loss.item()?);
+        black_box(train_step(
+            &mut model,
+            &mut opt,
+            &batch,
+            LR,
+            None,
+            &mut step_rng,
+        )?);
         Ok(())
     })?;
     Ok(Row {
@@ -239,41 +246,34 @@ fn train_row(n: usize, warmup: usize, reps: usize, rng: &mut Rng) -> Result<Row>
 }
 
 /// `distill-step`: the crnn-t teacher's forward on a no-grad tape, the
-/// crnn-s student's forward, loss = CTC(student) + T²·KL(softmax(teacher/T)
-/// ‖ softmax(student/T)) averaged over frames + MSE(adaptor(student b4),
-/// teacher b4) with a 1x1 conv adaptor (32 → 128 channels), backward through
-/// student and adaptor, SGD-momentum update of both.
+/// crnn-s student's forward, loss = CTC(student) + soft-target KD at T = 4
+/// per frame + hint MSE between a 1x1-conv adaptor of the student's b4
+/// (32 → 128 channels) and the teacher's b4, backward through student and
+/// adaptor, SGD-momentum update of both.
 fn distill_row(n: usize, warmup: usize, reps: usize, rng: &mut Rng) -> Result<Row> {
-    let (images, widths, targets) = batch(n, rng)?;
+    let batch = batch(n, rng)?;
     let mut teacher = model("crnn-t", 0)?;
     let mut student = model("crnn-s", 1)?;
-    let mut adaptor = Conv2d::new(
+    let mut adaptor = Adaptor::for_map(
         student.config.blocks[3].out_channels,
         teacher.config.blocks[3].out_channels,
-        (1, 1),
-        Conv2dSpec::new((1, 1), (0, 0)),
-        true,
         &mut Rng::seed(2),
     )?;
     let mut opt = Optimizer::new(OptimizerConfig::sgd(0.9))?;
     let mut step_rng = Rng::seed(3);
+    let (images, widths) = (&batch.images, &batch.widths);
     let median_s = time(warmup, reps, || {
         let (t_logits, t_b4) = {
             let mut frozen = Tape::no_grad();
-            let t = teacher.forward(&mut frozen, &images, &widths, false, &mut step_rng)?;
-            let b4 = feature(&t.features, "b4")?;
-            (t.logits.detach(), b4.detach())
+            let t = teacher.forward(&mut frozen, images, widths, false, &mut step_rng)?;
+            (t.logits, feature(&t.features, "b4")?.clone())
         };
         let mut tape = Tape::new();
-        let s = student.forward(&mut tape, &images, &widths, true, &mut step_rng)?;
-        let ctc = ctc_objective(&mut tape, &s, &targets)?;
-        let log_q = ops::log_softmax(&mut tape, &s.logits, TEMPERATURE)?;
-        let log_p = ops::log_softmax(&mut tape, &t_logits, TEMPERATURE)?;
-        let kl = ops::kl_div(&mut tape, &log_q, &log_p, Reduction::Mean)?;
-        let kl = ops::scale(&mut tape, &kl, TEMPERATURE * TEMPERATURE)?;
-        let hint = adaptor.forward(&mut tape, feature(&s.features, "b4")?)?;
-        let hint = ops::mse_loss(&mut tape, &hint, &t_b4, Reduction::Mean)?;
-        let loss = ops::add(&mut tape, &ctc, &kl)?;
+        let s = student.forward(&mut tape, images, widths, true, &mut step_rng)?;
+        let ctc = ctc_objective(&mut tape, &s, &batch.targets)?;
+        let kd = soft_kd(&mut tape, &s.logits, &t_logits, &s.lengths, TEMPERATURE)?;
+        let hint = hint_loss(&mut tape, &adaptor, feature(&s.features, "b4")?, &t_b4)?;
+        let loss = ops::add(&mut tape, &ctc, &kd)?;
         let loss = ops::add(&mut tape, &loss, &hint)?;
         let grads = tape.backward(&loss)?;
         drop(tape);
@@ -303,15 +303,14 @@ fn feature<'a>(
         .ok_or_else(|| Error::invalid("retort bench", format!("the model has no feature `{name}`")))
 }
 
-/// `infer crnn-s`: eval-mode forward on a no-grad tape, then greedy decoding.
+/// `infer crnn-s`: eval-mode forward on a no-grad tape, greedy decoding and
+/// the charset lookup — what `retort infer` does per batch.
 fn infer_row(n: usize, warmup: usize, reps: usize, rng: &mut Rng) -> Result<Row> {
-    let (images, widths, _) = batch(n, rng)?;
+    let batch = batch(n, rng)?;
     let mut student = model("crnn-s", 1)?;
-    let mut unused = Rng::seed(4);
+    let charset = Charset::default_alnum();
     let median_s = time(warmup, reps, || {
-        let mut tape = Tape::no_grad();
-        let out = student.forward(&mut tape, &images, &widths, false, &mut unused)?;
-        black_box(greedy(&out.logits, &out.lengths)?);
+        black_box(recognize_batch(&mut student, &batch, &charset, 1)?);
         Ok(())
     })?;
     Ok(Row {
