@@ -8,60 +8,13 @@
 
 use retort::data::image::{write_png, GrayImage};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+#[path = "common/cli.rs"]
+mod cli;
+use cli::{fails_with, retort, s, scratch, succeeds};
 
 const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/crnn_tiny");
-
-fn retort(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_retort"))
-        .args(["--threads", "1"])
-        .args(args)
-        .output()
-        .expect("run retort")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("retort-bad-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// Asserts a clean failure: non-zero exit, no panic, and a message holding
-/// every one of `needles`. Returns the message.
-#[track_caller]
-fn fails_with(out: &Output, needles: &[&str]) -> String {
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        !out.status.success(),
-        "should have failed; stdout:\n{}\nstderr:\n{err}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert_eq!(out.status.code(), Some(1), "exit code; stderr:\n{err}");
-    assert!(
-        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
-        "panicked:\n{err}"
-    );
-    for n in needles {
-        assert!(err.contains(n), "message lacks {n:?}:\n{err}");
-    }
-    err
-}
-
-#[track_caller]
-fn succeeds(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// A copy of the golden checkpoint in `dir/model`.
 fn checkpoint(dir: &Path) -> PathBuf {

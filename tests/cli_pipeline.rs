@@ -1,47 +1,15 @@
 //! The OCR pipeline from the command line: render, train, eval, infer, and
 //! the errors a user meets on the way.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn retort(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_retort"))
-        .args(args)
-        .output()
-        .expect("run retort")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("retort-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn failed(out: &Output) -> String {
-    assert!(!out.status.success(), "should have failed");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+#[path = "common/cli.rs"]
+mod cli;
+use cli::{fails_with, retort, s, scratch, succeeds};
 
 #[test]
 fn render_train_eval_infer_end_to_end() {
     let dir = scratch("e2e");
     let (train, val, run) = (dir.join("train"), dir.join("val"), dir.join("run"));
-    ok(&retort(&[
+    succeeds(&retort(&[
         "render",
         "--out",
         s(&train),
@@ -50,7 +18,7 @@ fn render_train_eval_infer_end_to_end() {
         "--seed",
         "3",
     ]));
-    ok(&retort(&[
+    succeeds(&retort(&[
         "render",
         "--out",
         s(&val),
@@ -59,7 +27,7 @@ fn render_train_eval_infer_end_to_end() {
         "--seed",
         "4",
     ]));
-    let text = ok(&retort(&[
+    let text = succeeds(&retort(&[
         "--threads",
         "2",
         "train",
@@ -102,7 +70,7 @@ fn render_train_eval_infer_end_to_end() {
         2
     );
 
-    let json = ok(&retort(&[
+    let json = succeeds(&retort(&[
         "eval",
         "--model",
         s(&run.join("best")),
@@ -115,7 +83,7 @@ fn render_train_eval_infer_end_to_end() {
         assert!(v.get(key).is_some(), "{key} missing in {json}");
     }
     assert_eq!(v["n"], 16);
-    let report = ok(&retort(&[
+    let report = succeeds(&retort(&[
         "eval",
         "--model",
         s(&run.join("best")),
@@ -131,7 +99,7 @@ fn render_train_eval_infer_end_to_end() {
 
     // A preset with a weights file works like the checkpoint folder.
     let weights = run.join("best/model.safetensors");
-    let same = ok(&retort(&[
+    let same = succeeds(&retort(&[
         "eval",
         "--model",
         "crnn-s",
@@ -146,7 +114,7 @@ fn render_train_eval_infer_end_to_end() {
     assert_eq!(w["cer"], v["cer"]);
 
     let images = [val.join("images/000000.png"), val.join("images/000001.png")];
-    let read = ok(&retort(&[
+    let read = succeeds(&retort(&[
         "infer",
         "--model",
         s(&run.join("best")),
@@ -162,7 +130,7 @@ fn render_train_eval_infer_end_to_end() {
         let conf: f32 = fields[2].parse().unwrap();
         assert!((0.0..=1.0).contains(&conf));
     }
-    let beam = ok(&retort(&[
+    let beam = succeeds(&retort(&[
         "infer",
         "--model",
         s(&run.join("best")),
@@ -176,39 +144,45 @@ fn render_train_eval_infer_end_to_end() {
 
 #[test]
 fn a_preset_without_weights_cannot_recognise() {
-    let err = failed(&retort(&["infer", "--model", "crnn-t", "x.png"]));
+    let err = fails_with(&retort(&["infer", "--model", "crnn-t", "x.png"]), &[]);
     assert!(err.contains("--weights"), "{err}");
 }
 
 #[test]
 fn missing_labels_file_is_named() {
     let dir = scratch("nolabels");
-    let err = failed(&retort(&[
-        "eval",
-        "--model",
-        "crnn-s",
-        "--weights",
-        "none.safetensors",
-        "--data",
-        s(&dir),
-    ]));
+    let err = fails_with(
+        &retort(&[
+            "eval",
+            "--model",
+            "crnn-s",
+            "--weights",
+            "none.safetensors",
+            "--data",
+            s(&dir),
+        ]),
+        &[],
+    );
     assert!(
         err.contains("none.safetensors") || err.contains("labels.txt"),
         "{err}"
     );
-    let err = failed(&retort(&[
-        "train",
-        "--model",
-        "crnn-s",
-        "--train",
-        s(&dir),
-        "--val",
-        s(&dir),
-        "--out",
-        s(&dir.join("o")),
-        "--steps",
-        "1",
-    ]));
+    let err = fails_with(
+        &retort(&[
+            "train",
+            "--model",
+            "crnn-s",
+            "--train",
+            s(&dir),
+            "--val",
+            s(&dir),
+            "--out",
+            s(&dir.join("o")),
+            "--steps",
+            "1",
+        ]),
+        &[],
+    );
     assert!(err.contains("labels.txt"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -217,7 +191,7 @@ fn missing_labels_file_is_named() {
 fn an_unreadable_image_is_reported_and_the_rest_still_read() {
     let dir = scratch("badimg");
     let (data, run) = (dir.join("d"), dir.join("run"));
-    ok(&retort(&[
+    succeeds(&retort(&[
         "render",
         "--out",
         s(&data),
@@ -226,7 +200,7 @@ fn an_unreadable_image_is_reported_and_the_rest_still_read() {
         "--seed",
         "5",
     ]));
-    ok(&retort(&[
+    succeeds(&retort(&[
         "train",
         "--model",
         "crnn-s",
@@ -246,7 +220,7 @@ fn an_unreadable_image_is_reported_and_the_rest_still_read() {
     std::fs::write(&bad, b"not a png").unwrap();
     let good = data.join("images/000000.png");
     let out = retort(&["infer", "--model", s(&run.join("last")), s(&bad), s(&good)]);
-    let err = failed(&out);
+    let err = fails_with(&out, &[]);
     assert!(err.contains("bad.png"), "{err}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
     let _ = std::fs::remove_dir_all(&dir);
@@ -254,12 +228,19 @@ fn an_unreadable_image_is_reported_and_the_rest_still_read() {
 
 #[test]
 fn bad_training_arguments_are_refused() {
-    let err = failed(&retort(&[
-        "train", "--model", "crnn-x", "--train", "a", "--val", "b", "--out", "c",
-    ]));
+    let err = fails_with(
+        &retort(&[
+            "train", "--model", "crnn-x", "--train", "a", "--val", "b", "--out", "c",
+        ]),
+        &[],
+    );
     assert!(err.contains("crnn-t"), "{err}");
-    let err = failed(&retort(&[
-        "train", "--model", "crnn-s", "--train", "a", "--val", "b", "--out", "c", "--width", "wide",
-    ]));
+    let err = fails_with(
+        &retort(&[
+            "train", "--model", "crnn-s", "--train", "a", "--val", "b", "--out", "c", "--width",
+            "wide",
+        ]),
+        &[],
+    );
     assert!(err.contains("wide"), "{err}");
 }
