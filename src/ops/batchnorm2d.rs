@@ -48,18 +48,9 @@ fn check_shapes(
     stats: &RunningStats,
 ) -> Result<(usize, usize)> {
     const OP: &str = "batchnorm2d";
-    x.expect_rank(OP, "input", 4)?;
+    x.expect_feature_maps(OP, "input")?;
     let d = x.dims();
     let c = d[1];
-    if d[1..].contains(&0) {
-        return Err(Error::shape(
-            OP,
-            format!(
-                "input {:?} must have non-zero channel and spatial sizes",
-                x.shape()
-            ),
-        ));
-    }
     for (what, t) in [
         ("gamma", gamma),
         ("beta", beta),

@@ -36,7 +36,7 @@ impl Pool2dSpec {
 /// The window geometry of `maxpool2d` on `x`, or an error naming the shapes.
 fn geometry(x: &Tensor, spec: Pool2dSpec) -> Result<ConvGeom> {
     const OP: &str = "maxpool2d";
-    x.expect_rank(OP, "input", 4)?;
+    x.expect_feature_maps(OP, "input")?;
     let d = x.dims();
     let (k, s, p) = (spec.kernel, spec.stride, spec.padding);
     if k.0 == 0 || k.1 == 0 || s.0 == 0 || s.1 == 0 {
@@ -49,15 +49,6 @@ fn geometry(x: &Tensor, spec: Pool2dSpec) -> Result<ConvGeom> {
         return Err(Error::invalid(
             OP,
             format!("padding {p:?} must be at most half of kernel {k:?}"),
-        ));
-    }
-    if d[1..].contains(&0) {
-        return Err(Error::shape(
-            OP,
-            format!(
-                "input {:?} must have non-zero channel and spatial sizes",
-                x.shape()
-            ),
         ));
     }
     if d[2] * d[3] > u32::MAX as usize {

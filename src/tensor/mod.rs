@@ -213,6 +213,22 @@ impl Tensor {
         Ok(())
     }
 
+    /// Checks that this tensor is a batch of feature maps: rank 4 (N, C, H, W)
+    /// with non-zero channel and spatial sizes.
+    pub fn expect_feature_maps(&self, op: &'static str, what: &str) -> Result<()> {
+        self.expect_rank(op, what, 4)?;
+        if self.dims()[1..].contains(&0) {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "{what} {:?} must have non-zero channel and spatial sizes",
+                    self.shape
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks that this tensor has rank `rank`.
     pub fn expect_rank(&self, op: &'static str, what: &str, rank: usize) -> Result<()> {
         if self.rank() != rank {
