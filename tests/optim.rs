@@ -848,3 +848,33 @@ fn non_finite_norm_is_reported_and_gradients_kept() {
         assert_eq!(bits(&after), bits(&before));
     }
 }
+
+#[test]
+fn with_weight_decay_changes_only_the_decay() {
+    use retort::optim::OptimizerConfig;
+    let adamw = OptimizerConfig::adamw().with_weight_decay(0.5);
+    match (OptimizerConfig::adamw(), adamw) {
+        (
+            OptimizerConfig::AdamW {
+                beta1, beta2, eps, ..
+            },
+            OptimizerConfig::AdamW {
+                beta1: b1,
+                beta2: b2,
+                eps: e,
+                weight_decay,
+            },
+        ) => {
+            assert_eq!((beta1, beta2, eps, weight_decay), (b1, b2, e, 0.5));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        OptimizerConfig::sgd(0.9).with_weight_decay(1e-4),
+        OptimizerConfig::Sgd {
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            nesterov: false
+        }
+    );
+}

@@ -160,36 +160,13 @@ impl TrainArgs {
     /// The training configuration these arguments describe.
     pub fn to_config(&self) -> Result<TrainConfig> {
         let optimizer = match self.optimizer {
-            OptimizerKind::Sgd => OptimizerConfig::Sgd {
-                momentum: self.momentum,
-                weight_decay: self.weight_decay.unwrap_or(0.0),
-                nesterov: false,
-            },
-            OptimizerKind::Adam => match OptimizerConfig::adam() {
-                OptimizerConfig::Adam {
-                    beta1, beta2, eps, ..
-                } => OptimizerConfig::Adam {
-                    beta1,
-                    beta2,
-                    eps,
-                    weight_decay: self.weight_decay.unwrap_or(0.0),
-                },
-                other => other,
-            },
-            OptimizerKind::Adamw => match OptimizerConfig::adamw() {
-                OptimizerConfig::AdamW {
-                    beta1,
-                    beta2,
-                    eps,
-                    weight_decay,
-                } => OptimizerConfig::AdamW {
-                    beta1,
-                    beta2,
-                    eps,
-                    weight_decay: self.weight_decay.unwrap_or(weight_decay),
-                },
-                other => other,
-            },
+            OptimizerKind::Sgd => OptimizerConfig::sgd(self.momentum),
+            OptimizerKind::Adam => OptimizerConfig::adam(),
+            OptimizerKind::Adamw => OptimizerConfig::adamw(),
+        };
+        let optimizer = match self.weight_decay {
+            Some(decay) => optimizer.with_weight_decay(decay),
+            None => optimizer,
         };
         let schedule = match self.schedule {
             ScheduleKind::Constant => LrSchedule::Constant,

@@ -149,6 +149,17 @@ impl OptimizerConfig {
         !matches!(self, OptimizerConfig::Sgd { .. })
     }
 
+    /// The same optimiser with another weight decay (L2 for SGD and Adam,
+    /// decoupled for AdamW).
+    pub fn with_weight_decay(mut self, decay: f32) -> Self {
+        match &mut self {
+            OptimizerConfig::Sgd { weight_decay, .. }
+            | OptimizerConfig::Adam { weight_decay, .. }
+            | OptimizerConfig::AdamW { weight_decay, .. } => *weight_decay = decay,
+        }
+        self
+    }
+
     /// Checks the hyper-parameters: momentum and betas in `[0, 1)`, eps
     /// positive, weight decay at least 0, all finite; Nesterov needs a
     /// positive momentum.
