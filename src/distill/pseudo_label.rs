@@ -1,0 +1,1 @@
+//! Pseudo-labelling unlabeled images with a teacher, for noisy-student training (slot).
