@@ -48,6 +48,7 @@ fn main() -> retort::Result<()> {
         bidirectional: true,
         num_classes: 37,
         dropout: 0.0,
+        exits: Vec::new(),
     };
     let cfg = TrainConfig {
         model: ModelSource::Config(model),

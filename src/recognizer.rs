@@ -7,7 +7,7 @@ use crate::data::image::{read_png, GrayImage};
 use crate::data::labels::Sample;
 use crate::error::Result;
 use crate::nn::Crnn;
-use crate::train::recognize_batch;
+use crate::train::recognize_batch_at;
 pub use crate::train::Recognized;
 use std::path::{Path, PathBuf};
 
@@ -23,6 +23,7 @@ pub struct Recognizer {
     model: Crnn,
     charset: Charset,
     beam: usize,
+    exit: Option<String>,
     policy: WidthPolicy,
 }
 
@@ -42,11 +43,20 @@ impl Recognizer {
             model,
             charset,
             beam: 1,
+            exit: None,
             policy: WidthPolicy::Pad {
                 max_width: 2048,
                 multiple: 4,
             },
         }
+    }
+
+    /// Stops at the early exit after block `exit` (e.g. `b3`) of a model
+    /// trained with exits (`self_distill`): faster, usually less accurate.
+    /// The exit must exist: checked at the first recognition.
+    pub fn with_exit(mut self, exit: Option<String>) -> Recognizer {
+        self.exit = exit;
+        self
     }
 
     /// Decodes with a CTC prefix beam of width `beam` (1 = greedy).
@@ -78,7 +88,13 @@ impl Recognizer {
             })
             .collect();
         let batch = make_batch(items, self.policy)?;
-        recognize_batch(&mut self.model, &batch, &self.charset, self.beam)
+        recognize_batch_at(
+            &mut self.model,
+            &batch,
+            &self.charset,
+            self.beam,
+            self.exit.as_deref(),
+        )
     }
 
     /// Reads the text in one grey image.

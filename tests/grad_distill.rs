@@ -429,3 +429,113 @@ fn coral_matches_the_formula_for_a_small_case() {
     let t = Tensor::from_vec(vec![0.0, 0.0, 0.0, 2.0], &[2, 2]).unwrap();
     assert!((value(distill::coral(&mut no_grad(), &s, &t)) - 0.5).abs() < 1e-6);
 }
+
+/// (T, N, K) logits whose values are all at least 0.1 apart (ranks spaced by
+/// 0.3, jitter below ±0.1), so that no finite-difference step of 1e-2
+/// changes a frame's ranking; lengths <= T with at least one real frame; and
+/// k in 1..K.
+fn tolerant_case() -> impl Strategy<Value = (Tensor, Vec<usize>, usize)> {
+    (1usize..4, 1usize..4, 2usize..7).prop_flat_map(|(t, n, k)| {
+        (
+            tensor(vec![t, n, k]),
+            proptest::collection::vec(0..=t, n),
+            1..k,
+        )
+            .prop_map(move |(x, mut lengths, secondary)| {
+                if lengths.iter().all(|&l| l == 0) {
+                    lengths[0] = t;
+                }
+                let v = x.data();
+                let mut order: Vec<usize> = (0..v.len()).collect();
+                order.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+                let mut spaced = vec![0.0f32; v.len()];
+                for (rank, &i) in order.iter().enumerate() {
+                    spaced[i] = 0.3 * rank as f32 - 2.0 + 0.05 * v[i];
+                }
+                let x = Tensor::from_vec(spaced, x.dims()).unwrap();
+                (x, lengths, secondary)
+            })
+    })
+}
+
+proptest! {
+    #![proptest_config(cases(16))]
+
+    #[test]
+    fn tolerant_gap_gradients((x, lengths, secondary) in tolerant_case()) {
+        check_gradients(&[x], |tape, v| distill::tolerant_gap(tape, &v[0], &lengths, secondary), Tol::default())
+            .map_err(TestCaseError::fail)?;
+    }
+}
+
+#[test]
+fn tolerant_gap_matches_the_hand_value() {
+    // One frame [1, 5, 3, 4, 0]: top 5, then 4, 3, 1, 0.
+    let x = Tensor::from_vec(vec![1.0, 5.0, 3.0, 4.0, 0.0], &[1, 1, 5]).unwrap();
+    for (k, want) in [(1, 5.0 - 4.0), (2, 5.0 - 3.5), (4, 5.0 - 2.0)] {
+        let got = value(distill::tolerant_gap(&mut no_grad(), &x, &[1], k));
+        assert!((got - want).abs() < 1e-6, "k = {k}: {got} vs {want}");
+    }
+
+    // T = 2, N = 2, K = 3, lengths [2, 1]: frames (0, 0), (1, 0), (0, 1) are
+    // real, (1, 1) is padding (huge values that must change nothing).
+    // (0,0) [0, 3, 1]: 3 - 1 = 2; (0,1) [2, 2, -1]: tie, 2 - 2 = 0;
+    // (1,0) [-1, -4, 0.5]: 0.5 - (-1) = 1.5. Mean over 3 frames: 3.5 / 3.
+    let values = vec![
+        0.0, 3.0, 1.0, /* (0,1) */ 2.0, 2.0, -1.0, /* (1,0) */ -1.0, -4.0, 0.5,
+        /* (1,1) pad */ 1e6, -1e6, 7.0,
+    ];
+    let x = Tensor::from_vec(values, &[2, 2, 3]).unwrap();
+    let got = value(distill::tolerant_gap(&mut no_grad(), &x, &[2, 1], 1));
+    assert!((got - 3.5 / 3.0).abs() < 1e-6, "{got}");
+
+    // The gradient is the constant mask over the frame count: +1 on the top
+    // class, -1/k on the next k (ties to the lowest index), 0 on padding.
+    let xt = x.detach().tracked();
+    let mut tape = Tape::new();
+    let loss = distill::tolerant_gap(&mut tape, &xt, &[2, 1], 1).unwrap();
+    let g = tape.backward(&loss).unwrap().get(&xt).unwrap().to_vec();
+    let third = 1.0 / 3.0;
+    let want = [
+        0.0, third, -third, /* tie: index 0 tops, index 1 is second */ third, -third, 0.0,
+        -third, 0.0, third, 0.0, 0.0, 0.0,
+    ];
+    for (i, (a, b)) in g.iter().zip(want).enumerate() {
+        assert!((a - b).abs() < 1e-6, "element {i}: {a} vs {b}");
+    }
+
+    // A one-hot-like frame has a large gap, a flat frame none: the term pushes
+    // a teacher towards keeping secondary scores.
+    let peaked = Tensor::from_vec(vec![10.0, 0.0, 0.0, 0.0], &[1, 1, 4]).unwrap();
+    let flat = Tensor::from_vec(vec![1.0, 1.0, 1.0, 0.0], &[1, 1, 4]).unwrap();
+    let k = distill::TOLERANT_DEFAULT_SECONDARY;
+    assert!((1..37).contains(&k));
+    assert_eq!(
+        value(distill::tolerant_gap(&mut no_grad(), &peaked, &[1], k)),
+        10.0
+    );
+    assert_eq!(
+        value(distill::tolerant_gap(&mut no_grad(), &flat, &[1], k)),
+        0.0
+    );
+}
+
+#[test]
+fn tolerant_gap_refuses_bad_inputs() {
+    let mut t = no_grad();
+    let t = &mut t;
+    let x = random(&[3, 2, 5], 40);
+    assert!(distill::tolerant_gap(t, &x, &[3, 1], 2).is_ok());
+    let err = |r: retort::Result<Tensor>| r.unwrap_err().to_string();
+    assert!(err(distill::tolerant_gap(t, &random(&[6, 5], 41), &[3, 3], 2)).contains("(T, N, K)"));
+    assert!(distill::tolerant_gap(t, &Tensor::zeros(&[3, 0, 5]).unwrap(), &[], 2).is_err());
+    assert!(distill::tolerant_gap(t, &x, &[3], 2).is_err());
+    assert!(err(distill::tolerant_gap(t, &x, &[4, 1], 2)).contains("exceeds"));
+    assert!(err(distill::tolerant_gap(t, &x, &[0, 0], 2)).contains("length 0"));
+    assert!(err(distill::tolerant_gap(t, &x, &[3, 1], 0)).contains("k = 0"));
+    assert!(err(distill::tolerant_gap(t, &x, &[3, 1], 5)).contains("k = 5"));
+    let mut v = x.to_vec();
+    v[(2 * 2) * 5 + 3] = f32::NAN; // frame 2 of sample 0: real
+    let nan = Tensor::from_vec(v, &[3, 2, 5]).unwrap();
+    assert!(err(distill::tolerant_gap(t, &nan, &[3, 1], 2)).contains("NaN"));
+}

@@ -393,6 +393,7 @@ fn tiny_crnn_overfits_a_few_images() {
         bidirectional: true,
         num_classes: 4,
         dropout: 0.0,
+        exits: Vec::new(),
     };
     let labels: Vec<Vec<usize>> = vec![vec![1, 2, 3], vec![3, 2, 1], vec![2, 2], vec![1, 3, 3, 1]];
     let pixels: Vec<f32> = labels.iter().flat_map(|l| glyph_image(l)).collect();

@@ -4,7 +4,7 @@ use crate::data::charset::Charset;
 use crate::data::labels::load_datasets;
 use crate::data::loader::{Loader, LoaderConfig};
 use crate::error::Result;
-use crate::train::evaluate;
+use crate::train::evaluate_at;
 use std::path::PathBuf;
 
 /// Arguments of `retort eval`.
@@ -37,6 +37,9 @@ pub struct EvalArgs {
     /// Skip bad label lines instead of stopping.
     #[arg(long)]
     pub skip_bad: bool,
+    /// Measure at this early exit (a model trained with `self_distill`), e.g. b3.
+    #[arg(long)]
+    pub exit: Option<String>,
 }
 
 /// Runs `retort eval`.
@@ -54,7 +57,14 @@ pub fn run(args: EvalArgs) -> Result<()> {
             ..LoaderConfig::default()
         },
     )?;
-    let report = evaluate(&mut ck.model, &charset, &loader, args.beam, args.worst)?;
+    let report = evaluate_at(
+        &mut ck.model,
+        &charset,
+        &loader,
+        args.beam,
+        args.worst,
+        args.exit.as_deref(),
+    )?;
     let m = &report.metrics;
     if args.json {
         println!(

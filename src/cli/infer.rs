@@ -17,6 +17,9 @@ pub struct InferArgs {
     /// CTC beam width (1 = greedy).
     #[arg(long, default_value_t = 1)]
     pub beam: usize,
+    /// Stop at this early exit (a model trained with `self_distill`), e.g. b3.
+    #[arg(long)]
+    pub exit: Option<String>,
     /// PNG images of single text lines.
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
@@ -34,7 +37,9 @@ fn load_recognizer(spec: &str, weights: Option<&Path>) -> Result<Recognizer> {
 /// unreadable image is reported on stderr and the others are still read; the
 /// exit status is then non-zero.
 pub fn run(args: InferArgs) -> Result<()> {
-    let mut reader = load_recognizer(&args.model, args.weights.as_deref())?.with_beam(args.beam);
+    let mut reader = load_recognizer(&args.model, args.weights.as_deref())?
+        .with_beam(args.beam)
+        .with_exit(args.exit.clone());
     let mut failed = 0usize;
     for path in &args.images {
         match reader.recognize_png(path) {

@@ -1,11 +1,14 @@
 //! Command-line interface: argument parsing and one module per command.
 
 mod bench;
+mod demo;
 mod devices;
+mod distill;
 mod eval;
 mod infer;
 mod render;
 mod train;
+mod zoo;
 
 use crate::checkpoint::{load_model, Checkpoint};
 use crate::error::{Error, Result};
@@ -29,8 +32,12 @@ pub struct Cli {
 pub enum Command {
     /// Times the reference steps (train-step, distill-step, inference) on random data.
     Bench(bench::BenchArgs),
+    /// The main job on an embedded default: renders lines, trains crnn-t, trains crnn-s alone and with KD, prints one table.
+    Demo(demo::DemoArgs),
     /// Lists the compute devices retort can use: CPU threads and CUDA GPUs.
     Devices,
+    /// Runs a distillation strategy from a JSON config (teacher→student, mutual, self, generations, noisy student).
+    Distill(distill::DistillArgs),
     /// Trains a CRNN recogniser with CTC on labelled folders.
     Train(Box<train::TrainArgs>),
     /// Measures a model on labelled folders: exact match, CER, speed.
@@ -39,6 +46,8 @@ pub enum Command {
     Infer(infer::InferArgs),
     /// Writes a folder of synthetic text lines.
     Render(render::RenderArgs),
+    /// Trains the student alone and with every distillation method; writes zoo.md and zoo.json.
+    Zoo(zoo::ZooArgs),
 }
 
 /// Runs a parsed command line.
@@ -48,11 +57,14 @@ pub fn run(cli: Cli) -> Result<()> {
     }
     match cli.command {
         Command::Bench(args) => bench::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Devices => devices::run(),
+        Command::Distill(args) => distill::run(args),
         Command::Train(args) => train::run(*args),
         Command::Eval(args) => eval::run(args),
         Command::Infer(args) => infer::run(args),
         Command::Render(args) => render::run(args),
+        Command::Zoo(args) => zoo::run(args),
     }
 }
 

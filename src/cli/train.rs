@@ -106,6 +106,10 @@ pub struct TrainArgs {
     /// Skip bad label lines (counted and reported) instead of stopping.
     #[arg(long)]
     pub skip_bad: bool,
+    /// Also keep a checkpoint snapshots/step-N every this many steps (e.g. to
+    /// pick an early-stopped teacher for `retort distill`).
+    #[arg(long)]
+    pub snapshot_every: Option<u64>,
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -202,6 +206,7 @@ impl TrainArgs {
             augment: self.augment,
             skip_bad: self.skip_bad,
             progress: !self.quiet,
+            snapshot_every: self.snapshot_every,
         })
     }
 }

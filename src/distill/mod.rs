@@ -1,5 +1,8 @@
-//! Knowledge-distillation losses, each a composition of differentiable
-//! [`crate::ops`], so that its backward comes from the tape.
+//! Knowledge distillation: the losses, each a composition of differentiable
+//! [`crate::ops`] so that its backward comes from the tape; the strategies
+//! that compose them ([`strategy`], run by [`distill`] from a
+//! [`DistillConfig`]); schedules of weights and temperatures ([`schedule`]);
+//! frozen teachers ([`teachers`]); and the [`zoo`] that compares them all.
 //!
 //! | loss | paper | file |
 //! | --- | --- | --- |
@@ -9,6 +12,8 @@
 //! | [`fsp_matrix`], [`fsp_loss`] | Yim et al., CVPR 2017 | `fsp.rs` |
 //! | [`similarity_preserving`] | Tung & Mori, ICCV 2019 | `similarity.rs` |
 //! | [`mk_mmd`], [`coral`] | Long et al. (DAN), ICML 2015; Sun & Saenko, ECCV-W 2016 | `domain.rs` |
+//! | [`tolerant_gap`] | Yang et al., AAAI 2019 | `tolerant.rs` |
+//! | [`pseudo_label`] (not a loss: the teacher's labels) | Xie et al., CVPR 2020 | `pseudo_label.rs` |
 //!
 //! Layouts: logits and sequences are (T, N, F) as PyTorch's LSTM and CTC;
 //! feature maps are (N, C, H, W). Where a loss needs one vector per sample,
@@ -18,21 +23,33 @@
 //! gradients to whichever of its inputs are tracked.
 
 mod attention;
+pub mod config;
 mod domain;
 mod fsp;
 mod hint;
 mod kd;
+pub mod objective;
 mod pseudo_label;
+pub mod schedule;
+pub mod session;
 mod similarity;
+pub mod strategy;
+pub mod teachers;
 mod tolerant;
+pub mod zoo;
 
 pub use attention::{attention_map, attention_transfer, ATTENTION_DEFAULT_WEIGHT};
+pub use config::{DistillConfig, Strategy};
 pub use domain::{coral, mean_pairwise_sq_distance, mk_mmd, mk_mmd_with_bandwidth};
 pub use fsp::{fsp_loss, fsp_matrix};
 pub use hint::{hint_loss, Adaptor};
 pub use kd::{sequence_kd, soft_kd};
+pub use pseudo_label::{
+    list_png_files, pseudo_label, write_pseudo_labels, PseudoLabel, PseudoLabels,
+};
 pub use similarity::{similarity_matrix, similarity_preserving};
-// -- pub use lines of tolerant.rs and pseudo_label.rs go here --
+pub use strategy::{distill, DistillReport, ModelReport};
+pub use tolerant::{tolerant_gap, TOLERANT_DEFAULT_SECONDARY};
 
 use crate::autograd::Tape;
 use crate::error::{Error, Result};

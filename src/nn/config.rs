@@ -40,6 +40,18 @@ pub struct CrnnConfig {
     /// training only; 0 (the default) turns it off.
     #[serde(default)]
     pub dropout: f32,
+    /// Early exits (Phuong & Lampert, "Distillation-based training for
+    /// multi-exit architectures", ICCV 2019, §3): the names of the conv
+    /// blocks (`"b2"`, `"b3"`, …) after which an extra CTC classifier sits,
+    /// so that inference may stop there ([`crate::nn::Crnn::forward_to_exit`]).
+    /// Each exit maps its block's output, read as a sequence of columns
+    /// exactly as the LSTM's input is, through a linear layer to
+    /// `num_classes` scores per column. An exit's block must not be the last
+    /// one and no later block may pool the width, so that the exit's frames
+    /// align 1:1 with the head's (see [`CrnnConfig::validate`]). Empty (the
+    /// default, and then absent from the JSON) for a model without exits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exits: Vec<String>,
 }
 
 /// Names of the built-in presets, as in `reference-models.md`.
@@ -86,6 +98,7 @@ impl CrnnConfig {
             bidirectional: true,
             num_classes: 37,
             dropout: 0.0,
+            exits: Vec::new(),
         })
     }
 
@@ -103,7 +116,12 @@ impl CrnnConfig {
     /// Checks that the configuration describes a model that can be built:
     /// non-zero sizes, at least one block, pools with non-zero windows that
     /// leave a feature map at least one pixel high, at least two classes
-    /// (the blank and one symbol), dropout in [0, 1).
+    /// (the blank and one symbol), dropout in [0, 1), and exits that each
+    /// name a block (`b1` … `bk`) once, not the last block, and a block
+    /// after which no pool narrows the width: an exit's frames must align
+    /// 1:1 with the head's (after `b1` of `crnn-t` the feature map is still
+    /// at twice the final time resolution, so `b1` cannot hold an exit;
+    /// `b2` and `b3` can).
     pub fn validate(&self) -> Result<()> {
         let bad = |message: String| Err(Error::invalid("CrnnConfig", message));
         if self.in_channels == 0 {
@@ -170,7 +188,83 @@ impl CrnnConfig {
                 "sizes too large: the pool widths, channels or hidden units overflow".into(),
             );
         }
+        self.validate_exits()
+    }
+
+    /// The exit checks of [`CrnnConfig::validate`] (the blocks already checked).
+    fn validate_exits(&self) -> Result<()> {
+        let bad = |message: String| Err(Error::invalid("CrnnConfig", message));
+        let last = self.blocks.len();
+        for (i, name) in self.exits.iter().enumerate() {
+            let Some(b) = self.exit_block(name) else {
+                return bad(format!(
+                    "exit `{name}` is not a conv block of the model: the blocks are b1 … b{last}"
+                ));
+            };
+            if self.exits[..i].contains(name) {
+                return bad(format!("exit `{name}` is listed more than once"));
+            }
+            if b + 1 == last {
+                return bad(format!(
+                    "exit `{name}` is the last block, whose output already feeds the LSTM \
+                     and head; an exit must follow an earlier block"
+                ));
+            }
+            let later: Vec<(usize, usize)> = self.blocks[b + 1..]
+                .iter()
+                .enumerate()
+                .filter_map(|(j, blk)| blk.pool.map(|(_, pw)| (b + 2 + j, pw)))
+                .filter(|&(_, pw)| pw > 1)
+                .collect();
+            if !later.is_empty() {
+                let factor: usize = later.iter().map(|&(_, pw)| pw).product();
+                let pools: Vec<String> = later
+                    .iter()
+                    .map(|(j, pw)| format!("b{j} pools the width by {pw}"))
+                    .collect();
+                return bad(format!(
+                    "exit `{name}`: {}, so the output of {name} is at {factor} times the \
+                     final time resolution and its frames would not align 1:1 with the \
+                     head's; an exit must follow a block after which the width is not pooled",
+                    pools.join(", ")
+                ));
+            }
+            if self.exit_features(name).is_none() {
+                return bad(format!(
+                    "exit `{name}`: sizes too large, its channels times height overflow"
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The index (0 for `b1`) of the block called `name` (`"b1"` … `"bk"`,
+    /// exactly as [`crate::nn::CrnnOutput::features`] names them), if any.
+    pub fn exit_block(&self, name: &str) -> Option<usize> {
+        let digits = name.strip_prefix('b')?;
+        let i: usize = digits.parse().ok()?;
+        (i >= 1 && i <= self.blocks.len() && format!("b{i}") == name).then(|| i - 1)
+    }
+
+    /// The height of the feature map after block `index` (0 for `b1`): `height`
+    /// divided by the window heights of the pools up to and including it.
+    pub fn height_after(&self, index: usize) -> usize {
+        self.blocks
+            .iter()
+            .take(index + 1)
+            .filter_map(|b| b.pool)
+            .fold(self.height, |h, (ph, _)| h / ph.max(1))
+    }
+
+    /// Features per frame of the exit after block `name`: the block's
+    /// channels times [`CrnnConfig::height_after`] it, the input size of the
+    /// exit's linear classifier (`None` for a name that is not a block, or on
+    /// overflow). For `crnn-t`, `b2` and `b3` give 64·8 = 512 and 128·8 = 1024.
+    pub fn exit_features(&self, name: &str) -> Option<usize> {
+        let b = self.exit_block(name)?;
+        self.blocks[b]
+            .out_channels
+            .checked_mul(self.height_after(b))
     }
 
     /// The height of the last feature map: `height` divided (rounding down,

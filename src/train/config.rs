@@ -78,6 +78,10 @@ pub struct TrainConfig {
     /// Show a progress bar.
     #[serde(default = "default_true")]
     pub progress: bool,
+    /// Also keep a checkpoint `snapshots/step-N/` every this many steps, e.g.
+    /// to pick an early-stopped teacher later (none when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_every: Option<u64>,
 }
 
 fn default_log_every() -> u64 {
@@ -116,6 +120,7 @@ impl TrainConfig {
             augment: 0.3,
             skip_bad: false,
             progress: true,
+            snapshot_every: None,
         }
     }
 
@@ -134,8 +139,8 @@ impl TrainConfig {
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad(format!("learning rate must be positive, got {}", self.lr));
         }
-        if self.val_every == 0 || self.log_every == 0 {
-            return bad("val_every and log_every must be at least 1".into());
+        if self.val_every == 0 || self.log_every == 0 || self.snapshot_every == Some(0) {
+            return bad("val_every, log_every and snapshot_every must be at least 1".into());
         }
         if let Some(c) = self.clip_norm {
             if c.is_nan() || c <= 0.0 {

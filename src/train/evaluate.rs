@@ -1,4 +1,7 @@
-//! Recognising batches and measuring a model on a labelled set.
+//! Recognising batches and measuring a model on a labelled set, at the
+//! final head or at an early exit (Phuong & Lampert, "Distillation-based
+//! training for multi-exit architectures", ICCV 2019: a multi-exit model
+//! answers at whichever exit the budget allows).
 
 use crate::autograd::Tape;
 use crate::data::batch::Batch;
@@ -39,28 +42,44 @@ pub struct Mistake {
 pub struct EvalReport {
     /// Exact match, CER and counts.
     pub metrics: RecognitionMetrics,
-    /// Recognition throughput (forward and decoding, not image loading).
+    /// Recognition throughput (forward and decoding, not image loading);
+    /// at an early exit, the speed of stopping there.
     pub images_per_s: f64,
     /// The worst-recognised lines, largest edit distance first.
     pub worst: Vec<Mistake>,
 }
 
 /// Recognises every image of `batch` (evaluation mode, no tape), greedy when
-/// `beam` ≤ 1, CTC prefix beam search otherwise.
+/// `beam` ≤ 1, CTC prefix beam search otherwise. The same as
+/// [`recognize_batch_at`] with no exit.
 pub fn recognize_batch(
     model: &mut Crnn,
     batch: &Batch,
     charset: &Charset,
     beam: usize,
 ) -> Result<Vec<Recognized>> {
+    recognize_batch_at(model, batch, charset, beam, None)
+}
+
+/// Recognises every image of `batch` as [`recognize_batch`] does, reading
+/// the logits of the early exit `exit` (a name of `CrnnConfig::exits`, e.g.
+/// `"b3"`; the model runs only up to it, [`Crnn::forward_to_exit`]) or of the
+/// final head when `exit` is `None`. An exit the model lacks is an error
+/// listing its exits.
+pub fn recognize_batch_at(
+    model: &mut Crnn,
+    batch: &Batch,
+    charset: &Charset,
+    beam: usize,
+    exit: Option<&str>,
+) -> Result<Vec<Recognized>> {
     let mut tape = Tape::no_grad();
-    let out = model.forward(
-        &mut tape,
-        &batch.images,
-        &batch.widths,
-        false,
-        &mut Rng::seed(0),
-    )?;
+    let mut rng = Rng::seed(0);
+    let (images, widths) = (&batch.images, &batch.widths);
+    let out = match exit {
+        None => model.forward(&mut tape, images, widths, false, &mut rng)?,
+        Some(e) => model.forward_to_exit(&mut tape, images, widths, e, false, &mut rng)?,
+    };
     let decoded = if beam <= 1 {
         greedy(&out.logits, &out.lengths)?
     } else {
@@ -76,7 +95,8 @@ pub fn recognize_batch(
 }
 
 /// Recognises every line of `loader` (one epoch, in order) and compares with
-/// the labels; keeps the `keep_worst` worst lines.
+/// the labels; keeps the `keep_worst` worst lines. The same as
+/// [`evaluate_at`] with no exit.
 pub fn evaluate(
     model: &mut Crnn,
     charset: &Charset,
@@ -84,13 +104,31 @@ pub fn evaluate(
     beam: usize,
     keep_worst: usize,
 ) -> Result<EvalReport> {
+    evaluate_at(model, charset, loader, beam, keep_worst, None)
+}
+
+/// Evaluates as [`evaluate`] does, recognising at the early exit `exit`
+/// (see [`recognize_batch_at`]) or at the final head when `None`; the
+/// report's `images_per_s` is then the speed of stopping at that exit. An
+/// exit the model lacks is an error (before any image is read).
+pub fn evaluate_at(
+    model: &mut Crnn,
+    charset: &Charset,
+    loader: &Loader,
+    beam: usize,
+    keep_worst: usize,
+    exit: Option<&str>,
+) -> Result<EvalReport> {
+    if let Some(e) = exit {
+        model.exit_index(e)?;
+    }
     let mut metrics = RecognitionMetrics::default();
     let mut mistakes = Vec::new();
     let mut compute = 0.0f64;
     for batch in loader.epoch(0) {
         let batch = batch?;
         let start = Instant::now();
-        let read = recognize_batch(model, &batch, charset, beam)?;
+        let read = recognize_batch_at(model, &batch, charset, beam, exit)?;
         compute += start.elapsed().as_secs_f64();
         for ((r, label), path) in read.iter().zip(&batch.labels).zip(&batch.paths) {
             metrics.add(&r.text, label);

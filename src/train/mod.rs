@@ -10,8 +10,11 @@ mod run;
 mod step;
 
 pub use config::{Budget, ModelSource, TrainConfig};
-pub use evaluate::{evaluate, recognize_batch, EvalReport, Mistake, Recognized};
+pub use evaluate::{
+    evaluate, evaluate_at, recognize_batch, recognize_batch_at, EvalReport, Mistake, Recognized,
+};
 pub use log::MetricsLog;
 pub use plot::write_training_plot;
 pub use run::{resume, train, TrainSummary, RESUME_FILE};
+pub(crate) use run::{build_model, load_charset, progress_bar};
 pub use step::{apply_gradients, ctc_objective, train_step, StepStats};

@@ -137,16 +137,21 @@ fn load_resume(path: &Path, model: &mut Crnn, optimizer: &mut Optimizer) -> Resu
     Ok(progress)
 }
 
-fn load_charset(cfg: &TrainConfig) -> Result<Charset> {
-    match &cfg.charset {
+/// The run's charset: the file named in the configuration, or the default
+/// 36 lower-case alphanumerics.
+pub(crate) fn load_charset(charset: Option<&Path>) -> Result<Charset> {
+    match charset {
         Some(path) => Charset::from_file(path),
         None => Ok(Charset::default_alnum()),
     }
 }
 
-fn build_model(cfg: &TrainConfig, charset: &Charset, rng: &mut Rng) -> Result<Crnn> {
+/// A model as `source` says, sized to `charset`: a preset or a config freshly
+/// initialised from `rng`, or a checkpoint's weights (whose charset must be
+/// `charset`).
+pub(crate) fn build_model(source: &ModelSource, charset: &Charset, rng: &mut Rng) -> Result<Crnn> {
     let classes = charset.num_classes();
-    let model_cfg = match &cfg.model {
+    let model_cfg = match source {
         ModelSource::Preset(name) => CrnnConfig::preset(name)?.with_classes(classes),
         ModelSource::Config(c) => c.clone(),
         ModelSource::Checkpoint(dir) => {
@@ -173,7 +178,8 @@ fn build_model(cfg: &TrainConfig, charset: &Charset, rng: &mut Rng) -> Result<Cr
     Crnn::new(model_cfg, rng)
 }
 
-fn progress_bar(total: u64, enabled: bool) -> ProgressBar {
+/// A progress bar over `total` steps, hidden when not `enabled`.
+pub(crate) fn progress_bar(total: u64, enabled: bool) -> ProgressBar {
     if !enabled {
         return ProgressBar::hidden();
     }
@@ -214,7 +220,7 @@ fn run(cfg: &TrainConfig, resuming: bool) -> Result<TrainSummary> {
     cfg.validate()?;
     let started = Instant::now();
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
-    let charset = load_charset(cfg)?;
+    let charset = load_charset(cfg.charset.as_deref())?;
     let train_set = load_datasets(&cfg.train, &charset, cfg.skip_bad)?;
     let val_set = load_datasets(&cfg.val, &charset, cfg.skip_bad)?;
     for (name, set) in [("training", &train_set), ("validation", &val_set)] {
@@ -227,7 +233,7 @@ fn run(cfg: &TrainConfig, resuming: bool) -> Result<TrainSummary> {
         }
     }
     let mut rng = Rng::seed(cfg.seed);
-    let mut model = build_model(cfg, &charset, &mut rng.fork(1))?;
+    let mut model = build_model(&cfg.model, &charset, &mut rng.fork(1))?;
     let augment_fn: Option<AugmentFn> = (cfg.augment > 0.0).then(|| {
         let acfg = AugmentConfig {
             strength: cfg.augment,
@@ -383,6 +389,10 @@ fn run(cfg: &TrainConfig, resuming: bool) -> Result<TrainSummary> {
                 save_resume(&resume_path, &model, &optimizer, &at)?;
                 write_training_plot(&cfg.out.join("training.svg"), &loss_curve, &val_curve)?;
                 window = (Instant::now(), 0);
+            }
+            if cfg.snapshot_every.is_some_and(|every| step % every == 0) {
+                let dir = cfg.out.join("snapshots").join(format!("step-{step}"));
+                checkpoint::save(&dir, &model, charset.symbols())?;
             }
             if step >= total {
                 break 'epochs;

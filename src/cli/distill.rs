@@ -1,0 +1,72 @@
+//! `retort distill --config FILE.json`: run a distillation strategy.
+
+use crate::distill::{distill, DistillConfig, DistillReport};
+use crate::error::{Error, Result};
+use std::path::PathBuf;
+
+/// Arguments of `retort distill`.
+#[derive(clap::Args, Debug)]
+pub struct DistillArgs {
+    /// The distillation config (JSON; every key is in the README).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Write into this folder instead of the config's `out`.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Hide the progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Runs `retort distill`.
+pub fn run(args: DistillArgs) -> Result<()> {
+    let mut cfg = DistillConfig::from_file(&args.config)?;
+    if let Some(out) = args.out {
+        cfg.out = out;
+    }
+    if args.quiet {
+        cfg.progress = false;
+    }
+    // Problems only the run can see (a layer a model lacks, a teacher of
+    // another charset) are still problems of the config file: name it.
+    let report = distill(&cfg).map_err(|e| match e {
+        Error::InvalidArgument { op, .. } if op == "config" || op == "teacher" => {
+            Error::data(&args.config, None, e.to_string())
+        }
+        other => other,
+    })?;
+    print_report(&report);
+    println!("report: {}", cfg.out.join("report.json").display());
+    Ok(())
+}
+
+/// Prints the models of a report as a table.
+pub fn print_report(report: &DistillReport) {
+    println!(
+        "{}: {} steps per model in {:.0} s ({:.1} images/s)",
+        report.strategy, report.steps, report.seconds, report.images_per_s
+    );
+    println!(
+        "{:<12} {:<40} {:>10} {:>12} {:>8}",
+        "role", "model", "parameters", "exact match", "CER"
+    );
+    let rows = report
+        .teachers
+        .iter()
+        .map(|m| ("teacher", m))
+        .chain(report.students.iter().map(|m| ("trained", m)));
+    for (role, m) in rows {
+        let name = match &m.dir {
+            Some(dir) => format!("{} ({})", m.name, dir.join("best").display()),
+            None => m.name.clone(),
+        };
+        println!(
+            "{:<12} {:<40} {:>10} {:>11.2}% {:>7.2}%",
+            role,
+            name,
+            m.parameters,
+            100.0 * m.exact_match,
+            100.0 * m.cer
+        );
+    }
+}

@@ -1,0 +1,358 @@
+//! The loop every strategy shares: batches, learning rate, the step the
+//! strategy supplies, validation of each trained model, checkpoints, the
+//! metrics log and a progress bar that shows every loss term.
+
+use super::config::DistillConfig;
+use super::schedule::RunPoint;
+use crate::autograd::{Gradients, Param};
+use crate::checkpoint;
+use crate::data::augment::{augment, AugmentConfig};
+use crate::data::batch::Batch;
+use crate::data::charset::Charset;
+use crate::data::labels::{load_datasets, Sample};
+use crate::data::loader::{AugmentFn, Loader, LoaderConfig};
+use crate::distill::Adaptor;
+use crate::error::{Error, Result};
+use crate::nn::Crnn;
+use crate::ops::batchnorm2d::RunningStats;
+use crate::optim::{LrPlan, Optimizer};
+use crate::rng::Rng;
+use crate::train::{apply_gradients, evaluate, write_training_plot, Budget, MetricsLog};
+use serde::Serialize;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Non-finite steps in a row after which a run stops.
+const MAX_BAD_STEPS: u32 = 5;
+
+/// One model a strategy trains, with its optimiser and any trainable
+/// adaptors, and where its checkpoints go (`dir/best`, `dir/last`).
+#[derive(Debug)]
+pub struct Member {
+    /// Name in logs and reports (`student`, `model-1`, `gen-2`, …).
+    pub name: String,
+    /// Folder of its checkpoints.
+    pub dir: PathBuf,
+    /// The model.
+    pub model: Crnn,
+    /// Adaptors trained with it (hints); not saved in its checkpoint.
+    pub adaptors: Vec<Adaptor>,
+    /// Its optimiser.
+    pub optimizer: Optimizer,
+}
+
+impl Member {
+    /// A member with a fresh optimiser as `cfg` says.
+    pub fn new(name: &str, dir: PathBuf, model: Crnn, cfg: &DistillConfig) -> Result<Member> {
+        Ok(Member {
+            name: name.to_string(),
+            dir,
+            model,
+            adaptors: Vec::new(),
+            optimizer: Optimizer::new(cfg.optimizer.clone())?,
+        })
+    }
+
+    /// Clips this member's part of `grads` and updates its model and
+    /// adaptors; `false` when its gradient was not finite (nothing updated).
+    pub fn update(&mut self, grads: &mut Gradients, lr: f32, clip: Option<f32>) -> Result<bool> {
+        let mut params: Vec<&mut Param> = self
+            .model
+            .params_mut()
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect();
+        for a in &mut self.adaptors {
+            params.extend(a.params_mut().into_iter().map(|(_, p)| p));
+        }
+        Ok(apply_gradients(&mut params, &mut self.optimizer, grads, lr, clip)?.is_some())
+    }
+
+    fn running_stats(&self) -> Vec<RunningStats> {
+        self.model
+            .blocks
+            .iter()
+            .map(|(_, bn)| bn.stats.clone())
+            .collect()
+    }
+
+    fn restore_stats(&mut self, saved: &[RunningStats]) {
+        for ((_, bn), s) in self.model.blocks.iter_mut().zip(saved) {
+            bn.stats = s.clone();
+        }
+    }
+}
+
+/// What a strategy's step did: the value of each loss term (the first is the
+/// total, named `loss`), and whether the update was skipped because a value
+/// or gradient was not finite.
+#[derive(Clone, Debug, Default)]
+pub struct StepReport {
+    /// (term, value), the total first.
+    pub terms: Vec<(String, f32)>,
+    /// Whether nothing was updated.
+    pub skipped: bool,
+}
+
+/// The data of a run: charset, training and validation batches, and the
+/// number of steps the budget gives.
+#[derive(Clone, Debug)]
+pub struct RunData {
+    /// The charset of every model of the run.
+    pub charset: Charset,
+    /// Training batches (shuffled, augmented as configured).
+    pub train: Loader,
+    /// Validation batches (in order, never augmented).
+    pub val: Loader,
+    /// Steps of each training run.
+    pub total_steps: u64,
+}
+
+/// Loads the run's charset (the config's file or the default).
+pub fn load_run_charset(cfg: &DistillConfig) -> Result<Charset> {
+    crate::train::load_charset(cfg.charset.as_deref())
+}
+
+/// The data of `cfg`, with `extra` samples mixed into training (pseudo-labels)
+/// and the augmentation strength `augment`.
+pub fn load_run_data(
+    cfg: &DistillConfig,
+    charset: &Charset,
+    extra: Vec<Sample>,
+    augment_strength: f32,
+) -> Result<RunData> {
+    let train_set = load_datasets(&cfg.train, charset, cfg.skip_bad)?;
+    let val_set = load_datasets(&cfg.val, charset, cfg.skip_bad)?;
+    for (name, set) in [("training", &train_set), ("validation", &val_set)] {
+        if let Some(first) = set.skipped.first() {
+            eprintln!(
+                "skipped {} bad {name} line(s), first: {first}",
+                set.skipped.len()
+            );
+        }
+    }
+    let augment_fn: Option<AugmentFn> = (augment_strength > 0.0).then(|| {
+        let acfg = AugmentConfig {
+            strength: augment_strength,
+            ..AugmentConfig::default()
+        };
+        Arc::new(move |img: &_, rng: &mut Rng| augment(img, &acfg, rng)) as AugmentFn
+    });
+    let mut samples = train_set.samples;
+    samples.extend(extra);
+    let train = Loader::new(
+        samples,
+        LoaderConfig {
+            batch_size: cfg.batch_size,
+            shuffle: true,
+            seed: cfg.seed,
+            width: cfg.width,
+            augment: augment_fn,
+            buckets: true,
+            ..LoaderConfig::default()
+        },
+    )?;
+    let val = Loader::new(
+        val_set.samples,
+        LoaderConfig {
+            batch_size: cfg.batch_size.max(32),
+            shuffle: false,
+            width: cfg.width,
+            ..LoaderConfig::default()
+        },
+    )?;
+    let total_steps = match cfg.budget {
+        Budget::Steps(n) => n,
+        Budget::Epochs(e) => e * train.batches_per_epoch() as u64,
+    };
+    Ok(RunData {
+        charset: charset.clone(),
+        train,
+        val,
+        total_steps,
+    })
+}
+
+/// How one trained model did.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MemberSummary {
+    /// Its name.
+    pub name: String,
+    /// Folder holding `best/` and `last/`.
+    pub dir: PathBuf,
+    /// Trainable parameters of the model (adaptors not counted).
+    pub parameters: usize,
+    /// Best validation exact match and its CER.
+    pub best_exact_match: f64,
+    /// CER at the best exact match.
+    pub best_cer: f64,
+    /// Validation of the final model.
+    pub last_exact_match: f64,
+    /// CER of the final model.
+    pub last_cer: f64,
+}
+
+/// How a training loop went.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LoopSummary {
+    /// Steps taken.
+    pub steps: u64,
+    /// Wall time in seconds.
+    pub seconds: f64,
+    /// Training images per second (every member's step together).
+    pub images_per_s: f64,
+    /// Each member.
+    pub members: Vec<MemberSummary>,
+    /// The last logged value of each loss term.
+    pub final_terms: Vec<(String, f32)>,
+}
+
+/// Trains `members` for the run's budget, calling `step` for every batch
+/// with the batch, where the run stands, the learning rate and the step
+/// random numbers. Every `val_every` steps and at the end, each member is
+/// validated and saved to `dir/last` (and `dir/best` when it improved).
+/// `log_dir` receives `metrics.jsonl` and `training.svg`.
+pub fn train_members<F>(
+    cfg: &DistillConfig,
+    data: &RunData,
+    members: &mut [Member],
+    log_dir: &Path,
+    mut step: F,
+) -> Result<LoopSummary>
+where
+    F: FnMut(&mut [Member], &Batch, RunPoint, f32, &mut Rng) -> Result<StepReport>,
+{
+    let started = Instant::now();
+    std::fs::create_dir_all(log_dir).map_err(|e| Error::io(log_dir, e))?;
+    let total = data.total_steps;
+    let plan = LrPlan {
+        base_lr: cfg.lr,
+        schedule: cfg.schedule.clone(),
+        warmup_steps: cfg.warmup_steps.min(total / 2),
+        total_steps: total,
+    };
+    plan.validate()?;
+    let mut log = MetricsLog::resumed(&log_dir.join("metrics.jsonl"), String::new());
+    let bar = crate::train::progress_bar(total, cfg.progress);
+    let mut rng = Rng::seed(cfg.seed).fork(2);
+    let mut best = vec![(-1.0f64, f64::MAX); members.len()];
+    let mut last = vec![(0.0f64, 1.0f64); members.len()];
+    let (mut steps, mut bad_in_row, mut images) = (0u64, 0u32, 0usize);
+    let mut ema: Vec<(String, f32)> = Vec::new();
+    let mut loss_curve = Vec::new();
+    let mut val_curve = Vec::new();
+    let mut epoch = 0usize;
+    'epochs: while steps < total {
+        for batch in data.train.epoch(epoch) {
+            let batch = batch?;
+            let at = RunPoint {
+                step: steps,
+                total,
+                epoch: epoch as u64,
+            };
+            let lr = plan.lr_at(steps);
+            let saved: Vec<Vec<RunningStats>> = members.iter().map(|m| m.running_stats()).collect();
+            let report = step(members, &batch, at, lr, &mut rng)?;
+            if report.skipped {
+                for (m, s) in members.iter_mut().zip(&saved) {
+                    m.restore_stats(s);
+                }
+                bad_in_row += 1;
+                bar.println(format!(
+                    "warning: step {steps}: non-finite loss or gradient, update skipped"
+                ));
+                if bad_in_row >= MAX_BAD_STEPS {
+                    bar.abandon();
+                    return Err(Error::invalid(
+                        "distill",
+                        format!(
+                            "stopped after {bad_in_row} non-finite steps in a row; the last good checkpoints are in {}",
+                            members.iter().map(|m| m.dir.join("last").display().to_string()).collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                }
+                continue;
+            }
+            bad_in_row = 0;
+            steps += 1;
+            images += batch.len();
+            if ema.len() != report.terms.len() {
+                ema = report.terms.clone();
+            } else {
+                for ((_, e), (_, v)) in ema.iter_mut().zip(&report.terms) {
+                    *e = 0.95 * *e + 0.05 * v;
+                }
+            }
+            let terms: Vec<String> = ema.iter().map(|(n, v)| format!("{n} {v:.3}")).collect();
+            bar.set_message(format!("{} lr {lr:.1e}", terms.join(" ")));
+            bar.set_position(steps);
+            if steps % cfg.log_every == 0 {
+                let mut line = serde_json::Map::new();
+                line.insert("step".into(), json!(steps));
+                line.insert("epoch".into(), json!(epoch));
+                line.insert("lr".into(), json!(lr));
+                for (n, v) in &report.terms {
+                    line.insert(n.clone(), json!(v));
+                }
+                log.push(serde_json::Value::Object(line))?;
+                if let Some((_, total_loss)) = report.terms.first() {
+                    loss_curve.push((steps, *total_loss));
+                }
+            }
+            if steps % cfg.val_every == 0 || steps == total {
+                for (i, m) in members.iter_mut().enumerate() {
+                    let r = evaluate(&mut m.model, &data.charset, &data.val, 1, 0)?;
+                    let (em, cer) = (r.metrics.exact_match(), r.metrics.cer());
+                    last[i] = (em, cer);
+                    if i == 0 {
+                        val_curve.push((steps, em, cer));
+                    }
+                    log.push(json!({"step": steps, "model": m.name, "val_exact_match": em, "val_cer": cer}))?;
+                    bar.println(format!(
+                        "step {steps}: {} validation exact match {:.2}%, CER {:.2}%",
+                        m.name,
+                        100.0 * em,
+                        100.0 * cer
+                    ));
+                    if em > best[i].0 || (em == best[i].0 && cer < best[i].1) {
+                        best[i] = (em, cer);
+                        checkpoint::save(&m.dir.join("best"), &m.model, data.charset.symbols())?;
+                    }
+                    checkpoint::save(&m.dir.join("last"), &m.model, data.charset.symbols())?;
+                }
+                write_training_plot(&log_dir.join("training.svg"), &loss_curve, &val_curve)?;
+            }
+            if steps >= total {
+                break 'epochs;
+            }
+        }
+        epoch += 1;
+    }
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(LoopSummary {
+        steps,
+        seconds,
+        images_per_s: images as f64 / seconds.max(1e-9),
+        members: members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| MemberSummary {
+                name: m.name.clone(),
+                dir: m.dir.clone(),
+                parameters: m.model.num_parameters(),
+                best_exact_match: best[i].0.max(0.0),
+                best_cer: if best[i].1 == f64::MAX {
+                    1.0
+                } else {
+                    best[i].1
+                },
+                last_exact_match: last[i].0,
+                last_cer: last[i].1,
+            })
+            .collect(),
+        final_terms: ema,
+    })
+}
