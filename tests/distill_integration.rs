@@ -4,11 +4,8 @@
 
 use retort::data::charset::Charset;
 use retort::data::render::{render_dataset, RenderConfig};
-use retort::distill::config::{
-    DistillConfig, KdLoss, KdSpec, LayerRef, MatchLoss, MatchSpec, Objective, Strategy, TeacherSpec,
-};
+use retort::distill::config::{DistillConfig, Objective, Strategy};
 use retort::distill::distill;
-use retort::distill::schedule::Schedule;
 use retort::nn::{BlockConfig, CrnnConfig};
 use retort::train::{train, Budget, ModelSource, TrainConfig};
 use std::path::{Path, PathBuf};
@@ -116,33 +113,11 @@ fn kd_lowers_the_distillation_loss_and_the_student_is_not_worse_than_alone() {
         log_every: 10,
         ..DistillConfig::from_train(
             &base,
-            Strategy::TeacherStudent {
-                teachers: vec![TeacherSpec {
-                    model: root.join("teacher/best").display().to_string(),
-                    weights: None,
-                    weight: 1.0,
-                }],
-                student: ModelSource::Config(student),
-                objective: Objective {
-                    ctc_weight: Schedule::Constant(1.0),
-                    kd: Some(KdSpec {
-                        loss: KdLoss::Soft,
-                        weight: Schedule::Constant(1.0),
-                        temperature: Schedule::Constant(4.0),
-                    }),
-                    intermediate_matches: vec![MatchSpec {
-                        teacher_layer: LayerRef::One("b4".into()),
-                        student_layer: LayerRef::One("b4".into()),
-                        loss: MatchLoss::Hint,
-                        weight: None,
-                        teacher: 0,
-                    }],
-                    domain: None,
-                },
-                hint_stage_steps: 0,
-                kd_epochs: None,
-                cache_teacher: true,
-            },
+            Strategy::teacher_student(
+                &root.join("teacher/best"),
+                ModelSource::Config(student),
+                Objective::kd_with_hint(4.0, "b4"),
+            ),
         )
     };
     let report = distill(&kd_cfg).unwrap();

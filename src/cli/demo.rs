@@ -7,11 +7,8 @@ use crate::data::charset::Charset;
 use crate::data::labels::{load_datasets, LABELS_FILE};
 use crate::data::loader::{Loader, LoaderConfig};
 use crate::data::render::{render_dataset_with_progress, RenderConfig};
-use crate::distill::config::{
-    DistillConfig, KdLoss, KdSpec, LayerRef, MatchLoss, MatchSpec, Objective, Strategy, TeacherSpec,
-};
+use crate::distill::config::{DistillConfig, Objective, Strategy};
 use crate::distill::distill;
-use crate::distill::schedule::Schedule;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::train::{evaluate, train, Budget, ModelSource, TrainConfig};
@@ -178,33 +175,11 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let base = run_cfg("crnn-s", "crnn-s-kd", args.student_steps);
     let kd_cfg = DistillConfig::from_train(
         &base,
-        Strategy::TeacherStudent {
-            teachers: vec![TeacherSpec {
-                model: args.out.join("crnn-t").join("best").display().to_string(),
-                weights: None,
-                weight: 1.0,
-            }],
-            student: ModelSource::Preset("crnn-s".into()),
-            objective: Objective {
-                ctc_weight: Schedule::Constant(1.0),
-                kd: Some(KdSpec {
-                    loss: KdLoss::Soft,
-                    weight: Schedule::Constant(1.0),
-                    temperature: Schedule::Constant(4.0),
-                }),
-                intermediate_matches: vec![MatchSpec {
-                    teacher_layer: LayerRef::One("b4".into()),
-                    student_layer: LayerRef::One("b4".into()),
-                    loss: MatchLoss::Hint,
-                    weight: None,
-                    teacher: 0,
-                }],
-                domain: None,
-            },
-            hint_stage_steps: 0,
-            kd_epochs: None,
-            cache_teacher: true,
-        },
+        Strategy::teacher_student(
+            &args.out.join("crnn-t").join("best"),
+            ModelSource::Preset("crnn-s".into()),
+            Objective::kd_with_hint(4.0, "b4"),
+        ),
     );
     let t0 = Instant::now();
     distill(&kd_cfg)?;

@@ -239,6 +239,28 @@ impl Default for Objective {
     }
 }
 
+impl Objective {
+    /// CTC + soft KD at `temperature` + a FitNets hint between `layer` of the
+    /// teacher and of the student (the reference distill-step's objective).
+    pub fn kd_with_hint(temperature: f32, layer: &str) -> Objective {
+        Objective {
+            ctc_weight: one_schedule(),
+            kd: Some(KdSpec {
+                temperature: Schedule::Constant(temperature),
+                ..KdSpec::default()
+            }),
+            intermediate_matches: vec![MatchSpec {
+                teacher_layer: LayerRef::One(layer.into()),
+                student_layer: LayerRef::One(layer.into()),
+                loss: MatchLoss::Hint,
+                weight: None,
+                teacher: 0,
+            }],
+            domain: None,
+        }
+    }
+}
+
 /// The tolerant-teacher term (Yang et al., AAAI 2019).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -371,6 +393,23 @@ pub enum Strategy {
 }
 
 impl Strategy {
+    /// Teacher → student with one teacher checkpoint folder, the defaults
+    /// otherwise (no hint stage, KD all along, teacher logits cached).
+    pub fn teacher_student(teacher: &Path, student: ModelSource, objective: Objective) -> Strategy {
+        Strategy::TeacherStudent {
+            teachers: vec![TeacherSpec {
+                model: teacher.display().to_string(),
+                weights: None,
+                weight: 1.0,
+            }],
+            student,
+            objective,
+            hint_stage_steps: 0,
+            kd_epochs: None,
+            cache_teacher: true,
+        }
+    }
+
     /// The strategy's name as written in `kind`.
     pub fn name(&self) -> &'static str {
         match self {

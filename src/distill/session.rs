@@ -6,22 +6,20 @@ use super::config::DistillConfig;
 use super::schedule::RunPoint;
 use crate::autograd::{Gradients, Param};
 use crate::checkpoint;
-use crate::data::augment::{augment, AugmentConfig};
 use crate::data::batch::Batch;
 use crate::data::charset::Charset;
-use crate::data::labels::{load_datasets, Sample};
-use crate::data::loader::{AugmentFn, Loader, LoaderConfig};
+use crate::data::labels::Sample;
+use crate::data::loader::Loader;
 use crate::distill::Adaptor;
 use crate::error::{Error, Result};
 use crate::nn::Crnn;
 use crate::ops::batchnorm2d::RunningStats;
 use crate::optim::{LrPlan, Optimizer};
 use crate::rng::Rng;
-use crate::train::{apply_gradients, evaluate, write_training_plot, Budget, MetricsLog};
+use crate::train::{apply_gradients, evaluate, write_training_plot, MetricsLog};
 use serde::Serialize;
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 /// Non-finite steps in a row after which a run stops.
@@ -85,6 +83,34 @@ impl Member {
     }
 }
 
+/// Ends a step: unless the total (the first term) is not finite, runs the
+/// backward pass of `loss` and updates every member from its gradients.
+pub fn finish_step(
+    members: &mut [Member],
+    mut tape: crate::autograd::Tape,
+    loss: &crate::tensor::Tensor,
+    terms: Vec<(String, f32)>,
+    lr: f32,
+    clip: Option<f32>,
+) -> Result<StepReport> {
+    if !terms.first().is_some_and(|(_, v)| v.is_finite()) {
+        return Ok(StepReport {
+            terms,
+            skipped: true,
+        });
+    }
+    let mut grads = tape.backward(loss)?;
+    drop(tape);
+    let mut ok = true;
+    for m in members.iter_mut() {
+        ok &= m.update(&mut grads, lr, clip)?;
+    }
+    Ok(StepReport {
+        terms,
+        skipped: !ok,
+    })
+}
+
 /// What a strategy's step did: the value of each loss term (the first is the
 /// total, named `loss`), and whether the update was skipped because a value
 /// or gradient was not finite.
@@ -123,50 +149,11 @@ pub fn load_run_data(
     extra: Vec<Sample>,
     augment_strength: f32,
 ) -> Result<RunData> {
-    let train_set = load_datasets(&cfg.train, charset, cfg.skip_bad)?;
-    let val_set = load_datasets(&cfg.val, charset, cfg.skip_bad)?;
-    for (name, set) in [("training", &train_set), ("validation", &val_set)] {
-        if let Some(first) = set.skipped.first() {
-            eprintln!(
-                "skipped {} bad {name} line(s), first: {first}",
-                set.skipped.len()
-            );
-        }
-    }
-    let augment_fn: Option<AugmentFn> = (augment_strength > 0.0).then(|| {
-        let acfg = AugmentConfig {
-            strength: augment_strength,
-            ..AugmentConfig::default()
-        };
-        Arc::new(move |img: &_, rng: &mut Rng| augment(img, &acfg, rng)) as AugmentFn
-    });
-    let mut samples = train_set.samples;
-    samples.extend(extra);
-    let train = Loader::new(
-        samples,
-        LoaderConfig {
-            batch_size: cfg.batch_size,
-            shuffle: true,
-            seed: cfg.seed,
-            width: cfg.width,
-            augment: augment_fn,
-            buckets: true,
-            ..LoaderConfig::default()
-        },
-    )?;
-    let val = Loader::new(
-        val_set.samples,
-        LoaderConfig {
-            batch_size: cfg.batch_size.max(32),
-            shuffle: false,
-            width: cfg.width,
-            ..LoaderConfig::default()
-        },
-    )?;
-    let total_steps = match cfg.budget {
-        Budget::Steps(n) => n,
-        Budget::Epochs(e) => e * train.batches_per_epoch() as u64,
+    let train_cfg = crate::train::TrainConfig {
+        augment: augment_strength,
+        ..cfg.as_train("", crate::train::ModelSource::Preset("crnn-s".into()))
     };
+    let (train, val, total_steps) = crate::train::training_data(&train_cfg, charset, extra)?;
     Ok(RunData {
         charset: charset.clone(),
         train,

@@ -8,7 +8,7 @@ use super::step::train_step;
 use crate::checkpoint;
 use crate::data::augment::{augment, AugmentConfig};
 use crate::data::charset::Charset;
-use crate::data::labels::load_datasets;
+use crate::data::labels::{load_datasets, Sample};
 use crate::data::loader::{AugmentFn, Loader, LoaderConfig};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
@@ -192,6 +192,62 @@ pub(crate) fn progress_bar(total: u64, enabled: bool) -> ProgressBar {
     bar
 }
 
+/// The batches of a run: its training folders (plus `extra` samples, e.g.
+/// pseudo-labels) shuffled in width buckets and augmented as `cfg` says, its
+/// validation folders in order; and the steps its budget gives. Bad label
+/// lines skipped with `skip_bad` are reported on stderr.
+pub(crate) fn training_data(
+    cfg: &TrainConfig,
+    charset: &Charset,
+    extra: Vec<Sample>,
+) -> Result<(Loader, Loader, u64)> {
+    let train_set = load_datasets(&cfg.train, charset, cfg.skip_bad)?;
+    let val_set = load_datasets(&cfg.val, charset, cfg.skip_bad)?;
+    for (name, set) in [("training", &train_set), ("validation", &val_set)] {
+        if let Some(first) = set.skipped.first() {
+            eprintln!(
+                "skipped {} bad {name} line(s), first: {first}",
+                set.skipped.len()
+            );
+        }
+    }
+    let augment_fn: Option<AugmentFn> = (cfg.augment > 0.0).then(|| {
+        let acfg = AugmentConfig {
+            strength: cfg.augment,
+            ..AugmentConfig::default()
+        };
+        Arc::new(move |img: &_, rng: &mut Rng| augment(img, &acfg, rng)) as AugmentFn
+    });
+    let mut samples = train_set.samples;
+    samples.extend(extra);
+    let loader = Loader::new(
+        samples,
+        LoaderConfig {
+            batch_size: cfg.batch_size,
+            shuffle: true,
+            seed: cfg.seed,
+            width: cfg.width,
+            augment: augment_fn,
+            buckets: true,
+            ..LoaderConfig::default()
+        },
+    )?;
+    let val_loader = Loader::new(
+        val_set.samples,
+        LoaderConfig {
+            batch_size: cfg.batch_size.max(32),
+            shuffle: false,
+            width: cfg.width,
+            ..LoaderConfig::default()
+        },
+    )?;
+    let total = match cfg.budget {
+        Budget::Steps(n) => n,
+        Budget::Epochs(e) => e * loader.batches_per_epoch() as u64,
+    };
+    Ok((loader, val_loader, total))
+}
+
 /// Trains a model as `cfg` says, writing checkpoints (`best/`, `last/`), the
 /// metrics log (`metrics.jsonl`), the curves (`training.svg`) and the
 /// configuration (`train_config.json`) into `cfg.out`.
@@ -221,51 +277,9 @@ fn run(cfg: &TrainConfig, resuming: bool) -> Result<TrainSummary> {
     let started = Instant::now();
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
     let charset = load_charset(cfg.charset.as_deref())?;
-    let train_set = load_datasets(&cfg.train, &charset, cfg.skip_bad)?;
-    let val_set = load_datasets(&cfg.val, &charset, cfg.skip_bad)?;
-    for (name, set) in [("training", &train_set), ("validation", &val_set)] {
-        if !set.skipped.is_empty() {
-            eprintln!(
-                "skipped {} bad {name} line(s), first: {}",
-                set.skipped.len(),
-                set.skipped[0]
-            );
-        }
-    }
     let mut rng = Rng::seed(cfg.seed);
     let mut model = build_model(&cfg.model, &charset, &mut rng.fork(1))?;
-    let augment_fn: Option<AugmentFn> = (cfg.augment > 0.0).then(|| {
-        let acfg = AugmentConfig {
-            strength: cfg.augment,
-            ..AugmentConfig::default()
-        };
-        Arc::new(move |img: &_, rng: &mut Rng| augment(img, &acfg, rng)) as AugmentFn
-    });
-    let loader = Loader::new(
-        train_set.samples,
-        LoaderConfig {
-            batch_size: cfg.batch_size,
-            shuffle: true,
-            seed: cfg.seed,
-            width: cfg.width,
-            augment: augment_fn,
-            buckets: true,
-            ..LoaderConfig::default()
-        },
-    )?;
-    let val_loader = Loader::new(
-        val_set.samples,
-        LoaderConfig {
-            batch_size: cfg.batch_size.max(32),
-            shuffle: false,
-            width: cfg.width,
-            ..LoaderConfig::default()
-        },
-    )?;
-    let total = match cfg.budget {
-        Budget::Steps(n) => n,
-        Budget::Epochs(e) => e * loader.batches_per_epoch() as u64,
-    };
+    let (loader, val_loader, total) = training_data(cfg, &charset, Vec::new())?;
     let plan = LrPlan {
         base_lr: cfg.lr,
         schedule: cfg.schedule.clone(),

@@ -10,7 +10,9 @@ use crate::autograd::Tape;
 use crate::distill::config::{DistillConfig, KdSpec, Strategy};
 use crate::distill::objective::{kd_term, weighted_sum};
 use crate::distill::schedule::RunPoint;
-use crate::distill::session::{load_run_charset, load_run_data, train_members, Member, StepReport};
+use crate::distill::session::{
+    finish_step, load_run_charset, load_run_data, train_members, Member,
+};
 use crate::distill::teachers::{load_teacher, run_frozen, Teacher};
 use crate::error::{Error, Result};
 use crate::nn::CrnnOutput;
@@ -109,22 +111,7 @@ pub fn run(cfg: &DistillConfig) -> Result<DistillReport> {
                 .map(|t| run_frozen(&mut t.model, batch))
                 .transpose()?;
             let (loss, terms) = objective(&mut tape, &outs, t.as_ref(), &batch.targets, at)?;
-            if !terms[0].1.is_finite() {
-                return Ok(StepReport {
-                    terms,
-                    skipped: true,
-                });
-            }
-            let mut grads = tape.backward(&loss)?;
-            drop(tape);
-            let mut ok = true;
-            for m in members.iter_mut() {
-                ok &= m.update(&mut grads, lr, clip)?;
-            }
-            Ok(StepReport {
-                terms,
-                skipped: !ok,
-            })
+            finish_step(members, tape, &loss, terms, lr, clip)
         },
     )?;
     Ok(DistillReport {

@@ -10,7 +10,9 @@ use crate::checkpoint;
 use crate::distill::config::{DistillConfig, KdSpec, Strategy};
 use crate::distill::objective::{kd_term, weighted_sum};
 use crate::distill::schedule::RunPoint;
-use crate::distill::session::{load_run_charset, load_run_data, train_members, Member, StepReport};
+use crate::distill::session::{
+    finish_step, load_run_charset, load_run_data, train_members, Member,
+};
 use crate::distill::teachers::run_frozen;
 use crate::error::{Error, Result};
 use crate::nn::CrnnOutput;
@@ -76,19 +78,7 @@ pub fn run(cfg: &DistillConfig) -> Result<DistillReport> {
                 .forward(&mut tape, &batch.images, &batch.widths, true, rng)?;
             let (loss, terms) =
                 self_loss(&mut tape, &out, &batch.targets, at, kd, ctc_weight.at(at))?;
-            if !terms[0].1.is_finite() {
-                return Ok(StepReport {
-                    terms,
-                    skipped: true,
-                });
-            }
-            let mut grads = tape.backward(&loss)?;
-            drop(tape);
-            let ok = m.update(&mut grads, lr, clip)?;
-            Ok(StepReport {
-                terms,
-                skipped: !ok,
-            })
+            finish_step(std::slice::from_mut(m), tape, &loss, terms, lr, clip)
         },
     )?;
     // Accuracy and speed of the best checkpoint at every exit.

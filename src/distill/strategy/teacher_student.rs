@@ -7,7 +7,9 @@ use crate::autograd::Tape;
 use crate::distill::config::{DistillConfig, Objective, TeacherSpec, TolerantSpec};
 use crate::distill::objective::{StudentObjective, TeacherView};
 use crate::distill::schedule::RunPoint;
-use crate::distill::session::{load_run_charset, load_run_data, train_members, Member, StepReport};
+use crate::distill::session::{
+    finish_step, load_run_charset, load_run_data, train_members, Member,
+};
 use crate::distill::teachers::{load_teacher, run_frozen, Teacher, TeacherCache};
 use crate::error::Result;
 use crate::nn::Crnn;
@@ -175,19 +177,7 @@ pub(crate) fn train_student(
                 at,
                 hints_only,
             )?;
-            if !terms[0].1.is_finite() {
-                return Ok(StepReport {
-                    terms,
-                    skipped: true,
-                });
-            }
-            let mut grads = tape.backward(&loss)?;
-            drop(tape);
-            let ok = m.update(&mut grads, lr, clip)?;
-            Ok(StepReport {
-                terms,
-                skipped: !ok,
-            })
+            finish_step(std::slice::from_mut(m), tape, &loss, terms, lr, clip)
         },
     )?;
     let (hits, misses) = cache.counts();
