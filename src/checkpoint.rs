@@ -346,9 +346,105 @@ fn read_config(path: &Path) -> Result<(CrnnConfig, Vec<String>)> {
     Ok((file.model, file.charset))
 }
 
-/// Builds the model of `config` and loads the weights file into it.
+/// At least how many f32 values a model of `config` holds in its state dict
+/// ([`Crnn::state_dict`]): its conv blocks with their BatchNorm statistics,
+/// LSTM and head, computed from the sizes alone without building anything
+/// (optional parts such as early exits only add to it); `None` when the
+/// count does not fit a `usize`.
+pub fn min_state_dict_values(config: &CrnnConfig) -> Option<usize> {
+    let mut total = 0usize;
+    let mut channels = config.in_channels;
+    for b in &config.blocks {
+        // conv 3x3 without bias, then BatchNorm weight, bias, mean and var.
+        let conv = b.out_channels.checked_mul(channels)?.checked_mul(9)?;
+        let bn = b.out_channels.checked_mul(4)?;
+        total = total.checked_add(conv)?.checked_add(bn)?;
+        channels = b.out_channels;
+    }
+    let dirs = if config.bidirectional { 2 } else { 1 };
+    let h = config.hidden;
+    let gates = h.checked_mul(4)?;
+    let mut features = config
+        .blocks
+        .last()?
+        .out_channels
+        .checked_mul(config.feature_height())?;
+    for _ in 0..config.layers {
+        // weight_ih (4H, F), weight_hh (4H, H), bias_ih and bias_hh (4H).
+        let one = gates
+            .checked_mul(features)?
+            .checked_add(gates.checked_mul(h)?)?
+            .checked_add(gates.checked_mul(2)?)?;
+        total = total.checked_add(one.checked_mul(dirs)?)?;
+        features = h.checked_mul(dirs)?;
+    }
+    // head: weight (K, dirs * H) and bias (K).
+    let head = config
+        .num_classes
+        .checked_mul(h.checked_mul(dirs)?)?
+        .checked_add(config.num_classes)?;
+    total.checked_add(head)
+}
+
+/// Refuses, before the model is built, a config whose model needs more
+/// values than the weights file holds when that model would be large: a
+/// valid `config.json` with huge layer sizes (out_channels 2^40, hidden
+/// 10^9) must not make loading allocate terabytes. Small models are left to
+/// [`Crnn::load_state_dict`], whose error names the tensors that differ.
+fn check_size(
+    config: &CrnnConfig,
+    tensors: &[(String, Tensor)],
+    weights: &Path,
+    config_path: &Path,
+) -> Result<()> {
+    /// Models up to this many values (64 MB of f32) are cheap to build just
+    /// to report which tensors differ.
+    const CHEAP: usize = 1 << 24;
+    let held: usize = tensors
+        .iter()
+        .filter(|(name, _)| !name.ends_with("num_batches_tracked"))
+        .map(|(_, t)| t.numel())
+        .sum();
+    let needed = min_state_dict_values(config);
+    if needed.is_some_and(|n| n <= held || n <= CHEAP) {
+        return Ok(());
+    }
+    let needed = needed.map_or_else(
+        || "more values than can be counted".to_string(),
+        |n| format!("{n} values ({} as f32)", bytes_text(n.saturating_mul(4))),
+    );
+    Err(Error::data(
+        config_path,
+        None,
+        format!(
+            "the layer sizes describe a model of {needed}, but {} holds {held} values ({}): \
+             the config does not match the weights (refused before building the model)",
+            weights.display(),
+            bytes_text(held.saturating_mul(4)),
+        ),
+    ))
+}
+
+/// A byte count for people: `512 B`, `4.2 MB`, `17.6 TB`.
+fn bytes_text(bytes: usize) -> String {
+    const UNITS: [&str; 6] = ["kB", "MB", "GB", "TB", "PB", "EB"];
+    if bytes < 1000 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64 / 1000.0;
+    let mut unit = 0;
+    while v >= 1000.0 && unit + 1 < UNITS.len() {
+        v /= 1000.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+/// Builds the model of `config` and loads the weights file into it; a config
+/// far larger than its weights is refused before anything is allocated.
 fn model_from_weights(config: CrnnConfig, weights: &Path, config_path: &Path) -> Result<Crnn> {
     let tensors = load_weights(weights)?;
+    check_size(&config, &tensors, weights, config_path)?;
     let mut model = Crnn::new(config, &mut Rng::seed(0))?;
     model
         .load_state_dict(&tensors)
@@ -367,4 +463,47 @@ fn mismatch(weights: &Path, source: &str, e: Error) -> Error {
         None,
         format!("the tensors do not match the model of {source}: {detail}"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::BlockConfig;
+
+    /// The count from the sizes alone is the count of the state dict.
+    #[test]
+    fn min_state_dict_values_counts_the_state_dict() {
+        let mut configs = vec![
+            CrnnConfig::preset("crnn-s").unwrap(),
+            CrnnConfig::preset("crnn-t").unwrap().with_classes(5),
+        ];
+        let mut one_way = CrnnConfig::preset("crnn-s").unwrap();
+        one_way.bidirectional = false;
+        one_way.layers = 3;
+        one_way.in_channels = 3;
+        one_way.blocks.push(BlockConfig {
+            out_channels: 5,
+            pool: None,
+        });
+        configs.push(one_way);
+        for config in configs {
+            let model = Crnn::new(config.clone(), &mut Rng::seed(0)).unwrap();
+            let numel: usize = model.state_dict().iter().map(|(_, t)| t.numel()).sum();
+            assert_eq!(min_state_dict_values(&config), Some(numel), "{config:?}");
+        }
+    }
+
+    #[test]
+    fn min_state_dict_values_overflow_is_none() {
+        let mut config = CrnnConfig::preset("crnn-s").unwrap();
+        config.hidden = usize::MAX / 4;
+        assert_eq!(min_state_dict_values(&config), None);
+    }
+
+    #[test]
+    fn bytes_for_people() {
+        assert_eq!(bytes_text(512), "512 B");
+        assert_eq!(bytes_text(4_200_000), "4.2 MB");
+        assert_eq!(bytes_text(1 << 42), "4.4 TB");
+    }
 }

@@ -14,6 +14,8 @@ fuzz_target!(|data: &[u8]| {
             let _ = cfg.time_steps(cfg.min_width());
             let _ = cfg.sequence_features();
             let _ = cfg.rnn_features();
+            // The size check of checkpoint loading counts with checked arithmetic.
+            let _ = retort::checkpoint::min_state_dict_values(&cfg);
         }
     }
     if let Ok(cfg) = serde_json::from_slice::<TrainConfig>(data) {

@@ -67,6 +67,18 @@ pub fn decode_png(bytes: &[u8]) -> std::result::Result<GrayImage, String> {
     let mut reader = decoder.read_info().map_err(|e| e.to_string())?;
     let (width, height) = {
         let info = reader.info();
+        // The png crate (0.18.1) accepts a PLTE chunk of any length from 3
+        // to 768 bytes, then panics expanding a palette whose length is not
+        // a multiple of 3 (found by the `image` fuzz target: a PLTE of 268
+        // bytes). The PNG specification makes such a palette an error.
+        if let Some(palette) = info.palette.as_deref() {
+            if palette.len() % 3 != 0 {
+                return Err(format!(
+                    "the PLTE chunk holds {} bytes, not a whole number of RGB entries",
+                    palette.len()
+                ));
+            }
+        }
         (info.width as usize, info.height as usize)
     };
     if width == 0 || height == 0 {

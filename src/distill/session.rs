@@ -247,16 +247,21 @@ where
                     m.restore_stats(s);
                 }
                 bad_in_row += 1;
-                bar.println(format!(
-                    "warning: step {steps}: non-finite loss or gradient, update skipped"
-                ));
+                crate::train::say(
+                    &bar,
+                    format!("warning: step {steps}: non-finite loss or gradient, update skipped"),
+                );
                 if bad_in_row >= MAX_BAD_STEPS {
                     bar.abandon();
                     return Err(Error::invalid(
                         "distill",
                         format!(
-                            "stopped after {bad_in_row} non-finite steps in a row; the last good checkpoints are in {}",
-                            members.iter().map(|m| m.dir.join("last").display().to_string()).collect::<Vec<_>>().join(", ")
+                            "stopped after {bad_in_row} non-finite steps in a row; {}",
+                            members
+                                .iter()
+                                .map(|m| crate::train::last_good(&m.dir.join("last")))
+                                .collect::<Vec<_>>()
+                                .join("; ")
                         ),
                     ));
                 }
@@ -297,12 +302,15 @@ where
                         val_curve.push((steps, em, cer));
                     }
                     log.push(json!({"step": steps, "model": m.name, "val_exact_match": em, "val_cer": cer}))?;
-                    bar.println(format!(
-                        "step {steps}: {} validation exact match {:.2}%, CER {:.2}%",
-                        m.name,
-                        100.0 * em,
-                        100.0 * cer
-                    ));
+                    crate::train::say(
+                        &bar,
+                        format!(
+                            "step {steps}: {} validation exact match {:.2}%, CER {:.2}%",
+                            m.name,
+                            100.0 * em,
+                            100.0 * cer
+                        ),
+                    );
                     if em > best[i].0 || (em == best[i].0 && cer < best[i].1) {
                         best[i] = (em, cer);
                         checkpoint::save(&m.dir.join("best"), &m.model, data.charset.symbols())?;

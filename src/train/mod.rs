@@ -15,6 +15,6 @@ pub use evaluate::{
 };
 pub use log::MetricsLog;
 pub use plot::write_training_plot;
-pub(crate) use run::{build_model, load_charset, progress_bar, training_data};
+pub(crate) use run::{build_model, last_good, load_charset, progress_bar, say, training_data};
 pub use run::{resume, train, TrainSummary, RESUME_FILE};
 pub use step::{apply_gradients, ctc_objective, train_step, StepStats};

@@ -178,6 +178,28 @@ pub(crate) fn build_model(source: &ModelSource, charset: &Charset, rng: &mut Rng
     Crnn::new(model_cfg, rng)
 }
 
+/// Prints a line above the progress bar, or on stderr when the bar is
+/// hidden (which would swallow it).
+pub(crate) fn say(bar: &ProgressBar, text: String) {
+    if bar.is_hidden() {
+        eprintln!("{text}");
+    } else {
+        bar.println(text);
+    }
+}
+
+/// Where the last good checkpoint is, for the message of a stopped run.
+pub(crate) fn last_good(last: &Path) -> String {
+    if last.join("model.safetensors").is_file() {
+        format!("the last good checkpoint is in {}", last.display())
+    } else {
+        format!(
+            "no checkpoint was saved before (none in {})",
+            last.display()
+        )
+    }
+}
+
 /// A progress bar over `total` steps, hidden when not `enabled`.
 pub(crate) fn progress_bar(total: u64, enabled: bool) -> ProgressBar {
     if !enabled {
@@ -336,17 +358,20 @@ fn run(cfg: &TrainConfig, resuming: bool) -> Result<TrainSummary> {
             train_secs += t0.elapsed().as_secs_f64();
             if stats.skipped {
                 bad_in_row += 1;
-                bar.println(format!(
-                    "warning: step {step}: non-finite loss or gradient ({}), update skipped",
-                    stats.loss
-                ));
+                say(
+                    &bar,
+                    format!(
+                        "warning: step {step}: non-finite loss or gradient ({}), update skipped",
+                        stats.loss
+                    ),
+                );
                 if bad_in_row >= MAX_BAD_STEPS {
                     bar.abandon();
                     return Err(Error::invalid(
                         "train",
                         format!(
-                            "stopped after {bad_in_row} non-finite steps in a row; the last good checkpoint is in {}",
-                            cfg.out.join("last").display()
+                            "stopped after {bad_in_row} non-finite steps in a row; {}",
+                            last_good(&cfg.out.join("last"))
                         ),
                     ));
                 }
@@ -378,11 +403,14 @@ fn run(cfg: &TrainConfig, resuming: bool) -> Result<TrainSummary> {
                     json!({"step": step, "epoch": epoch, "val_exact_match": em, "val_cer": cer,
                     "val_n": report.metrics.n}),
                 )?;
-                bar.println(format!(
-                    "step {step}: validation exact match {:.2}%, CER {:.2}%",
-                    100.0 * em,
-                    100.0 * cer
-                ));
+                say(
+                    &bar,
+                    format!(
+                        "step {step}: validation exact match {:.2}%, CER {:.2}%",
+                        100.0 * em,
+                        100.0 * cer
+                    ),
+                );
                 if em > best.0 || (em == best.0 && cer < best.1) {
                     best = (em, cer);
                     checkpoint::save(&cfg.out.join("best"), &model, charset.symbols())?;
