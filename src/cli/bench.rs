@@ -4,7 +4,12 @@
 //! (crnn-t teacher, crnn-s student) and `infer crnn-s` at batch 1 and 32.
 //!
 //! Every row runs a few warm-up iterations, then the timed ones, and reports
-//! the median time and the images per second it means.
+//! the median time, the images per second it means and, for inference, the
+//! latency per line in microseconds. `--peak` also measures the CPU's FP32
+//! peak (an FMA loop per core, [`crate::cpu::peak`]).
+//!
+//! The steps themselves are built by [`train_step`], [`distill_step`] and
+//! [`infer_step`]; `benches/kernels.rs` times the same steps with criterion.
 
 use crate::autograd::{Param, Tape};
 use crate::data::batch::Batch;
@@ -16,7 +21,7 @@ use crate::ops;
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
-use crate::train::{ctc_objective, recognize_batch, train_step};
+use crate::train::{ctc_objective, recognize_batch};
 use clap::{Args, ValueEnum};
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -70,6 +75,10 @@ pub struct BenchArgs {
     /// Batch size of the batched rows (the reference is 32; smaller for quick tests).
     #[arg(long, default_value_t = 32, hide = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch: u64,
+    /// Also measure the CPU's single-precision peak (an FMA loop on one
+    /// core and on every worker thread) and print each row's share of it.
+    #[arg(long)]
+    pub peak: bool,
 }
 
 /// One measured row.
@@ -83,6 +92,13 @@ struct Row {
 impl Row {
     fn images_per_s(&self) -> f64 {
         self.batch as f64 / self.median_s
+    }
+
+    /// Microseconds per line, for the inference rows (a line is an image).
+    fn us_per_line(&self) -> Option<f64> {
+        self.name
+            .starts_with("infer")
+            .then(|| self.median_s * 1e6 / self.batch as f64)
     }
 }
 
@@ -109,6 +125,31 @@ pub fn run(args: BenchArgs) -> Result<()> {
             SINGLE_FACTOR
         );
     }
+    let peaks = if args.peak {
+        let mut peaks = crate::cpu::peak::measure(1, 0.005, 40);
+        if threads > 1 {
+            peaks.extend(crate::cpu::peak::measure(threads, 0.005, 40));
+        }
+        for p in &peaks {
+            if args.json {
+                let value = serde_json::json!({
+                    "peak": p.isa,
+                    "threads": p.threads,
+                    "gflops": p.gflops,
+                    "cpu": cpu,
+                });
+                println!("{value}");
+            } else {
+                println!(
+                    "FP32 peak ({} FMA loop, {} thread(s)): {:.1} GFLOP/s",
+                    p.isa, p.threads, p.gflops
+                );
+            }
+        }
+        peaks
+    } else {
+        Vec::new()
+    };
     let mut rng = Rng::seed(42);
     let mut rows = Vec::new();
     let mut emit = |row: Row| {
@@ -128,8 +169,64 @@ pub fn run(args: BenchArgs) -> Result<()> {
     emit(infer_row(batch, warmup, reps, &mut rng)?);
     if !args.json {
         print_table(&rows);
+        if let Some(p) = peaks.iter().find(|p| p.threads == threads) {
+            print_peak_share(&rows, p);
+        }
     }
     Ok(())
+}
+
+/// FLOPs of one image through the forward pass of `preset` at the
+/// reference shape (convolutions, LSTM products and head; 2 per
+/// multiply-add; elementwise work not counted).
+pub fn forward_flops(preset: &str) -> Result<f64> {
+    let cfg = CrnnConfig::preset(preset)?;
+    let (mut c, mut h, mut w) = (cfg.in_channels, HEIGHT, WIDTH);
+    let mut macs = 0.0f64;
+    for b in &cfg.blocks {
+        macs += (b.out_channels * c * 9 * h * w) as f64;
+        c = b.out_channels;
+        if let Some((ph, pw)) = b.pool {
+            h /= ph;
+            w /= pw;
+        }
+    }
+    let (t, hid) = (w, cfg.hidden);
+    let dirs = if cfg.bidirectional { 2 } else { 1 };
+    let mut input = c * h;
+    for _ in 0..cfg.layers {
+        macs += (dirs * t * 4 * hid * (input + hid)) as f64;
+        input = dirs * hid;
+    }
+    macs += (t * input * cfg.num_classes) as f64;
+    Ok(2.0 * macs)
+}
+
+/// Each row's forward FLOP rate as a share of the peak `p` (backward and
+/// update work not counted, so training rows read low).
+fn print_peak_share(rows: &[Row], p: &crate::cpu::peak::Peak) {
+    for row in rows {
+        let flops = match row.name {
+            "infer crnn-s" => forward_flops("crnn-s"),
+            "train-step crnn-t" => forward_flops("crnn-t").map(|f| 3.0 * f),
+            _ => continue,
+        };
+        let Ok(flops) = flops else { continue };
+        let gflops = flops * row.batch as f64 / row.median_s / 1e9;
+        println!(
+            "{:<18} batch {:>3}: {:.1} GFLOP/s of model FLOPs{} = {:.1}% of the {} peak",
+            row.name,
+            row.batch,
+            gflops,
+            if row.name.starts_with("train") {
+                " (3x forward)"
+            } else {
+                ""
+            },
+            100.0 * gflops / p.gflops,
+            p.isa
+        );
+    }
 }
 
 /// The CPU's model name from `/proc/cpuinfo`, or "unknown CPU".
@@ -153,6 +250,7 @@ fn print_json(row: &Row, threads: usize, device: BenchDevice, cpu: &str) {
         "device": device.name(),
         "median_ms": row.median_s * 1e3,
         "images_per_s": row.images_per_s(),
+        "us_per_line": row.us_per_line(),
         "cpu": cpu,
     });
     println!("{value}");
@@ -164,11 +262,10 @@ fn print_table(rows: &[Row]) {
         "row", "batch", "median ms", "images/s", "µs per line"
     );
     for row in rows {
-        let latency = if row.batch == 1 {
-            format!("{:.0}", row.median_s * 1e6)
-        } else {
-            String::new()
-        };
+        let latency = row
+            .us_per_line()
+            .map(|us| format!("{us:.0}"))
+            .unwrap_or_default();
         println!(
             "{:<18} {:>5} {:>11.3} {:>11.1} {:>14}",
             row.name,
@@ -220,15 +317,19 @@ fn model(preset: &str, seed: u64) -> Result<Crnn> {
     Crnn::new(CrnnConfig::preset(preset)?, &mut Rng::seed(seed))
 }
 
-/// `train-step crnn-t`: forward, CTC, backward, SGD-momentum update — the
-/// training loop's own step.
-fn train_row(n: usize, warmup: usize, reps: usize, rng: &mut Rng) -> Result<Row> {
+/// One prepared reference step: each call runs the step once on the same
+/// batch (the model's state moves on, as in training).
+pub type Step = Box<dyn FnMut() -> Result<()>>;
+
+/// `train-step crnn-t` on a random batch of `n` images: forward, CTC,
+/// backward, SGD-momentum update — the training loop's own step.
+pub fn train_step(n: usize, rng: &mut Rng) -> Result<Step> {
     let batch = batch(n, rng)?;
     let mut model = model("crnn-t", 0)?;
     let mut opt = Optimizer::new(OptimizerConfig::sgd(0.9))?;
     let mut step_rng = Rng::seed(1);
-    let median_s = time(warmup, reps, || {
-        black_box(train_step(
+    Ok(Box::new(move || {
+        black_box(crate::train::train_step(
             &mut model,
             &mut opt,
             &batch,
@@ -237,7 +338,11 @@ fn train_row(n: usize, warmup: usize, reps: usize, rng: &mut Rng) -> Result<Row>
             &mut step_rng,
         )?);
         Ok(())
-    })?;
+    }))
+}
+
+fn train_row(n: usize, warmup: usize, reps: usize, rng: &mut Rng) -> Result<Row> {
+    let median_s = time(warmup, reps, train_step(n, rng)?)?;
     Ok(Row {
         name: "train-step crnn-t",
         batch: n,
@@ -250,7 +355,7 @@ fn train_row(n: usize, warmup: usize, reps: usize, rng: &mut Rng) -> Result<Row>
 /// per frame + hint MSE between a 1x1-conv adaptor of the student's b4
 /// (32 → 128 channels) and the teacher's b4, backward through student and
 /// adaptor, SGD-momentum update of both.
-fn distill_row(n: usize, warmup: usize, reps: usize, rng: &mut Rng) -> Result<Row> {
+pub fn distill_step(n: usize, rng: &mut Rng) -> Result<Step> {
     let batch = batch(n, rng)?;
     let mut teacher = model("crnn-t", 0)?;
     let mut student = model("crnn-s", 1)?;
@@ -261,8 +366,8 @@ fn distill_row(n: usize, warmup: usize, reps: usize, rng: &mut Rng) -> Result<Ro
     )?;
     let mut opt = Optimizer::new(OptimizerConfig::sgd(0.9))?;
     let mut step_rng = Rng::seed(3);
-    let (images, widths) = (&batch.images, &batch.widths);
-    let median_s = time(warmup, reps, || {
+    Ok(Box::new(move || {
+        let (images, widths) = (&batch.images, &batch.widths);
         let (t_logits, t_b4) = {
             let mut frozen = Tape::no_grad();
             let t = teacher.forward(&mut frozen, images, widths, false, &mut step_rng)?;
@@ -286,7 +391,11 @@ fn distill_row(n: usize, warmup: usize, reps: usize, rng: &mut Rng) -> Result<Ro
         opt.step(&mut params, &grads, LR)?;
         black_box(loss.item()?);
         Ok(())
-    })?;
+    }))
+}
+
+fn distill_row(n: usize, warmup: usize, reps: usize, rng: &mut Rng) -> Result<Row> {
+    let median_s = time(warmup, reps, distill_step(n, rng)?)?;
     Ok(Row {
         name: "distill-step",
         batch: n,
@@ -303,16 +412,21 @@ fn feature<'a>(
         .ok_or_else(|| Error::invalid("retort bench", format!("the model has no feature `{name}`")))
 }
 
-/// `infer crnn-s`: eval-mode forward on a no-grad tape, greedy decoding and
-/// the charset lookup — what `retort infer` does per batch.
-fn infer_row(n: usize, warmup: usize, reps: usize, rng: &mut Rng) -> Result<Row> {
+/// `infer crnn-s` on a random batch of `n` images: eval-mode forward on a
+/// no-grad tape, greedy decoding and the charset lookup — what
+/// `retort infer` does per batch.
+pub fn infer_step(n: usize, rng: &mut Rng) -> Result<Step> {
     let batch = batch(n, rng)?;
     let mut student = model("crnn-s", 1)?;
     let charset = Charset::default_alnum();
-    let median_s = time(warmup, reps, || {
+    Ok(Box::new(move || {
         black_box(recognize_batch(&mut student, &batch, &charset, 1)?);
         Ok(())
-    })?;
+    }))
+}
+
+fn infer_row(n: usize, warmup: usize, reps: usize, rng: &mut Rng) -> Result<Row> {
+    let median_s = time(warmup, reps, infer_step(n, rng)?)?;
     Ok(Row {
         name: "infer crnn-s",
         batch: n,

@@ -1,6 +1,6 @@
 //! Command-line interface: argument parsing and one module per command.
 
-mod bench;
+pub mod bench;
 mod demo;
 mod devices;
 mod distill;

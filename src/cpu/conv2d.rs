@@ -4,11 +4,22 @@
 //! im2col matrix has `C*kh*kw` rows (ordered c, ki, kj, as the weight's
 //! columns) and `Ho*Wo` columns, so one sample's output is the product
 //! `W (O x C*kh*kw) · col (C*kh*kw x Ho*Wo)`. The im2col matrices live in
-//! per-task buffers: the weight gradient rebuilds them from the input rather
-//! than keeping a whole batch of them from the forward pass.
+//! per-thread scratch buffers, reused from call to call: the weight
+//! gradient rebuilds them from the input rather than keeping a whole batch
+//! of them from the forward pass. Thin stride-1 layers skip im2col
+//! ([`super::conv_direct`]).
 
+use super::conv_direct;
 use super::gemm::{gemm, gemm_par, MatRef};
+use super::scratch::with_scratch;
 use rayon::prelude::*;
+use std::cell::Cell;
+
+thread_local! {
+    /// Each thread's im2col matrix (forward, weight gradient) or its
+    /// gradient (input gradient), reused from call to call.
+    static COL: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
 
 /// The weight gradient is accumulated over at most this many contiguous
 /// chunks of the batch, each into its own buffer, then the buffers are summed
@@ -193,8 +204,12 @@ pub fn col2im_add(col: &[f32], g: &ConvGeom, dx: &mut [f32]) {
 /// Forward convolution of `n` samples `x` (n, c, h, w) with `weight`
 /// (o, c, kh, kw) and an optional `bias` (o) into `y` (n, o, ho, wo).
 ///
-/// Each sample's im2col matrix is built in a per-task buffer and dropped:
-/// the weight gradient rebuilds it from `x` (see [`conv2d_backward_weight`]).
+/// Each sample's im2col matrix is built in a per-thread scratch buffer: the
+/// weight gradient rebuilds it from `x` (see [`conv2d_backward_weight`]).
+/// A thin stride-1 convolution (few input channels, e.g. the first layer of
+/// a CRNN, 1 channel 3x3) skips im2col and runs [`conv_direct`] instead,
+/// which computes the same values. A single sample runs on the calling
+/// thread (its product split across threads by rows when there are several).
 pub fn conv2d_forward(
     x: &[f32],
     g: &ConvGeom,
@@ -210,39 +225,49 @@ pub fn conv2d_forward(
         return;
     }
     let wm = MatRef::row_major(weight, o, ck);
+    let threads = rayon::current_num_threads();
+    let x_sample = |i: usize| &x[i * g.in_len()..(i + 1) * g.in_len()];
+    let direct = conv_direct::applies(g);
     // With fewer samples than threads, split each product by rows instead.
-    let split = n < rayon::current_num_threads();
-    let sample = |col: &[f32], out: &mut [f32]| {
-        let beta = match bias {
-            Some(b) => {
-                for (row, &bv) in out.chunks_exact_mut(ncols).zip(b) {
-                    row.fill(bv);
+    let run = |i: usize, out: &mut [f32], split: bool| {
+        if direct {
+            conv_direct::conv2d_direct(x_sample(i), g, weight, o, bias, out);
+            return;
+        }
+        let product = |col: &[f32], out: &mut [f32]| {
+            let beta = match bias {
+                Some(b) => {
+                    for (row, &bv) in out.chunks_exact_mut(ncols).zip(b) {
+                        row.fill(bv);
+                    }
+                    1.0
                 }
-                1.0
+                None => 0.0,
+            };
+            let cm = MatRef::row_major(col, ck, ncols);
+            if split {
+                gemm_par(1.0, wm, cm, beta, out);
+            } else {
+                gemm(1.0, wm, cm, beta, out);
             }
-            None => 0.0,
         };
-        let cm = MatRef::row_major(col, ck, ncols);
-        if split {
-            gemm_par(1.0, wm, cm, beta, out);
+        if g.is_pointwise() {
+            product(x_sample(i), out);
         } else {
-            gemm(1.0, wm, cm, beta, out);
+            with_scratch(&COL, ck * ncols, |col| {
+                im2col(x_sample(i), g, col);
+                product(col, out);
+            });
         }
     };
-    let x_sample = |i: usize| &x[i * g.in_len()..(i + 1) * g.in_len()];
-    if g.is_pointwise() {
-        y.par_chunks_mut(out_len)
-            .enumerate()
-            .for_each(|(i, out)| sample(x_sample(i), out));
+    if n == 1 {
+        run(0, y, threads > 1);
         return;
     }
-    y.par_chunks_mut(out_len).enumerate().for_each_init(
-        || vec![0.0f32; ck * ncols],
-        |col, (i, out)| {
-            im2col(x_sample(i), g, col);
-            sample(col, out);
-        },
-    );
+    let split = n < threads;
+    y.par_chunks_mut(out_len)
+        .enumerate()
+        .for_each(|(i, out)| run(i, out, split));
 }
 
 /// Gradient of the input: for each sample `dx_i = col2im(Wᵀ · dy_i)`.
@@ -270,14 +295,14 @@ pub fn conv2d_backward_input(dy: &[f32], g: &ConvGeom, weight: &[f32], o: usize,
             .for_each(|(i, out)| product(i, out));
         return;
     }
-    dx.par_chunks_mut(in_len).enumerate().for_each_init(
-        || vec![0.0f32; ck * ncols],
-        |dcol, (i, out)| {
+    dx.par_chunks_mut(in_len).enumerate().for_each(|(i, out)| {
+        // The product overwrites every value of the scratch (beta = 0).
+        with_scratch(&COL, ck * ncols, |dcol| {
             product(i, dcol);
             out.fill(0.0);
             col2im_add(dcol, g, out);
-        },
-    );
+        });
+    });
 }
 
 /// Gradient of the weight: `dW = Σ_i dy_i · col_iᵀ`, with `col_i` the
@@ -302,28 +327,26 @@ pub fn conv2d_backward_weight(dy: &[f32], x: &[f32], g: &ConvGeom, o: usize, dw:
     let chunks = n.div_ceil(per_chunk);
     let pointwise = g.is_pointwise();
     let accumulate = |first: usize, last: usize, out: &mut [f32]| {
-        let mut buf = if pointwise {
-            Vec::new()
-        } else {
-            vec![0.0f32; col_len]
-        };
-        for i in first..last {
-            let xi = &x[i * in_len..(i + 1) * in_len];
-            let col: &[f32] = if pointwise {
-                xi
-            } else {
-                im2col(xi, g, &mut buf);
-                &buf
-            };
-            let dym = MatRef::row_major(&dy[i * o * ncols..(i + 1) * o * ncols], o, ncols);
-            let cm = MatRef::row_major(col, ck, ncols);
-            let beta = if i == first { 0.0 } else { 1.0 };
-            if chunks == 1 {
-                gemm_par(1.0, dym, cm.t(), beta, out);
-            } else {
-                gemm(1.0, dym, cm.t(), beta, out);
+        let scratch_len = if pointwise { 0 } else { col_len };
+        with_scratch(&COL, scratch_len, |buf| {
+            for i in first..last {
+                let xi = &x[i * in_len..(i + 1) * in_len];
+                let col: &[f32] = if pointwise {
+                    xi
+                } else {
+                    im2col(xi, g, buf);
+                    buf
+                };
+                let dym = MatRef::row_major(&dy[i * o * ncols..(i + 1) * o * ncols], o, ncols);
+                let cm = MatRef::row_major(col, ck, ncols);
+                let beta = if i == first { 0.0 } else { 1.0 };
+                if chunks == 1 {
+                    gemm_par(1.0, dym, cm.t(), beta, out);
+                } else {
+                    gemm(1.0, dym, cm.t(), beta, out);
+                }
             }
-        }
+        });
     };
     if chunks == 1 {
         accumulate(0, n, dw);
@@ -351,6 +374,88 @@ pub fn conv2d_backward_bias(dy: &[f32], o: usize, plane: usize, db: &mut [f32]) 
     for sample in dy.chunks_exact(o * plane) {
         for (d, row) in db.iter_mut().zip(sample.chunks_exact(plane)) {
             *d += row.iter().sum::<f32>();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::small_gemm;
+
+    fn values(len: usize, seed: &mut u64) -> Vec<f32> {
+        (0..len)
+            .map(|_| {
+                *seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// The direct path gives the same bits as im2col + GEMM, for ragged
+    /// widths, several paddings and kernels, with and without bias.
+    #[test]
+    fn direct_path_matches_im2col_gemm() {
+        if !small_gemm::available() {
+            eprintln!("skipped: the CPU lacks AVX2 or FMA");
+            return;
+        }
+        let mut seed = 11;
+        for (c, h, w) in [(1, 32, 128), (1, 5, 13), (2, 7, 9), (1, 4, 3)] {
+            for ((kh, kw), (ph, pw)) in [
+                ((3, 3), (1, 1)),
+                ((3, 3), (0, 0)),
+                ((1, 3), (0, 1)),
+                ((3, 1), (2, 0)),
+            ] {
+                for o in [1, 8, 11] {
+                    let Some(g) = ConvGeom::new((c, h, w), (kh, kw), (1, 1), (ph, pw)) else {
+                        continue;
+                    };
+                    if !conv_direct::applies(&g) {
+                        assert!(g.col_rows() > conv_direct::MAX_TAPS);
+                        continue;
+                    }
+                    let x = values(2 * g.in_len(), &mut seed);
+                    let wt = values(o * g.col_rows(), &mut seed);
+                    let bias = values(o, &mut seed);
+                    for b in [None, Some(&bias[..])] {
+                        let out = o * g.col_cols();
+                        let mut direct = vec![0.0; 2 * out];
+                        conv2d_forward(&x, &g, &wt, o, b, &mut direct);
+                        let mut reference = vec![0.0; 2 * out];
+                        for (i, y) in reference.chunks_mut(out).enumerate() {
+                            let mut col = vec![0.0; g.col_rows() * g.col_cols()];
+                            im2col(&x[i * g.in_len()..(i + 1) * g.in_len()], &g, &mut col);
+                            let beta = match b {
+                                Some(b) => {
+                                    for (row, &bv) in y.chunks_mut(g.col_cols()).zip(b) {
+                                        row.fill(bv);
+                                    }
+                                    1.0
+                                }
+                                None => 0.0,
+                            };
+                            gemm(
+                                1.0,
+                                MatRef::row_major(&wt, o, g.col_rows()),
+                                MatRef::row_major(&col, g.col_rows(), g.col_cols()),
+                                beta,
+                                y,
+                            );
+                        }
+                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(
+                            bits(&direct),
+                            bits(&reference),
+                            "{g:?} o {o} bias {}",
+                            b.is_some()
+                        );
+                    }
+                }
+            }
         }
     }
 }

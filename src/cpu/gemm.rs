@@ -1,9 +1,23 @@
-//! Single-precision GEMM on the CPU through `matrixmultiply::sgemm`.
+//! Single-precision GEMM on the CPU: products with few rows run on this
+//! crate's unpacked kernel ([`super::small_gemm`]), the others through
+//! `matrixmultiply::sgemm`. Both give bit-identical values (with `alpha = 1`
+//! on a CPU with FMA), so the choice never changes a result.
 //!
 //! Matrices are described by a pointer-free view: a slice, its row stride and
 //! its column stride, so transposes cost nothing.
 
+use super::scratch::with_scratch;
+use super::small_gemm;
 use rayon::prelude::*;
+use std::cell::Cell;
+
+/// Products of at most this many rows run on [`small_gemm`] (when the CPU
+/// has AVX2 and FMA): there `matrixmultiply`'s 16-row (AVX-512) or 8-row
+/// tiles are mostly padding and its packing costs as much as the product
+/// (e.g. the LSTM's per-step `h·W_hhᵀ` at batch 1: 6.5x faster unpacked).
+/// From 16 rows on, its AVX-512 kernel is faster than this AVX2 one
+/// despite the packing (`benches/kernels.rs`, `gemm/*`).
+pub const SMALL_M: usize = 8;
 
 /// A read-only matrix view: element (i, j) is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
@@ -69,6 +83,9 @@ pub fn gemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
         }
         return;
     }
+    if m <= SMALL_M && small_gemm::available() && gemm_unpacked(alpha, a, b, beta, c) {
+        return;
+    }
     // SAFETY: the views were bounds-checked above and `c` holds m*n values;
     // matrixmultiply reads a and b and writes c within those bounds only.
     unsafe {
@@ -88,6 +105,140 @@ pub fn gemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
             n as isize,
             1,
         );
+    }
+}
+
+/// [`gemm`] on [`small_gemm`] (whatever the number of rows) when `b` has
+/// contiguous rows or columns; `false` (nothing done) for other layouts.
+/// The caller has checked the shapes, that k > 0, and that the kernel is
+/// available.
+fn gemm_unpacked(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) -> bool {
+    let (k, n) = (a.cols, b.cols);
+    debug_assert!(small_gemm::available() && k > 0);
+    if b.cs == 1 || b.cols == 1 {
+        // SAFETY: the views were bounds-checked by `gemm`, `c` holds m*n
+        // values, and the CPU has AVX2 and FMA.
+        unsafe { small_gemm::gemm(operands(alpha, a, (b.data, b.rs, n), beta, c)) };
+        return true;
+    }
+    if b.rs == 1 || b.rows == 1 {
+        // A transposed (column-major) right-hand side, as `x·Wᵀ`: copied
+        // row-major once, the same traffic as matrixmultiply's packing.
+        with_scratch(&TRANSPOSED, k * n, |buf| {
+            transpose_into(b, buf);
+            // SAFETY: `buf` holds b.rows x b.cols values row-major; the
+            // rest as above.
+            unsafe { small_gemm::gemm(operands(alpha, a, (buf, n, n), beta, c)) };
+        });
+        return true;
+    }
+    false
+}
+
+thread_local! {
+    /// Scratch for a right-hand side copied row-major, reused across calls.
+    static TRANSPOSED: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// The raw operands of `c = alpha * a·b + beta * c` for a `k x n` right-hand
+/// side stored in `b` with contiguous rows `rsb` apart.
+fn operands(
+    alpha: f32,
+    a: MatRef,
+    (b, rsb, n): (&[f32], usize, usize),
+    beta: f32,
+    c: &mut [f32],
+) -> small_gemm::Operands {
+    small_gemm::Operands {
+        m: a.rows,
+        k: a.cols,
+        n,
+        alpha,
+        a: a.data.as_ptr(),
+        rsa: a.rs,
+        csa: a.cs,
+        b: b.as_ptr(),
+        rsb,
+        beta,
+        c: c.as_mut_ptr(),
+        ldc: n,
+    }
+}
+
+/// Writes the values of `b` row-major into `out` (`b.rows * b.cols`
+/// values). A transposed row-major matrix (`b.rs == 1`) goes in 8 x 8
+/// blocks through AVX registers when the CPU has AVX2.
+pub(crate) fn transpose_into(b: MatRef, out: &mut [f32]) {
+    let (rows, cols) = (b.rows, b.cols);
+    let out = &mut out[..rows * cols];
+    let (mut p0, mut j0) = (0, 0);
+    #[cfg(target_arch = "x86_64")]
+    if b.rs == 1 && super::simd::has_avx2() {
+        // Whole 8 x 8 blocks; the ragged right and bottom edges below.
+        (p0, j0) = (rows / 8 * 8, cols / 8 * 8);
+        assert!(p0 == 0 || j0 == 0 || (j0 - 1) * b.cs + p0 <= b.data.len());
+        // SAFETY: AVX2 is present; block (p, j) reads b.data[(j + t) * cs + p
+        // .. + 8] for t < 8, inside the view (checked above), and writes
+        // out[(p + t) * cols + j .. + 8], inside `out`.
+        unsafe { transpose_blocks(b.data.as_ptr(), b.cs, out.as_mut_ptr(), cols, p0, j0) };
+    }
+    for p in 0..rows {
+        let from = if p < p0 { j0 } else { 0 };
+        for j in from..cols {
+            out[p * cols + j] = b.data[p * b.rs + j * b.cs];
+        }
+    }
+}
+
+/// The 8 x 8 blocks of `transpose_into` for `p < p_end`, `j < j_end`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn transpose_blocks(
+    src: *const f32,
+    ld: usize,
+    dst: *mut f32,
+    cols: usize,
+    p_end: usize,
+    j_end: usize,
+) {
+    use std::arch::x86_64::*;
+    for j in (0..j_end).step_by(8) {
+        for p in (0..p_end).step_by(8) {
+            // SAFETY: in bounds by the caller's contract.
+            unsafe {
+                let r: [__m256; 8] =
+                    std::array::from_fn(|t| _mm256_loadu_ps(src.add((j + t) * ld + p)));
+                let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+                let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+                let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+                let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+                let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+                let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+                let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+                let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+                let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+                let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+                let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+                let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+                let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+                let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+                let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+                let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+                let o = [
+                    _mm256_permute2f128_ps::<0x20>(u0, u4),
+                    _mm256_permute2f128_ps::<0x20>(u1, u5),
+                    _mm256_permute2f128_ps::<0x20>(u2, u6),
+                    _mm256_permute2f128_ps::<0x20>(u3, u7),
+                    _mm256_permute2f128_ps::<0x31>(u0, u4),
+                    _mm256_permute2f128_ps::<0x31>(u1, u5),
+                    _mm256_permute2f128_ps::<0x31>(u2, u6),
+                    _mm256_permute2f128_ps::<0x31>(u3, u7),
+                ];
+                for (t, v) in o.into_iter().enumerate() {
+                    _mm256_storeu_ps(dst.add((p + t) * cols + j), v);
+                }
+            }
+        }
     }
 }
 
@@ -118,4 +269,134 @@ pub fn gemm_par(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
             };
             gemm(alpha, sub, b, beta, chunk);
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(len: usize, seed: &mut u64) -> Vec<f32> {
+        (0..len)
+            .map(|_| {
+                *seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// `matrixmultiply::sgemm` on the same views: the reference.
+    fn reference(a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
+        // SAFETY: the test's views fit their slices; c holds a.rows x b.cols.
+        unsafe {
+            matrixmultiply::sgemm(
+                a.rows,
+                a.cols,
+                b.cols,
+                1.0,
+                a.data.as_ptr(),
+                a.rs as isize,
+                a.cs as isize,
+                b.data.as_ptr(),
+                b.rs as isize,
+                b.cs as isize,
+                beta,
+                c.as_mut_ptr(),
+                b.cols as isize,
+                1,
+            )
+        }
+    }
+
+    /// The unpacked kernel gives the same bits as matrixmultiply, for every
+    /// tile remainder, k across the 256 blocks, each beta and both layouts
+    /// of each operand.
+    #[test]
+    fn small_path_matches_matrixmultiply_bit_for_bit() {
+        if !small_gemm::available() {
+            eprintln!("skipped: the CPU lacks AVX2 or FMA");
+            return;
+        }
+        let mut seed = 7;
+        for &m in &[1, 2, 5, 6, 7, 13, 32, 64] {
+            for &k in &[1, 3, 9, 48, 256, 257, 600] {
+                for &n in &[1, 7, 16, 17, 37, 192] {
+                    for &beta in &[0.0, 1.0, 0.5] {
+                        for (ta, tb) in [(false, false), (true, false), (false, true)] {
+                            let ad = values(m * k, &mut seed);
+                            let bd = values(k * n, &mut seed);
+                            let a = if ta {
+                                MatRef::row_major(&ad, k, m).t()
+                            } else {
+                                MatRef::row_major(&ad, m, k)
+                            };
+                            let b = if tb {
+                                MatRef::row_major(&bd, n, k).t()
+                            } else {
+                                MatRef::row_major(&bd, k, n)
+                            };
+                            let c0 = values(m * n, &mut seed);
+                            let (mut want, mut got) = (c0.clone(), c0);
+                            reference(a, b, beta, &mut want);
+                            assert!(gemm_unpacked(1.0, a, b, beta, &mut got));
+                            let bits =
+                                |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                            assert_eq!(
+                                bits(&want),
+                                bits(&got),
+                                "m {m} k {k} n {n} beta {beta} ta {ta} tb {tb}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn transpose_matches_the_definition() {
+        let mut seed = 5;
+        for (rows, cols) in [(1, 1), (8, 8), (16, 24), (13, 37), (128, 192), (7, 9)] {
+            let d = values(rows * cols, &mut seed);
+            for b in [
+                MatRef::row_major(&d, cols, rows).t(),
+                MatRef::row_major(&d, rows, cols),
+            ] {
+                let mut out = vec![0.0; rows * cols];
+                transpose_into(b, &mut out);
+                for p in 0..rows {
+                    for j in 0..cols {
+                        assert_eq!(out[p * cols + j], b.data[p * b.rs + j * b.cs]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Splitting rows across threads gives the same values as one product
+    /// (here the whole on matrixmultiply, the parts on the unpacked kernel).
+    #[test]
+    fn row_split_matches_whole() {
+        let mut seed = 3;
+        let (m, k, n) = (48, 70, 40);
+        let ad = values(m * k, &mut seed);
+        let bd = values(k * n, &mut seed);
+        let (a, b) = (MatRef::row_major(&ad, m, k), MatRef::row_major(&bd, k, n));
+        let mut whole = vec![0.0; m * n];
+        gemm(1.0, a, b, 0.0, &mut whole);
+        let mut parts = vec![0.0; m * n];
+        for (i, chunk) in parts.chunks_mut(SMALL_M * n).enumerate() {
+            let rows = chunk.len() / n;
+            let sub = MatRef {
+                data: &ad[i * SMALL_M * k..],
+                rows,
+                cols: k,
+                rs: k,
+                cs: 1,
+            };
+            gemm(1.0, sub, b, 0.0, chunk);
+        }
+        assert_eq!(whole, parts);
+    }
 }

@@ -24,7 +24,7 @@
 //! (T·N, 4H) buffer and turns them into dX, dW_ih and dW_hh with one GEMM each.
 
 use super::fastmath;
-use super::gemm::{gemm, gemm_par, MatRef};
+use super::gemm::{gemm, gemm_par, transpose_into, MatRef};
 
 /// Sizes of one LSTM direction: T steps, N samples, F input features, H hidden units.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,7 +129,10 @@ pub fn lstm_forward(
     let mut c_state = vec![0.0f32; n * h];
     let mut recur = vec![0.0f32; n * g4];
     let max_len = lengths.iter().copied().max().unwrap_or(0);
-    let w_hh_t = MatRef::row_major(p.w_hh, g4, h).t();
+    // W_hhᵀ stored row-major once, so each step's small product reads its
+    // rows in place (see `gemm`'s unpacked path).
+    let w_hh_rows = transpose(p.w_hh, g4, h);
+    let w_hh_t = MatRef::row_major(&w_hh_rows, h, g4);
 
     for s in 0..max_len {
         // h_{s-1}·W_hhᵀ for the whole batch; the state is zero at s = 0.
@@ -232,6 +235,13 @@ avx2_dispatch! {
             dc[k] = d * fg;
         }
     }
+}
+
+/// The transpose of the row-major `rows x cols` matrix `m`, row-major.
+fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; rows * cols];
+    transpose_into(MatRef::row_major(m, rows, cols).t(), &mut out);
+    out
 }
 
 /// Which gradients [`lstm_backward`] should compute.

@@ -6,6 +6,7 @@ pub(crate) mod simd;
 
 pub mod batchnorm2d;
 pub mod conv2d;
+pub mod conv_direct;
 pub mod ctc;
 pub mod elementwise;
 pub mod fastmath;
@@ -13,4 +14,7 @@ pub mod gemm;
 pub mod layout;
 pub mod lstm;
 pub mod maxpool2d;
+pub mod peak;
+pub(crate) mod scratch;
+pub mod small_gemm;
 pub mod softmax;

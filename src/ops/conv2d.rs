@@ -6,10 +6,13 @@
 //! the sum of `dY`.
 
 use crate::autograd::Tape;
+use crate::cpu::batchnorm2d::batchnorm2d_relu_inplace;
 use crate::cpu::conv2d::{
     conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight, conv2d_forward, ConvGeom,
 };
 use crate::error::{Error, Result};
+use crate::ops::batchnorm2d::{batchnorm2d, RunningStats};
+use crate::ops::relu;
 use crate::tensor::{Shape, Tensor};
 
 /// Stride and zero padding of a convolution, (height, width) each.
@@ -175,4 +178,130 @@ pub fn conv2d(
         }
         Ok(grads)
     }))
+}
+
+/// `relu(batchnorm2d(conv2d(x, weight, bias, spec), gamma, beta, stats,
+/// training = false))`: a conv block in evaluation mode, as one pass over
+/// the output when nothing needs a gradient.
+///
+/// When the tape records and an input is tracked, this is exactly the three
+/// ops above, recorded as usual. Otherwise (inference on a no-grad tape,
+/// or untracked tensors) the BatchNorm's running-statistics affine map and
+/// the ReLU run in place on the convolution's output, without the two
+/// intermediate tensors; the values are bit for bit those of the three ops.
+/// `stats` is only read. Errors as the three ops.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_bn_relu_eval(
+    tape: &mut Tape,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    spec: Conv2dSpec,
+    gamma: &Tensor,
+    beta: &Tensor,
+    stats: &RunningStats,
+) -> Result<Tensor> {
+    let mut inputs = vec![x, weight, gamma, beta];
+    inputs.extend(bias);
+    if tape.wants_grad(&inputs) {
+        let y = conv2d(tape, x, weight, bias, spec)?;
+        let y = batchnorm2d(tape, &y, gamma, beta, &mut stats.clone(), false)?;
+        return relu(tape, &y);
+    }
+    let g = geometry(x, weight, bias, spec)?;
+    let (n, o) = (x.dims()[0], weight.dims()[0]);
+    let out_shape = Shape::new(&[n, o, g.ho, g.wo])?;
+    for (what, t) in [
+        ("gamma", gamma),
+        ("beta", beta),
+        ("running mean", &stats.mean),
+        ("running var", &stats.var),
+    ] {
+        if t.dims() != [o] {
+            return Err(Error::shape(
+                "batchnorm2d",
+                format!(
+                    "{what} has shape {:?}, expected [{o}] for input {:?}",
+                    t.shape(),
+                    out_shape
+                ),
+            ));
+        }
+    }
+    if stats.eps.is_nan() || stats.eps < 0.0 {
+        return Err(Error::invalid(
+            "batchnorm2d",
+            format!("eps {} must be non-negative", stats.eps),
+        ));
+    }
+    let mut y = vec![0.0f32; out_shape.numel()];
+    conv2d_forward(
+        x.data(),
+        &g,
+        weight.data(),
+        o,
+        bias.map(|b| b.data()),
+        &mut y,
+    );
+    // The same rstd as batchnorm2d's evaluation mode.
+    let eps = stats.eps as f64;
+    let rstd: Vec<f32> = stats
+        .var
+        .data()
+        .iter()
+        .map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32)
+        .collect();
+    batchnorm2d_relu_inplace(
+        &mut y,
+        o,
+        g.ho * g.wo,
+        stats.mean.data(),
+        &rstd,
+        gamma.data(),
+        beta.data(),
+    );
+    Ok(Tensor::from_shape_vec(out_shape, y))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// The fused evaluation block gives the bits of conv2d, batchnorm2d
+    /// (running statistics) and relu, and records the three ops when a
+    /// gradient is wanted.
+    #[test]
+    fn fused_eval_block_matches_the_three_ops() {
+        let mut rng = Rng::seed(9);
+        let mut t = |dims: &[usize], lo: f32, hi: f32| {
+            let n = dims.iter().product();
+            Tensor::from_vec((0..n).map(|_| rng.range(lo, hi)).collect(), dims).unwrap()
+        };
+        let spec = Conv2dSpec::new((1, 1), (1, 1));
+        for (c, o) in [(1, 8), (8, 16), (16, 32)] {
+            let x = t(&[2, c, 8, 20], -1.0, 1.0);
+            let w = t(&[o, c, 3, 3], -0.5, 0.5);
+            let (gamma, beta) = (t(&[o], 0.5, 1.5), t(&[o], -0.3, 0.3));
+            let mut stats = RunningStats::new(o);
+            stats.mean = t(&[o], -0.2, 0.2);
+            stats.var = t(&[o], 0.5, 2.0);
+            let mut tape = Tape::no_grad();
+            let fused =
+                conv2d_bn_relu_eval(&mut tape, &x, &w, None, spec, &gamma, &beta, &stats).unwrap();
+            let y = conv2d(&mut tape, &x, &w, None, spec).unwrap();
+            let y = batchnorm2d(&mut tape, &y, &gamma, &beta, &mut stats.clone(), false).unwrap();
+            let y = relu(&mut tape, &y).unwrap();
+            let bits = |v: &Tensor| v.data().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(fused.dims(), y.dims());
+            assert_eq!(bits(&fused), bits(&y), "c {c} o {o}");
+
+            let mut tape = Tape::new();
+            let wt = w.tracked();
+            let rec =
+                conv2d_bn_relu_eval(&mut tape, &x, &wt, None, spec, &gamma, &beta, &stats).unwrap();
+            assert!(rec.is_tracked());
+            assert_eq!(bits(&rec), bits(&y));
+        }
+    }
 }

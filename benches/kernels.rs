@@ -1,0 +1,472 @@
+//! Criterion benchmarks of the CPU kernels at the reference shapes of
+//! `reference-models.md` (N = 32, 1 x 32 x 128 images, K = 37) and of the
+//! three timed steps, with throughputs: FLOPs for the kernels (criterion's
+//! `elem/s` is then FLOP/s), lattice cells or values for CTC and the KD
+//! loss, images for the steps.
+//!
+//! ```text
+//! cargo bench --bench kernels                    # everything, ~3 minutes
+//! cargo bench --bench kernels -- gemm            # criterion's filter: one group
+//! RETORT_BENCH_THREADS=2 cargo bench --bench kernels
+//! RETORT_BENCH_QUICK=1 cargo bench --bench kernels -- --list
+//! ```
+//!
+//! The worker threads default to 1, so kernel rates compare with the
+//! one-core peak printed first (an FMA loop, `retort::cpu::peak`). The GEMM
+//! group times this crate's `gemm` and `matrixmultiply::sgemm` on the same
+//! operands side by side. After criterion's report a summary prints each
+//! GEMM shape in GFLOP/s and as a share of that peak.
+
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
+use retort::cpu::conv2d::{
+    conv2d_backward_input, conv2d_backward_weight, conv2d_forward, ConvGeom,
+};
+use retort::cpu::gemm::{gemm, MatRef};
+use retort::cpu::lstm::{lstm_backward, lstm_forward, LstmDims, LstmNeeds, LstmParams};
+use retort::cpu::peak::{self, Peak};
+use retort::distill::soft_kd;
+use retort::ops::ctc::{ctc_loss, CtcOptions};
+use retort::{ops, Rng, Tape, Tensor};
+use std::hint::black_box;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const N: usize = 32;
+const T: usize = 32;
+const K: usize = 37;
+
+fn values(rng: &mut Rng, len: usize, scale: f32) -> Vec<f32> {
+    (0..len).map(|_| rng.range(-scale, scale)).collect()
+}
+
+/// One GEMM shape: `c (m x n) = a (m x k) · b (k x n)`, `b` stored
+/// transposed (`x·Wᵀ` with W row-major) when `bt`.
+struct GemmShape {
+    name: &'static str,
+    m: usize,
+    k: usize,
+    n: usize,
+    bt: bool,
+}
+
+/// The products of one `crnn-t` training step at N = 32 (conv: per sample,
+/// im2col `W (o x c·9) · col (c·9 x H·W)`; LSTM layer 1: the input
+/// projection of all steps and one step's `h·W_hhᵀ`), and the batch-1
+/// `crnn-s` ones that inference runs.
+const GEMMS: [GemmShape; 10] = [
+    GemmShape {
+        name: "crnn-t conv b1",
+        m: 32,
+        k: 9,
+        n: 4096,
+        bt: false,
+    },
+    GemmShape {
+        name: "crnn-t conv b2",
+        m: 64,
+        k: 288,
+        n: 1024,
+        bt: false,
+    },
+    GemmShape {
+        name: "crnn-t conv b3",
+        m: 128,
+        k: 576,
+        n: 256,
+        bt: false,
+    },
+    GemmShape {
+        name: "crnn-t conv b4",
+        m: 128,
+        k: 1152,
+        n: 256,
+        bt: false,
+    },
+    GemmShape {
+        name: "crnn-t lstm1 input (T·N rows)",
+        m: T * N,
+        k: 512,
+        n: 512,
+        bt: true,
+    },
+    GemmShape {
+        name: "crnn-t lstm1 step (N rows)",
+        m: N,
+        k: 128,
+        n: 512,
+        bt: false,
+    },
+    GemmShape {
+        name: "crnn-s conv b2 batch 1",
+        m: 16,
+        k: 72,
+        n: 1024,
+        bt: false,
+    },
+    GemmShape {
+        name: "crnn-s conv b4 batch 1",
+        m: 32,
+        k: 288,
+        n: 256,
+        bt: false,
+    },
+    GemmShape {
+        name: "crnn-s lstm input batch 1",
+        m: T,
+        k: 128,
+        n: 192,
+        bt: true,
+    },
+    GemmShape {
+        name: "crnn-s lstm step batch 1",
+        m: 1,
+        k: 48,
+        n: 192,
+        bt: false,
+    },
+];
+
+impl GemmShape {
+    fn flops(&self) -> u64 {
+        2 * (self.m * self.k * self.n) as u64
+    }
+
+    /// Operands: a, b (stored as the shape says) and c.
+    fn operands(&self, rng: &mut Rng) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        (
+            values(rng, self.m * self.k, 1.0),
+            values(rng, self.k * self.n, 1.0),
+            vec![0.0; self.m * self.n],
+        )
+    }
+
+    fn views<'a>(&self, a: &'a [f32], b: &'a [f32]) -> (MatRef<'a>, MatRef<'a>) {
+        let am = MatRef::row_major(a, self.m, self.k);
+        let bm = if self.bt {
+            MatRef::row_major(b, self.n, self.k).t()
+        } else {
+            MatRef::row_major(b, self.k, self.n)
+        };
+        (am, bm)
+    }
+}
+
+fn matrixmultiply_sgemm(a: MatRef, b: MatRef, c: &mut [f32]) {
+    assert!(c.len() >= a.rows * b.cols);
+    // SAFETY: the views come from `GemmShape::views` and fit their slices;
+    // `c` holds a.rows x b.cols values.
+    unsafe {
+        matrixmultiply::sgemm(
+            a.rows,
+            a.cols,
+            b.cols,
+            1.0,
+            a.data.as_ptr(),
+            a.rs as isize,
+            a.cs as isize,
+            b.data.as_ptr(),
+            b.rs as isize,
+            b.cs as isize,
+            0.0,
+            c.as_mut_ptr(),
+            b.cols as isize,
+            1,
+        )
+    }
+}
+
+fn bench_gemm(c: &mut Criterion) {
+    let mut rng = Rng::seed(1);
+    let mut group = c.benchmark_group("gemm");
+    for s in &GEMMS {
+        let (a, b, mut out) = s.operands(&mut rng);
+        let (am, bm) = s.views(&a, &b);
+        group.throughput(Throughput::Elements(s.flops()));
+        group.bench_function(BenchmarkId::new("retort", s.name), |bench| {
+            bench.iter(|| gemm(1.0, am, bm, 0.0, black_box(&mut out)))
+        });
+        group.bench_function(BenchmarkId::new("matrixmultiply", s.name), |bench| {
+            bench.iter(|| matrixmultiply_sgemm(am, bm, black_box(&mut out)))
+        });
+    }
+    group.finish();
+}
+
+/// Input channels, output channels, height, width of a convolution.
+type ConvShape = (usize, usize, usize, usize);
+
+/// A `crnn-t` conv block's convolution at N = 32.
+const CONVS: [(&str, ConvShape); 3] = [
+    ("crnn-t b1", (1, 32, 32, 128)),
+    ("crnn-t b2", (32, 64, 16, 64)),
+    ("crnn-t b4", (128, 128, 8, 32)),
+];
+
+fn bench_conv(c: &mut Criterion) {
+    let mut rng = Rng::seed(2);
+    let mut group = c.benchmark_group("conv2d");
+    for (name, (ch, o, h, w)) in CONVS {
+        let g = ConvGeom::new((ch, h, w), (3, 3), (1, 1), (1, 1)).expect("geometry");
+        let x = values(&mut rng, N * g.in_len(), 1.0);
+        let wt = values(&mut rng, o * g.col_rows(), 0.2);
+        let mut y = vec![0.0; N * o * g.col_cols()];
+        let flops = 2 * (N * o * g.col_rows() * g.col_cols()) as u64;
+        group.throughput(Throughput::Elements(flops));
+        group.bench_function(BenchmarkId::new("forward", name), |bench| {
+            bench.iter(|| conv2d_forward(&x, &g, &wt, o, None, black_box(&mut y)))
+        });
+        let dy = values(&mut rng, y.len(), 1.0);
+        let mut dx = vec![0.0; x.len()];
+        let mut dw = vec![0.0; wt.len()];
+        // The image gradient of the first layer is never needed.
+        let needs_dx = ch > 1;
+        group.throughput(Throughput::Elements(if needs_dx {
+            2 * flops
+        } else {
+            flops
+        }));
+        group.bench_function(BenchmarkId::new("backward", name), |bench| {
+            bench.iter(|| {
+                if needs_dx {
+                    conv2d_backward_input(&dy, &g, &wt, o, black_box(&mut dx));
+                }
+                conv2d_backward_weight(&dy, &x, &g, o, black_box(&mut dw));
+            })
+        });
+    }
+    group.finish();
+}
+
+fn bench_lstm(c: &mut Criterion) {
+    // crnn-t layer 1: input 512, hidden 128, both directions, T = N = 32.
+    let (f, h) = (512, 128);
+    let mut rng = Rng::seed(3);
+    let x = values(&mut rng, T * N * f, 1.0);
+    let scale = 1.0 / (h as f32).sqrt();
+    let dirs: Vec<[Vec<f32>; 4]> = (0..2)
+        .map(|_| {
+            [
+                values(&mut rng, 4 * h * f, scale),
+                values(&mut rng, 4 * h * h, scale),
+                values(&mut rng, 4 * h, scale),
+                values(&mut rng, 4 * h, scale),
+            ]
+        })
+        .collect();
+    fn params(d: &[Vec<f32>; 4]) -> LstmParams<'_> {
+        LstmParams {
+            w_ih: &d[0],
+            w_hh: &d[1],
+            b_ih: &d[2],
+            b_hh: &d[3],
+        }
+    }
+    let dims = LstmDims {
+        steps: T,
+        batch: N,
+        input: f,
+        hidden: h,
+    };
+    let lengths = vec![T; N];
+    let flops = 2 * 2 * (T * N * 4 * h * (f + h)) as u64;
+    let mut group = c.benchmark_group("lstm");
+    group.throughput(Throughput::Elements(flops));
+    group.bench_function("crnn-t layer 1 bidirectional forward", |bench| {
+        bench.iter(|| {
+            for (k, d) in dirs.iter().enumerate() {
+                black_box(lstm_forward(&x, params(d), dims, &lengths, k == 1, false));
+            }
+        })
+    });
+    let caches: Vec<_> = dirs
+        .iter()
+        .enumerate()
+        .map(|(k, d)| lstm_forward(&x, params(d), dims, &lengths, k == 1, true))
+        .collect();
+    let dy = values(&mut rng, T * N * h, 1.0);
+    let needs = LstmNeeds {
+        x: true,
+        w_ih: true,
+        w_hh: true,
+        bias: true,
+    };
+    group.throughput(Throughput::Elements(2 * flops));
+    group.bench_function("crnn-t layer 1 bidirectional backward", |bench| {
+        bench.iter(|| {
+            for (k, (d, (_, cache))) in dirs.iter().zip(&caches).enumerate() {
+                let cache = cache.as_ref().expect("saved");
+                black_box(lstm_backward(
+                    &dy,
+                    &x,
+                    params(d),
+                    dims,
+                    &lengths,
+                    k == 1,
+                    cache,
+                    needs,
+                ));
+            }
+        })
+    });
+    group.finish();
+}
+
+fn bench_losses(c: &mut Criterion) {
+    let mut rng = Rng::seed(4);
+    let logits = Tensor::from_vec(values(&mut rng, T * N * K, 3.0), &[T, N, K])
+        .expect("logits")
+        .tracked();
+    let teacher = Tensor::from_vec(values(&mut rng, T * N * K, 3.0), &[T, N, K]).expect("teacher");
+    let targets: Vec<Vec<usize>> = (0..N)
+        .map(|_| {
+            (0..8 + rng.below(3))
+                .map(|_| 1 + rng.below(K - 1))
+                .collect()
+        })
+        .collect();
+    let lengths = vec![T; N];
+    let mut group = c.benchmark_group("loss");
+    // Lattice cells: T x (2L + 1) per sample.
+    let cells: usize = targets.iter().map(|t| T * (2 * t.len() + 1)).sum();
+    group.throughput(Throughput::Elements(cells as u64));
+    group.bench_function("log_softmax + ctc forward+backward", |bench| {
+        bench.iter(|| {
+            let mut tape = Tape::new();
+            let lp = ops::log_softmax(&mut tape, &logits, 1.0).expect("log_softmax");
+            let loss =
+                ctc_loss(&mut tape, &lp, &targets, &lengths, CtcOptions::default()).expect("ctc");
+            black_box(tape.backward(&loss).expect("backward"))
+        })
+    });
+    group.throughput(Throughput::Elements((T * N * K) as u64));
+    group.bench_function("soft_kd T=4 forward+backward", |bench| {
+        bench.iter(|| {
+            let mut tape = Tape::new();
+            let loss = soft_kd(&mut tape, &logits, &teacher, &lengths, 4.0).expect("soft_kd");
+            black_box(tape.backward(&loss).expect("backward"))
+        })
+    });
+    group.finish();
+}
+
+// The three timed steps of reference-models.md, built exactly as `retort
+// bench` builds them.
+use retort::cli::bench::{distill_step, infer_step, train_step, Step};
+
+fn bench_steps(c: &mut Criterion) {
+    let mut rng = Rng::seed(42);
+    let mut group = c.benchmark_group("step");
+    type Build = fn(usize, &mut Rng) -> retort::Result<Step>;
+    let steps: [(&str, usize, Build); 4] = [
+        ("train-step crnn-t", N, train_step),
+        ("distill-step", N, distill_step),
+        ("infer crnn-s", 1, infer_step),
+        ("infer crnn-s", N, infer_step),
+    ];
+    for (name, n, build) in steps {
+        let mut step = build(n, &mut rng).expect("step");
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(BenchmarkId::new(name, format!("batch {n}")), |bench| {
+            bench.iter(|| step().expect("step"))
+        });
+    }
+    group.finish();
+}
+
+/// The one-thread peak, measured once.
+fn peaks() -> &'static [Peak] {
+    static PEAKS: OnceLock<Vec<Peak>> = OnceLock::new();
+    PEAKS.get_or_init(|| peak::measure(1, 0.005, 40))
+}
+
+/// Best of a few timed batches of calls, in seconds per call.
+fn best_time(mut f: impl FnMut(), flops: u64) -> f64 {
+    let reps = (2e8 / flops as f64).clamp(1.0, 10_000.0) as usize;
+    f();
+    let mut best = f64::MAX;
+    for _ in 0..7 {
+        let t0 = Instant::now();
+        for _ in 0..reps {
+            f();
+        }
+        best = best.min(t0.elapsed().as_secs_f64() / reps as f64);
+    }
+    best
+}
+
+/// GFLOP/s of each GEMM shape, retort and matrixmultiply, and their share
+/// of the peak (best of 7 batches, so it reads a little above criterion's
+/// means on a busy machine).
+fn gemm_summary() {
+    let Some(p) = peaks().first().copied() else {
+        println!("gemm summary: no FMA peak loop for this CPU");
+        return;
+    };
+    println!(
+        "\nGEMM summary, 1 thread, best of 7; FP32 peak {:.1} GFLOP/s ({} FMA loop, 1 core)",
+        p.gflops, p.isa
+    );
+    println!(
+        "{:<32} {:>16} {:>16} {:>16} {:>7}",
+        "shape (m x k x n)", "", "retort", "matrixmultiply", "ratio"
+    );
+    let mut rng = Rng::seed(1);
+    for s in &GEMMS {
+        let (a, b, mut out) = s.operands(&mut rng);
+        let (am, bm) = s.views(&a, &b);
+        let ours = best_time(|| gemm(1.0, am, bm, 0.0, black_box(&mut out)), s.flops());
+        let theirs = best_time(
+            || matrixmultiply_sgemm(am, bm, black_box(&mut out)),
+            s.flops(),
+        );
+        let rate = |t: f64| s.flops() as f64 / t / 1e9;
+        println!(
+            "{:<32} {:>16} {:>7.1} GF {:>5.1}% {:>7.1} GF {:>5.1}% {:>6.2}x",
+            s.name,
+            format!("{}x{}x{}", s.m, s.k, s.n),
+            rate(ours),
+            100.0 * rate(ours) / p.gflops,
+            rate(theirs),
+            100.0 * rate(theirs) / p.gflops,
+            theirs / ours
+        );
+    }
+}
+
+fn config() -> Criterion {
+    let quick = std::env::var_os("RETORT_BENCH_QUICK").is_some();
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(if quick { 100 } else { 500 }))
+        .measurement_time(Duration::from_millis(if quick { 300 } else { 1500 }))
+        .configure_from_args()
+}
+
+criterion_group! {
+    name = kernels;
+    config = config();
+    targets = bench_gemm, bench_conv, bench_lstm, bench_losses, bench_steps
+}
+
+fn main() {
+    let threads = std::env::var("RETORT_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    retort::set_threads(threads).expect("thread count");
+    // `cargo test --benches` runs this with --bench absent: list nothing slow.
+    let listing = std::env::args().any(|a| a == "--list");
+    if !listing {
+        for p in peaks() {
+            println!(
+                "FP32 peak: {:.1} GFLOP/s on 1 core ({} FMA loop); {} worker thread(s)",
+                p.gflops, p.isa, threads
+            );
+        }
+    }
+    kernels();
+    Criterion::default().configure_from_args().final_summary();
+    if !listing && std::env::args().any(|a| a == "--bench") {
+        gemm_summary();
+    }
+}
