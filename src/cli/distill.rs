@@ -8,8 +8,12 @@ use std::path::PathBuf;
 #[derive(clap::Args, Debug)]
 pub struct DistillArgs {
     /// The distillation config (JSON; every key is in the README).
-    #[arg(long)]
-    pub config: PathBuf,
+    #[arg(long, required_unless_present = "resume")]
+    pub config: Option<PathBuf>,
+    /// Continue the interrupted run in this output folder from its last
+    /// checkpoints (the config is its distill_config.json).
+    #[arg(long, conflicts_with_all = ["config", "out"])]
+    pub resume: Option<PathBuf>,
     /// Write into this folder instead of the config's `out`.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -20,7 +24,21 @@ pub struct DistillArgs {
 
 /// Runs `retort distill`.
 pub fn run(args: DistillArgs) -> Result<()> {
-    let mut cfg = DistillConfig::from_file(&args.config)?;
+    let config_file = match (&args.config, &args.resume) {
+        (_, Some(dir)) => dir.join("distill_config.json"),
+        (Some(file), None) => file.clone(),
+        (None, None) => {
+            return Err(Error::invalid(
+                "distill",
+                "--config FILE or --resume DIR is required",
+            ))
+        }
+    };
+    let mut cfg = DistillConfig::from_file(&config_file)?;
+    if let Some(dir) = &args.resume {
+        cfg.out = dir.clone();
+        cfg.resume = true;
+    }
     if let Some(out) = args.out {
         cfg.out = out;
     }
@@ -31,7 +49,7 @@ pub fn run(args: DistillArgs) -> Result<()> {
     // another charset) are still problems of the config file: name it.
     let report = distill(&cfg).map_err(|e| match e {
         Error::InvalidArgument { op, .. } if op == "config" || op == "teacher" => {
-            Error::data(&args.config, None, e.to_string())
+            Error::data(&config_file, None, e.to_string())
         }
         other => other,
     })?;

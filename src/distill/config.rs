@@ -67,6 +67,10 @@ pub struct DistillConfig {
     pub progress: bool,
     /// What to distil, and how.
     pub strategy: Strategy,
+    /// Continue each training loop from its `resume.safetensors` where one
+    /// exists (set by `retort distill --resume`, never read from a file).
+    #[serde(skip)]
+    pub resume: bool,
 }
 
 /// A frozen teacher: a checkpoint folder, or a preset name with `weights`.
@@ -713,6 +717,7 @@ impl DistillConfig {
             skip_bad: train.skip_bad,
             progress: train.progress,
             strategy,
+            resume: false,
         }
     }
 

@@ -111,6 +111,120 @@ pub fn finish_step(
     })
 }
 
+/// The file in a loop's log folder from which `retort distill --resume`
+/// continues it: every member's model, adaptors and optimiser, and the
+/// loop's progress, written atomically at each validation.
+pub const LOOP_RESUME_FILE: &str = "resume.safetensors";
+const PROGRESS_KEY: &str = "retort.distill.progress";
+
+/// Where a loop stands, saved with its members at each validation.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+struct LoopProgress {
+    step: u64,
+    epoch: usize,
+    batch: usize,
+    best: Vec<(f64, f64)>,
+    last: Vec<(f64, f64)>,
+    rng: [u64; 4],
+    loss_curve: Vec<(u64, f32)>,
+    val_curve: Vec<(u64, f64, f64)>,
+    log: String,
+    optimizer_steps: Vec<u64>,
+    images: usize,
+    seconds: f64,
+    terms: Vec<(String, f32)>,
+}
+
+fn save_loop(path: &std::path::Path, members: &[Member], progress: &LoopProgress) -> Result<()> {
+    let mut tensors: Vec<(String, crate::tensor::Tensor)> = Vec::new();
+    let mut progress = progress.clone();
+    progress.optimizer_steps.clear();
+    for (i, m) in members.iter().enumerate() {
+        for (name, t) in m.model.state_dict() {
+            tensors.push((format!("{i}.model.{name}"), t));
+        }
+        for (j, a) in m.adaptors.iter().enumerate() {
+            for (name, p) in a.params() {
+                tensors.push((format!("{i}.adaptor{j}.{name}"), p.tensor().detach()));
+            }
+        }
+        let state = m.optimizer.state();
+        progress.optimizer_steps.push(state.step);
+        for (name, values) in state.buffers {
+            let n = values.len();
+            tensors.push((
+                format!("{i}.optim.{name}"),
+                crate::tensor::Tensor::from_vec(values, &[n])?,
+            ));
+        }
+    }
+    let text = serde_json::to_string(&progress)
+        .map_err(|e| Error::invalid("distill", format!("cannot record the progress: {e}")))?;
+    let meta = std::collections::HashMap::from([(PROGRESS_KEY.to_string(), text)]);
+    checkpoint::save_weights_with_metadata(path, &tensors, Some(meta))
+}
+
+fn load_loop(path: &std::path::Path, members: &mut [Member]) -> Result<LoopProgress> {
+    let bad = |m: String| Error::data(path, None, m);
+    let meta = checkpoint::load_metadata(path)?.unwrap_or_default();
+    let text = meta
+        .get(PROGRESS_KEY)
+        .ok_or_else(|| bad("not a distillation resume file (no progress record)".into()))?;
+    let progress: LoopProgress =
+        serde_json::from_str(text).map_err(|e| bad(format!("unreadable progress: {e}")))?;
+    if progress.best.len() != members.len() || progress.optimizer_steps.len() != members.len() {
+        return Err(bad(format!(
+            "holds {} model(s) but the run trains {}",
+            progress.best.len(),
+            members.len()
+        )));
+    }
+    let mut per: Vec<(
+        Vec<(String, crate::tensor::Tensor)>,
+        Vec<(String, Vec<f32>)>,
+    )> = vec![(Vec::new(), Vec::new()); members.len()];
+    let mut adaptor_values: std::collections::HashMap<String, crate::tensor::Tensor> =
+        std::collections::HashMap::new();
+    for (name, t) in checkpoint::load_weights(path)? {
+        let (index, rest) = name
+            .split_once('.')
+            .and_then(|(i, r)| Some((i.parse::<usize>().ok()?, r)))
+            .filter(|(i, _)| *i < members.len())
+            .ok_or_else(|| bad(format!("unexpected tensor {name}")))?;
+        if let Some(n) = rest.strip_prefix("model.") {
+            per[index].0.push((n.to_string(), t));
+        } else if let Some(n) = rest.strip_prefix("optim.") {
+            per[index].1.push((n.to_string(), t.to_vec()));
+        } else if rest.starts_with("adaptor") {
+            adaptor_values.insert(name.clone(), t);
+        } else {
+            return Err(bad(format!("unexpected tensor {name}")));
+        }
+    }
+    for (i, (m, (weights, buffers))) in members.iter_mut().zip(per).enumerate() {
+        m.model
+            .load_state_dict(&weights)
+            .map_err(|e| bad(format!("{} does not fit the run: {e}", m.name)))?;
+        for (j, a) in m.adaptors.iter_mut().enumerate() {
+            for (name, p) in a.params_mut() {
+                let key = format!("{i}.adaptor{j}.{name}");
+                let t = adaptor_values
+                    .get(&key)
+                    .ok_or_else(|| bad(format!("missing tensor {key}")))?;
+                p.set(t)
+                    .map_err(|e| bad(format!("{key} does not fit: {e}")))?;
+            }
+        }
+        m.optimizer
+            .load_state(crate::optim::OptimizerState {
+                step: progress.optimizer_steps[i],
+                buffers,
+            })
+            .map_err(|e| bad(format!("optimizer state of {} does not fit: {e}", m.name)))?;
+    }
+    Ok(progress)
+}
+
 /// What a strategy's step did: the value of each loss term (the first is the
 /// total, named `loss`), and whether the update was skipped because a value
 /// or gradient was not finite.
@@ -221,18 +335,38 @@ where
         total_steps: total,
     };
     plan.validate()?;
-    let mut log = MetricsLog::resumed(&log_dir.join("metrics.jsonl"), String::new());
+    let resume_path = log_dir.join(LOOP_RESUME_FILE);
+    let mut progress = LoopProgress {
+        best: vec![(-1.0f64, f64::MAX); members.len()],
+        last: vec![(0.0f64, 1.0f64); members.len()],
+        rng: Rng::seed(cfg.seed).fork(2).state(),
+        ..LoopProgress::default()
+    };
+    if cfg.resume && resume_path.is_file() {
+        progress = load_loop(&resume_path, members)?;
+        eprintln!(
+            "resuming {} at step {} of {total}",
+            log_dir.display(),
+            progress.step
+        );
+    }
+    let prior_seconds = progress.seconds;
+    let mut log = MetricsLog::resumed(
+        &log_dir.join("metrics.jsonl"),
+        std::mem::take(&mut progress.log),
+    );
     let bar = crate::train::progress_bar(total, cfg.progress);
-    let mut rng = Rng::seed(cfg.seed).fork(2);
-    let mut best = vec![(-1.0f64, f64::MAX); members.len()];
-    let mut last = vec![(0.0f64, 1.0f64); members.len()];
-    let (mut steps, mut bad_in_row, mut images) = (0u64, 0u32, 0usize);
-    let mut ema: Vec<(String, f32)> = Vec::new();
-    let mut loss_curve = Vec::new();
-    let mut val_curve = Vec::new();
-    let mut epoch = 0usize;
+    let mut rng = Rng::from_state(progress.rng);
+    let mut best = std::mem::take(&mut progress.best);
+    let mut last = std::mem::take(&mut progress.last);
+    let (mut steps, mut bad_in_row, mut images) = (progress.step, 0u32, progress.images);
+    let mut ema: Vec<(String, f32)> = std::mem::take(&mut progress.terms);
+    let mut loss_curve = std::mem::take(&mut progress.loss_curve);
+    let mut val_curve = std::mem::take(&mut progress.val_curve);
+    let (mut epoch, mut start) = (progress.epoch, progress.batch);
     'epochs: while steps < total {
-        for batch in data.train.epoch(epoch) {
+        for (offset, batch) in data.train.epoch_from(epoch, start).enumerate() {
+            let batch_index = start + offset;
             let batch = batch?;
             let at = RunPoint {
                 step: steps,
@@ -318,15 +452,32 @@ where
                     checkpoint::save(&m.dir.join("last"), &m.model, data.charset.symbols())?;
                 }
                 write_training_plot(&log_dir.join("training.svg"), &loss_curve, &val_curve)?;
+                let at = LoopProgress {
+                    step: steps,
+                    epoch,
+                    batch: batch_index + 1,
+                    best: best.clone(),
+                    last: last.clone(),
+                    rng: rng.state(),
+                    loss_curve: loss_curve.clone(),
+                    val_curve: val_curve.clone(),
+                    log: log.text().to_string(),
+                    optimizer_steps: Vec::new(),
+                    images,
+                    seconds: prior_seconds + started.elapsed().as_secs_f64(),
+                    terms: ema.clone(),
+                };
+                save_loop(&resume_path, members, &at)?;
             }
             if steps >= total {
                 break 'epochs;
             }
         }
         epoch += 1;
+        start = 0;
     }
     bar.finish_and_clear();
-    let seconds = started.elapsed().as_secs_f64();
+    let seconds = prior_seconds + started.elapsed().as_secs_f64();
     Ok(LoopSummary {
         steps,
         seconds,

@@ -152,6 +152,7 @@ impl ZooConfig {
             skip_bad: false,
             progress: self.progress,
             strategy,
+            resume: false,
         }
     }
 
