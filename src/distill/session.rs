@@ -164,6 +164,12 @@ fn save_loop(path: &std::path::Path, members: &[Member], progress: &LoopProgress
     checkpoint::save_weights_with_metadata(path, &tensors, Some(meta))
 }
 
+/// One member's model tensors and optimiser buffers, as read from a resume file.
+type MemberState = (
+    Vec<(String, crate::tensor::Tensor)>,
+    Vec<(String, Vec<f32>)>,
+);
+
 fn load_loop(path: &std::path::Path, members: &mut [Member]) -> Result<LoopProgress> {
     let bad = |m: String| Error::data(path, None, m);
     let meta = checkpoint::load_metadata(path)?.unwrap_or_default();
@@ -179,10 +185,7 @@ fn load_loop(path: &std::path::Path, members: &mut [Member]) -> Result<LoopProgr
             members.len()
         )));
     }
-    let mut per: Vec<(
-        Vec<(String, crate::tensor::Tensor)>,
-        Vec<(String, Vec<f32>)>,
-    )> = vec![(Vec::new(), Vec::new()); members.len()];
+    let mut per: Vec<MemberState> = vec![(Vec::new(), Vec::new()); members.len()];
     let mut adaptor_values: std::collections::HashMap<String, crate::tensor::Tensor> =
         std::collections::HashMap::new();
     for (name, t) in checkpoint::load_weights(path)? {
