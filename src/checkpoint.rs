@@ -202,7 +202,8 @@ pub fn load_model(
     Ok(Checkpoint { model, charset })
 }
 
-/// Reads the f32 tensors of a `.safetensors` file, in the file's order.
+/// Reads the f32 tensors of a `.safetensors` file, in the file's order
+/// (PyTorch's `*.num_batches_tracked` counters are skipped).
 /// Errors name the file: missing or unreadable, not valid safetensors (e.g.
 /// truncated), a dtype other than F32 (F64, F16, BF16, … are named), or
 /// more than four dimensions.
@@ -220,6 +221,11 @@ pub fn load_weights(path: &Path) -> Result<Vec<(String, Tensor)>> {
     views.sort_by_key(|(_, v)| v.data().as_ptr() as usize);
     let mut out = Vec::with_capacity(views.len());
     for (name, view) in views {
+        // PyTorch's BatchNorm keeps an int64 step counter that the model
+        // does not use; a state_dict saved with it still loads.
+        if name.ends_with("num_batches_tracked") {
+            continue;
+        }
         if view.dtype() != Dtype::F32 {
             return Err(Error::data(
                 path,

@@ -478,3 +478,47 @@ fn export(dir: &Path, model: &mut Crnn, charset: &[String], x: &Tensor, widths: 
     std::fs::write(dir.join("io.json"), io.to_string()).unwrap();
     checkpoint::load(dir).unwrap();
 }
+
+#[test]
+fn pytorch_batchnorm_step_counters_are_skipped() {
+    // A state_dict saved by PyTorch with its int64 num_batches_tracked
+    // tensors still loads: they are not part of the model.
+    use safetensors::tensor::{Dtype, TensorView};
+    let model = Crnn::new(CrnnConfig::preset("crnn-s").unwrap(), &mut Rng::seed(4)).unwrap();
+    let state = model.state_dict();
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = state
+        .iter()
+        .map(|(n, t)| {
+            let data = t.data().iter().flat_map(|v| v.to_le_bytes()).collect();
+            (n.clone(), data, t.dims().to_vec())
+        })
+        .collect();
+    let counter = 7i64.to_le_bytes().to_vec();
+    let mut views: Vec<(String, TensorView)> = bytes
+        .iter()
+        .map(|(n, d, s)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), d).unwrap(),
+            )
+        })
+        .collect();
+    for b in 1..=4 {
+        views.push((
+            format!("cnn.b{b}.bn.num_batches_tracked"),
+            TensorView::new(Dtype::I64, vec![], &counter).unwrap(),
+        ));
+    }
+    let dir = std::env::temp_dir().join(format!("retort-nbt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("model.safetensors");
+    std::fs::write(&file, safetensors::serialize(views, None).unwrap()).unwrap();
+    let loaded = checkpoint::load_weights(&file).unwrap();
+    assert_eq!(loaded.len(), state.len());
+    let mut other = Crnn::new(CrnnConfig::preset("crnn-s").unwrap(), &mut Rng::seed(5)).unwrap();
+    other.load_state_dict(&loaded).unwrap();
+    for ((n, a), (_, b)) in other.state_dict().iter().zip(&state) {
+        assert_eq!(a.data(), b.data(), "{n}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
