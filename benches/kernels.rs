@@ -152,27 +152,7 @@ impl GemmShape {
 }
 
 fn matrixmultiply_sgemm(a: MatRef, b: MatRef, c: &mut [f32]) {
-    assert!(c.len() >= a.rows * b.cols);
-    // SAFETY: the views come from `GemmShape::views` and fit their slices;
-    // `c` holds a.rows x b.cols values.
-    unsafe {
-        matrixmultiply::sgemm(
-            a.rows,
-            a.cols,
-            b.cols,
-            1.0,
-            a.data.as_ptr(),
-            a.rs as isize,
-            a.cs as isize,
-            b.data.as_ptr(),
-            b.rs as isize,
-            b.cs as isize,
-            0.0,
-            c.as_mut_ptr(),
-            b.cols as isize,
-            1,
-        )
-    }
+    retort::cpu::gemm::gemm_packed(1.0, a, b, 0.0, c);
 }
 
 fn bench_gemm(c: &mut Criterion) {

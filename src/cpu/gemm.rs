@@ -86,13 +86,26 @@ pub fn gemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
     if m <= SMALL_M && small_gemm::available() && gemm_unpacked(alpha, a, b, beta, c) {
         return;
     }
+    gemm_packed(alpha, a, b, beta, c);
+}
+
+/// [`gemm`] always through `matrixmultiply::sgemm` (packed panels), whatever
+/// the shape: the path large products take, and the reference the unpacked
+/// kernel is checked and timed against.
+///
+/// Panics if the views do not fit their slices.
+pub fn gemm_packed(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
+    assert_eq!(a.cols, b.rows, "gemm inner dimensions");
+    assert!(c.len() >= a.rows * b.cols, "gemm output too small");
+    a.check();
+    b.check();
     // SAFETY: the views were bounds-checked above and `c` holds m*n values;
     // matrixmultiply reads a and b and writes c within those bounds only.
     unsafe {
         matrixmultiply::sgemm(
-            m,
-            k,
-            n,
+            a.rows,
+            a.cols,
+            b.cols,
             alpha,
             a.data.as_ptr(),
             a.rs as isize,
@@ -102,7 +115,7 @@ pub fn gemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
             b.cs as isize,
             beta,
             c.as_mut_ptr(),
-            n as isize,
+            b.cols as isize,
             1,
         );
     }
@@ -274,39 +287,15 @@ pub fn gemm_par(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rng::Rng;
 
-    fn values(len: usize, seed: &mut u64) -> Vec<f32> {
-        (0..len)
-            .map(|_| {
-                *seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
+    fn values(len: usize, rng: &mut Rng) -> Vec<f32> {
+        (0..len).map(|_| rng.range(-1.0, 1.0)).collect()
     }
 
     /// `matrixmultiply::sgemm` on the same views: the reference.
     fn reference(a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
-        // SAFETY: the test's views fit their slices; c holds a.rows x b.cols.
-        unsafe {
-            matrixmultiply::sgemm(
-                a.rows,
-                a.cols,
-                b.cols,
-                1.0,
-                a.data.as_ptr(),
-                a.rs as isize,
-                a.cs as isize,
-                b.data.as_ptr(),
-                b.rs as isize,
-                b.cs as isize,
-                beta,
-                c.as_mut_ptr(),
-                b.cols as isize,
-                1,
-            )
-        }
+        gemm_packed(1.0, a, b, beta, c);
     }
 
     /// The unpacked kernel gives the same bits as matrixmultiply, for every
@@ -318,14 +307,14 @@ mod tests {
             eprintln!("skipped: the CPU lacks AVX2 or FMA");
             return;
         }
-        let mut seed = 7;
+        let mut rng = Rng::seed(7);
         for &m in &[1, 2, 5, 6, 7, 13, 32, 64] {
             for &k in &[1, 3, 9, 48, 256, 257, 600] {
                 for &n in &[1, 7, 16, 17, 37, 192] {
                     for &beta in &[0.0, 1.0, 0.5] {
                         for (ta, tb) in [(false, false), (true, false), (false, true)] {
-                            let ad = values(m * k, &mut seed);
-                            let bd = values(k * n, &mut seed);
+                            let ad = values(m * k, &mut rng);
+                            let bd = values(k * n, &mut rng);
                             let a = if ta {
                                 MatRef::row_major(&ad, k, m).t()
                             } else {
@@ -336,7 +325,7 @@ mod tests {
                             } else {
                                 MatRef::row_major(&bd, k, n)
                             };
-                            let c0 = values(m * n, &mut seed);
+                            let c0 = values(m * n, &mut rng);
                             let (mut want, mut got) = (c0.clone(), c0);
                             reference(a, b, beta, &mut want);
                             assert!(gemm_unpacked(1.0, a, b, beta, &mut got));
@@ -356,9 +345,9 @@ mod tests {
 
     #[test]
     fn transpose_matches_the_definition() {
-        let mut seed = 5;
+        let mut rng = Rng::seed(5);
         for (rows, cols) in [(1, 1), (8, 8), (16, 24), (13, 37), (128, 192), (7, 9)] {
-            let d = values(rows * cols, &mut seed);
+            let d = values(rows * cols, &mut rng);
             for b in [
                 MatRef::row_major(&d, cols, rows).t(),
                 MatRef::row_major(&d, rows, cols),
@@ -378,10 +367,10 @@ mod tests {
     /// (here the whole on matrixmultiply, the parts on the unpacked kernel).
     #[test]
     fn row_split_matches_whole() {
-        let mut seed = 3;
+        let mut rng = Rng::seed(3);
         let (m, k, n) = (48, 70, 40);
-        let ad = values(m * k, &mut seed);
-        let bd = values(k * n, &mut seed);
+        let ad = values(m * k, &mut rng);
+        let bd = values(k * n, &mut rng);
         let (a, b) = (MatRef::row_major(&ad, m, k), MatRef::row_major(&bd, k, n));
         let mut whole = vec![0.0; m * n];
         gemm(1.0, a, b, 0.0, &mut whole);

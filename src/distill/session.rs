@@ -148,20 +148,12 @@ fn save_loop(path: &std::path::Path, members: &[Member], progress: &LoopProgress
                 tensors.push((format!("{i}.adaptor{j}.{name}"), p.tensor().detach()));
             }
         }
-        let state = m.optimizer.state();
-        progress.optimizer_steps.push(state.step);
-        for (name, values) in state.buffers {
-            let n = values.len();
-            tensors.push((
-                format!("{i}.optim.{name}"),
-                crate::tensor::Tensor::from_vec(values, &[n])?,
-            ));
-        }
+        let (step, buffers) =
+            crate::train::optimizer_tensors(&format!("{i}.optim."), &m.optimizer)?;
+        progress.optimizer_steps.push(step);
+        tensors.extend(buffers);
     }
-    let text = serde_json::to_string(&progress)
-        .map_err(|e| Error::invalid("distill", format!("cannot record the progress: {e}")))?;
-    let meta = std::collections::HashMap::from([(PROGRESS_KEY.to_string(), text)]);
-    checkpoint::save_weights_with_metadata(path, &tensors, Some(meta))
+    crate::train::write_state(path, &tensors, PROGRESS_KEY, &progress)
 }
 
 /// One member's model tensors and optimiser buffers, as read from a resume file.
@@ -172,12 +164,7 @@ type MemberState = (
 
 fn load_loop(path: &std::path::Path, members: &mut [Member]) -> Result<LoopProgress> {
     let bad = |m: String| Error::data(path, None, m);
-    let meta = checkpoint::load_metadata(path)?.unwrap_or_default();
-    let text = meta
-        .get(PROGRESS_KEY)
-        .ok_or_else(|| bad("not a distillation resume file (no progress record)".into()))?;
-    let progress: LoopProgress =
-        serde_json::from_str(text).map_err(|e| bad(format!("unreadable progress: {e}")))?;
+    let (progress, tensors): (LoopProgress, _) = crate::train::read_state(path, PROGRESS_KEY)?;
     if progress.best.len() != members.len() || progress.optimizer_steps.len() != members.len() {
         return Err(bad(format!(
             "holds {} model(s) but the run trains {}",
@@ -188,7 +175,7 @@ fn load_loop(path: &std::path::Path, members: &mut [Member]) -> Result<LoopProgr
     let mut per: Vec<MemberState> = vec![(Vec::new(), Vec::new()); members.len()];
     let mut adaptor_values: std::collections::HashMap<String, crate::tensor::Tensor> =
         std::collections::HashMap::new();
-    for (name, t) in checkpoint::load_weights(path)? {
+    for (name, t) in tensors {
         let (index, rest) = name
             .split_once('.')
             .and_then(|(i, r)| Some((i.parse::<usize>().ok()?, r)))

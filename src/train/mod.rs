@@ -7,6 +7,7 @@ mod evaluate;
 mod log;
 mod plot;
 mod run;
+mod state_file;
 mod step;
 
 pub use config::{Budget, ModelSource, TrainConfig};
@@ -17,4 +18,5 @@ pub use log::MetricsLog;
 pub use plot::write_training_plot;
 pub(crate) use run::{build_model, last_good, load_charset, progress_bar, say, training_data};
 pub use run::{resume, train, TrainSummary, RESUME_FILE};
+pub(crate) use state_file::{optimizer_tensors, read_state, write_state};
 pub use step::{apply_gradients, ctc_objective, train_step, StepStats};

@@ -4,6 +4,7 @@ use super::config::{Budget, ModelSource, TrainConfig};
 use super::evaluate::evaluate;
 use super::log::MetricsLog;
 use super::plot::write_training_plot;
+use super::state_file::{optimizer_tensors, read_state, write_state};
 use super::step::train_step;
 use crate::checkpoint;
 use crate::data::augment::{augment, AugmentConfig};
@@ -19,7 +20,6 @@ use crate::tensor::Tensor;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -87,36 +87,21 @@ fn save_resume(
         .into_iter()
         .map(|(name, t)| (format!("model.{name}"), t))
         .collect();
-    let state = optimizer.state();
-    for (name, values) in state.buffers {
-        let n = values.len();
-        tensors.push((format!("optim.{name}"), Tensor::from_vec(values, &[n])?));
-    }
+    let (optimizer_step, buffers) = optimizer_tensors("optim.", optimizer)?;
+    tensors.extend(buffers);
     let progress = Progress {
-        optimizer_step: state.step,
+        optimizer_step,
         ..progress.clone()
     };
-    let text = serde_json::to_string(&progress)
-        .map_err(|e| Error::invalid("train", format!("cannot record the run's progress: {e}")))?;
-    let meta = HashMap::from([(PROGRESS_KEY.to_string(), text)]);
-    checkpoint::save_weights_with_metadata(path, &tensors, Some(meta))
+    write_state(path, &tensors, PROGRESS_KEY, &progress)
 }
 
 /// Reads a file written by [`save_resume`] into `model` and `optimizer`.
 fn load_resume(path: &Path, model: &mut Crnn, optimizer: &mut Optimizer) -> Result<Progress> {
-    let meta = checkpoint::load_metadata(path)?.unwrap_or_default();
-    let text = meta.get(PROGRESS_KEY).ok_or_else(|| {
-        Error::data(
-            path,
-            None,
-            "not a resume file of retort (no progress record)",
-        )
-    })?;
-    let progress: Progress = serde_json::from_str(text)
-        .map_err(|e| Error::data(path, None, format!("unreadable progress record: {e}")))?;
+    let (progress, tensors): (Progress, _) = read_state(path, PROGRESS_KEY)?;
     let mut weights = Vec::new();
     let mut buffers = Vec::new();
-    for (name, t) in checkpoint::load_weights(path)? {
+    for (name, t) in tensors {
         if let Some(n) = name.strip_prefix("model.") {
             weights.push((n.to_string(), t));
         } else if let Some(n) = name.strip_prefix("optim.") {
