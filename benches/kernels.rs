@@ -19,9 +19,9 @@
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use retort::cpu::conv2d::{
-    conv2d_backward_input, conv2d_backward_weight, conv2d_forward, ConvGeom,
+    conv2d_backward_input, conv2d_backward_weight, conv2d_forward, im2col, ConvGeom,
 };
-use retort::cpu::gemm::{gemm, MatRef};
+use retort::cpu::gemm::{gemm, gemm_packed, MatRef};
 use retort::cpu::lstm::{lstm_backward, lstm_forward, LstmDims, LstmNeeds, LstmParams};
 use retort::cpu::peak::{self, Peak};
 use retort::distill::soft_kd;
@@ -195,6 +195,27 @@ fn bench_conv(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("forward", name), |bench| {
             bench.iter(|| conv2d_forward(&x, &g, &wt, o, None, black_box(&mut y)))
         });
+        // What the direct (implicit im2col) path replaces, for comparison:
+        // an explicit im2col matrix and matrixmultiply per sample.
+        let mut col = vec![0.0; g.col_rows() * g.col_cols()];
+        let out = o * g.col_cols();
+        group.bench_function(
+            BenchmarkId::new("forward im2col+matrixmultiply", name),
+            |bench| {
+                bench.iter(|| {
+                    for (i, yi) in y.chunks_mut(out).enumerate() {
+                        im2col(&x[i * g.in_len()..(i + 1) * g.in_len()], &g, &mut col);
+                        gemm_packed(
+                            1.0,
+                            MatRef::row_major(&wt, o, g.col_rows()),
+                            MatRef::row_major(&col, g.col_rows(), g.col_cols()),
+                            0.0,
+                            black_box(&mut *yi),
+                        );
+                    }
+                })
+            },
+        );
         let dy = values(&mut rng, y.len(), 1.0);
         let mut dx = vec![0.0; x.len()];
         let mut dw = vec![0.0; wt.len()];

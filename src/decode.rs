@@ -11,6 +11,7 @@
 //! normalised per frame: `P(classes | x)^(1 / T_n)`, the geometric mean over
 //! the sample's `T_n` frames, in `[0, 1]` (1 for a sample of no frames).
 
+use crate::cpu::fastmath;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
@@ -96,7 +97,13 @@ fn frames(
 /// `log P(labels | frames)` by the CTC forward recursion (all alignments).
 fn sequence_log_prob(frames: &[Vec<f64>], labels: &[usize]) -> f64 {
     let s = 2 * labels.len() + 1;
-    let ext = |j: usize| if j % 2 == 0 { 0 } else { labels[j / 2] };
+    let ext = |j: usize| {
+        if j.is_multiple_of(2) {
+            0
+        } else {
+            labels[j / 2]
+        }
+    };
     if frames.is_empty() {
         return if labels.is_empty() { 0.0 } else { NEG_INF };
     }
@@ -167,13 +174,6 @@ fn best_path(frames: &[Vec<f64>]) -> Vec<usize> {
     classes
 }
 
-/// Best-path decoding of one sample.
-fn greedy_one(frames: &[Vec<f64>]) -> Decoded {
-    let classes = best_path(frames);
-    let lp = sequence_log_prob(frames, &classes);
-    decoded(frames, classes, lp)
-}
-
 /// Greedy (best-path) CTC decoding: the most probable class of each frame,
 /// repeats merged, blanks dropped (`a a` → `a`, `a - a` → `a a`).
 ///
@@ -185,11 +185,146 @@ fn greedy_one(frames: &[Vec<f64>]) -> Decoded {
 pub fn greedy(log_probs: &Tensor, lengths: &[usize]) -> Result<Vec<Decoded>> {
     const OP: &str = "decode::greedy";
     let dims = check(OP, log_probs, lengths)?;
-    lengths
-        .par_iter()
-        .enumerate()
-        .map(|(i, &len)| Ok(greedy_one(&frames(OP, log_probs, dims, i, len)?)))
-        .collect()
+    let one = |(i, &len): (usize, &usize)| greedy_sample(OP, log_probs, dims, i, len);
+    // A single line (the embedded case) is not worth a trip through the pool.
+    if lengths.len() == 1 {
+        return lengths.iter().enumerate().map(one).collect();
+    }
+    lengths.par_iter().enumerate().map(one).collect()
+}
+
+/// Best-path decoding of sample `i`, straight from its raw scores: the
+/// argmax of a frame is that of its log-softmax, and the confidence's CTC
+/// forward recursion runs in probability space, rescaled at every frame
+/// (the logs of the scales summed in f64), so that only the blank's and the
+/// decoded classes' probabilities are needed.
+fn greedy_sample(
+    op: &'static str,
+    scores: &Tensor,
+    (_, n, k): (usize, usize, usize),
+    i: usize,
+    len: usize,
+) -> Result<Decoded> {
+    let data = scores.data();
+    let row = |t: usize| &data[(t * n + i) * k..(t * n + i + 1) * k];
+    // e^(score - max) of every class of every frame, and per frame the
+    // reciprocal of their sum: the softmax, without a second pass of exps.
+    let mut exps = vec![0.0f32; len * k];
+    let mut inv_sums = Vec::with_capacity(len);
+    let mut classes = Vec::new();
+    let mut prev = 0;
+    for t in 0..len {
+        let r = row(t);
+        if r.iter().any(|v| v.is_nan() || *v == f32::INFINITY) {
+            return Err(Error::invalid(
+                op,
+                format!("scores of sample {i}, frame {t} contain NaN or +inf"),
+            ));
+        }
+        // The lowest class on ties.
+        let (best, max) = r
+            .iter()
+            .enumerate()
+            .fold((0, f32::NEG_INFINITY), |(bi, bv), (c, &v)| {
+                if v > bv {
+                    (c, v)
+                } else {
+                    (bi, bv)
+                }
+            });
+        if max == f32::NEG_INFINITY {
+            return Err(Error::invalid(
+                op,
+                format!("scores of sample {i}, frame {t} are all -inf"),
+            ));
+        }
+        let e = &mut exps[t * k..(t + 1) * k];
+        for (e, &v) in e.iter_mut().zip(r) {
+            // -inf scores have probability 0 (the fast exp clamps its input).
+            *e = if v == f32::NEG_INFINITY {
+                0.0
+            } else {
+                fastmath::exp(v - max)
+            };
+        }
+        inv_sums.push(1.0 / e.iter().map(|&v| v as f64).sum::<f64>());
+        if best != 0 && best != prev {
+            classes.push(best);
+        }
+        prev = best;
+    }
+    let prob = |t: usize, c: usize| exps[t * k + c] as f64 * inv_sums[t];
+    let lp = scaled_sequence_log_prob(len, &classes, prob);
+    let confidence = if len == 0 {
+        1.0
+    } else {
+        ((lp / len as f64).exp() as f32).clamp(0.0, 1.0)
+    };
+    Ok(Decoded {
+        classes,
+        confidence,
+    })
+}
+
+/// `log P(labels | frames)` by the CTC forward recursion over `len` frames,
+/// in probability space with the states rescaled to sum 1 at each frame;
+/// `prob(t, c)` is the probability of class `c` at frame `t`.
+fn scaled_sequence_log_prob(
+    len: usize,
+    labels: &[usize],
+    prob: impl Fn(usize, usize) -> f64,
+) -> f64 {
+    if len == 0 {
+        return if labels.is_empty() { 0.0 } else { NEG_INF };
+    }
+    let s = 2 * labels.len() + 1;
+    // The extended labels (blanks between and around), and whether state j
+    // may be reached by skipping the blank before it.
+    let ext: Vec<usize> = (0..s)
+        .map(|j| {
+            if j.is_multiple_of(2) {
+                0
+            } else {
+                labels[j / 2]
+            }
+        })
+        .collect();
+    let skip: Vec<bool> = (0..s)
+        .map(|j| j >= 2 && j % 2 == 1 && ext[j] != ext[j - 2])
+        .collect();
+    let mut alpha = vec![0.0f64; s];
+    alpha[0] = prob(0, 0);
+    if s > 1 {
+        alpha[1] = prob(0, ext[1]);
+    }
+    let mut next = vec![0.0f64; s];
+    let mut log_scale = 0.0;
+    for t in 0..len {
+        if t > 0 {
+            next[0] = alpha[0] * prob(t, 0);
+            for j in 1..s {
+                let mut a = alpha[j] + alpha[j - 1];
+                if skip[j] {
+                    a += alpha[j - 2];
+                }
+                next[j] = a * prob(t, ext[j]);
+            }
+            std::mem::swap(&mut alpha, &mut next);
+        }
+        let total: f64 = alpha.iter().sum();
+        if total == 0.0 {
+            return NEG_INF;
+        }
+        log_scale += total.ln();
+        let inv = 1.0 / total;
+        alpha.iter_mut().for_each(|a| *a *= inv);
+    }
+    let end = if s > 1 {
+        alpha[s - 1] + alpha[s - 2]
+    } else {
+        alpha[0]
+    };
+    log_scale + end.ln()
 }
 
 /// A beam entry: prefix, log-probability of the alignments ending in blank,
@@ -298,17 +433,13 @@ pub fn beam_search(log_probs: &Tensor, lengths: &[usize], beam: usize) -> Result
     if beam == 0 {
         return Err(Error::invalid(OP, "beam width must be at least 1"));
     }
+    if beam == 1 {
+        return greedy(log_probs, lengths);
+    }
     let dims = check(OP, log_probs, lengths)?;
     lengths
         .par_iter()
         .enumerate()
-        .map(|(i, &len)| {
-            let frames = frames(OP, log_probs, dims, i, len)?;
-            Ok(if beam == 1 {
-                greedy_one(&frames)
-            } else {
-                beam_one(&frames, beam)
-            })
-        })
+        .map(|(i, &len)| Ok(beam_one(&frames(OP, log_probs, dims, i, len)?, beam)))
         .collect()
 }

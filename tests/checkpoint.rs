@@ -276,7 +276,7 @@ fn broken_weights_are_named() {
 /// A valid safetensors file holding one F64 tensor, written by hand.
 fn write_f64_safetensors(path: &Path) {
     let mut header = br#"{"head.bias":{"dtype":"F64","shape":[2],"data_offsets":[0,16]}}"#.to_vec();
-    while header.len() % 8 != 0 {
+    while !header.len().is_multiple_of(8) {
         header.push(b' ');
     }
     let mut bytes = (header.len() as u64).to_le_bytes().to_vec();

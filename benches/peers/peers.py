@@ -124,23 +124,8 @@ def greedy(logits):
     return out
 
 
-def torch_rows(n, warmup, reps):
-    gen = torch.Generator().manual_seed(42)
-    rows = {}
-
-    images, targets, tlen = batch(n, gen)
-    model = Crnn("crnn-t").train()
-    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
-
-    def train_step():
-        opt.zero_grad(set_to_none=True)
-        logits, _ = model(images)
-        loss = ctc(logits, targets, tlen)
-        loss.backward()
-        opt.step()
-
-    rows[("train-step crnn-t", n)] = timed(warmup, reps, train_step)
-
+def torch_distill_step(n, gen):
+    """The distill-step of reference-models.md in PyTorch, as a closure."""
     images, targets, tlen = batch(n, gen)
     teacher = Crnn("crnn-t").eval()
     for p in teacher.parameters():
@@ -163,6 +148,27 @@ def torch_rows(n, warmup, reps):
         loss.backward()
         opt.step()
 
+    return distill_step
+
+
+def torch_rows(n, warmup, reps):
+    gen = torch.Generator().manual_seed(42)
+    rows = {}
+
+    images, targets, tlen = batch(n, gen)
+    model = Crnn("crnn-t").train()
+    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
+
+    def train_step():
+        opt.zero_grad(set_to_none=True)
+        logits, _ = model(images)
+        loss = ctc(logits, targets, tlen)
+        loss.backward()
+        opt.step()
+
+    rows[("train-step crnn-t", n)] = timed(warmup, reps, train_step)
+
+    distill_step = torch_distill_step(n, gen)
     rows[("distill-step", n)] = timed(warmup, reps, distill_step)
 
     student = Crnn("crnn-s").eval()
@@ -245,6 +251,37 @@ def cpu_model():
     return platform.processor() or "unknown CPU"
 
 
+def peak_rss_mb(cmd):
+    """Peak resident set size of the process `cmd` (and only it), in MB."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.exit(f"{cmd[0]} failed with exit code {proc.returncode}")
+    return usage.ru_maxrss / 1024  # Linux reports KiB
+
+
+def rss_rows(args):
+    """Peak RSS of a whole process that runs the distill-step (warm-up and
+    timed runs) and nothing else, PyTorch beside retort, per thread count."""
+    print(f"# {datetime.date.today()} | {cpu_model()} | torch {torch.__version__} | "
+          f"peak RSS of a process running only distill-step, batch {args.batch}")
+    print()
+    print("| threads | PyTorch MB | retort MB | retort / PyTorch |")
+    print("|---|---|---|---|")
+    for threads in args.threads.split(","):
+        torch_mb = peak_rss_mb([sys.executable, os.path.abspath(__file__), "--distill-only",
+                                "--threads", threads, "--batch", str(args.batch),
+                                "--reps", str(args.reps), "--warmup", str(args.warmup)])
+        cmd = [args.retort, "--threads", threads, "bench", "--only", "distill",
+               "--reps", str(args.reps), "--warmup", str(args.warmup)]
+        if args.batch != 32:
+            cmd += ["--batch", str(args.batch)]
+        ours_mb = peak_rss_mb(cmd)
+        print(f"| {threads} | {torch_mb:.0f} | {ours_mb:.0f} | {ours_mb / torch_mb:.2f} |")
+        sys.stdout.flush()
+
+
 def main():
     warnings.filterwarnings("ignore")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -253,7 +290,19 @@ def main():
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--rss", action="store_true",
+                    help="instead of timing, compare the peak RSS of a process running only the distill-step")
+    ap.add_argument("--distill-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.distill_only:
+        torch.set_num_threads(int(args.threads))
+        torch.set_num_interop_threads(1)
+        step = torch_distill_step(args.batch, torch.Generator().manual_seed(42))
+        timed(args.warmup, args.reps, step)
+        return
+    if args.rss:
+        rss_rows(args)
+        return
     if not os.path.exists(args.retort):
         sys.exit(f"no retort binary at {args.retort}: cargo build --release, or pass --retort PATH")
 

@@ -79,6 +79,23 @@ pub struct BenchArgs {
     /// core and on every worker thread) and print each row's share of it.
     #[arg(long)]
     pub peak: bool,
+    /// Time only these rows (repeatable; default: all). Run one row alone
+    /// to profile it or to read its peak memory.
+    #[arg(long, value_enum)]
+    pub only: Vec<BenchRow>,
+}
+
+/// The rows `retort bench` can time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchRow {
+    /// train-step crnn-t at the batch size.
+    Train,
+    /// distill-step crnn-t -> crnn-s at the batch size.
+    Distill,
+    /// infer crnn-s on one line.
+    Infer1,
+    /// infer crnn-s at the batch size.
+    InferBatch,
 }
 
 /// One measured row.
@@ -158,15 +175,24 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
         rows.push(row);
     };
-    emit(train_row(batch, warmup, reps, &mut rng)?);
-    emit(distill_row(batch, warmup, reps, &mut rng)?);
-    emit(infer_row(
-        1,
-        warmup * SINGLE_FACTOR,
-        reps * SINGLE_FACTOR,
-        &mut rng,
-    )?);
-    emit(infer_row(batch, warmup, reps, &mut rng)?);
+    let wanted = |row: BenchRow| args.only.is_empty() || args.only.contains(&row);
+    if wanted(BenchRow::Train) {
+        emit(train_row(batch, warmup, reps, &mut rng)?);
+    }
+    if wanted(BenchRow::Distill) {
+        emit(distill_row(batch, warmup, reps, &mut rng)?);
+    }
+    if wanted(BenchRow::Infer1) {
+        emit(infer_row(
+            1,
+            warmup * SINGLE_FACTOR,
+            reps * SINGLE_FACTOR,
+            &mut rng,
+        )?);
+    }
+    if wanted(BenchRow::InferBatch) {
+        emit(infer_row(batch, warmup, reps, &mut rng)?);
+    }
     if !args.json {
         print_table(&rows);
         if let Some(p) = peaks.iter().find(|p| p.threads == threads) {

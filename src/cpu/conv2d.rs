@@ -6,8 +6,8 @@
 //! `W (O x C*kh*kw) · col (C*kh*kw x Ho*Wo)`. The im2col matrices live in
 //! per-thread scratch buffers, reused from call to call: the weight
 //! gradient rebuilds them from the input rather than keeping a whole batch
-//! of them from the forward pass. Thin stride-1 layers skip im2col
-//! ([`super::conv_direct`]).
+//! of them from the forward pass. Stride-1 layers skip im2col in the
+//! forward pass where the CPU allows ([`super::conv_direct`]).
 
 use super::conv_direct;
 use super::gemm::{gemm, gemm_par, MatRef};
@@ -206,9 +206,9 @@ pub fn col2im_add(col: &[f32], g: &ConvGeom, dx: &mut [f32]) {
 ///
 /// Each sample's im2col matrix is built in a per-thread scratch buffer: the
 /// weight gradient rebuilds it from `x` (see [`conv2d_backward_weight`]).
-/// A thin stride-1 convolution (few input channels, e.g. the first layer of
-/// a CRNN, 1 channel 3x3) skips im2col and runs [`conv_direct`] instead,
-/// which computes the same values. A single sample runs on the calling
+/// A stride-1 convolution on a CPU with AVX-512 (or, with AVX2, a thin one:
+/// few input channels, e.g. the first layer of a CRNN, 1 channel 3x3) skips
+/// im2col and runs [`conv_direct`] instead, which computes the same values. A single sample runs on the calling
 /// thread (its product split across threads by rows when there are several).
 pub fn conv2d_forward(
     x: &[f32],
@@ -381,75 +381,107 @@ pub fn conv2d_backward_bias(dy: &[f32], o: usize, plane: usize, db: &mut [f32]) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::small_gemm;
+    use crate::cpu::gemm::gemm_packed;
     use crate::rng::Rng;
 
     fn values(len: usize, rng: &mut Rng) -> Vec<f32> {
         (0..len).map(|_| rng.range(-1.0, 1.0)).collect()
     }
 
-    /// The direct path gives the same bits as im2col + GEMM, for ragged
-    /// widths, several paddings and kernels, with and without bias.
+    /// Each direct build gives the same bits as im2col + matrixmultiply,
+    /// for ragged widths, several paddings, kernels and channel counts (up
+    /// to 33 x 9 taps, across the 256-tap blocks), with and without bias.
     #[test]
-    fn direct_path_matches_im2col_gemm() {
-        if !small_gemm::available() {
-            eprintln!("skipped: the CPU lacks AVX2 or FMA");
-            return;
-        }
+    fn direct_paths_match_im2col_gemm() {
         let mut rng = Rng::seed(11);
-        for (c, h, w) in [(1, 32, 128), (1, 5, 13), (2, 7, 9), (1, 4, 3)] {
+        let mut checked = 0;
+        for (c, h, w) in [
+            (1, 32, 128),
+            (1, 5, 13),
+            (2, 7, 9),
+            (1, 4, 3),
+            (8, 6, 33),
+            (33, 4, 17),
+        ] {
             for ((kh, kw), (ph, pw)) in [
                 ((3, 3), (1, 1)),
                 ((3, 3), (0, 0)),
                 ((1, 3), (0, 1)),
                 ((3, 1), (2, 0)),
             ] {
-                for o in [1, 8, 11] {
+                for o in [1, 8, 11, 19] {
                     let Some(g) = ConvGeom::new((c, h, w), (kh, kw), (1, 1), (ph, pw)) else {
                         continue;
                     };
-                    if !conv_direct::applies(&g) {
-                        assert!(g.col_rows() > conv_direct::MAX_TAPS);
-                        continue;
-                    }
-                    let x = values(2 * g.in_len(), &mut rng);
+                    let x = values(g.in_len(), &mut rng);
                     let wt = values(o * g.col_rows(), &mut rng);
                     let bias = values(o, &mut rng);
                     for b in [None, Some(&bias[..])] {
                         let out = o * g.col_cols();
-                        let mut direct = vec![0.0; 2 * out];
-                        conv2d_forward(&x, &g, &wt, o, b, &mut direct);
-                        let mut reference = vec![0.0; 2 * out];
-                        for (i, y) in reference.chunks_mut(out).enumerate() {
-                            let mut col = vec![0.0; g.col_rows() * g.col_cols()];
-                            im2col(&x[i * g.in_len()..(i + 1) * g.in_len()], &g, &mut col);
-                            let beta = match b {
-                                Some(b) => {
-                                    for (row, &bv) in y.chunks_mut(g.col_cols()).zip(b) {
-                                        row.fill(bv);
-                                    }
-                                    1.0
+                        let mut reference = vec![0.0; out];
+                        let mut col = vec![0.0; g.col_rows() * g.col_cols()];
+                        im2col(&x, &g, &mut col);
+                        let beta = match b {
+                            Some(b) => {
+                                for (row, &bv) in reference.chunks_mut(g.col_cols()).zip(b) {
+                                    row.fill(bv);
                                 }
-                                None => 0.0,
-                            };
-                            gemm(
-                                1.0,
-                                MatRef::row_major(&wt, o, g.col_rows()),
-                                MatRef::row_major(&col, g.col_rows(), g.col_cols()),
-                                beta,
-                                y,
-                            );
-                        }
-                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                        assert_eq!(
-                            bits(&direct),
-                            bits(&reference),
-                            "{g:?} o {o} bias {}",
-                            b.is_some()
+                                1.0
+                            }
+                            None => 0.0,
+                        };
+                        gemm_packed(
+                            1.0,
+                            MatRef::row_major(&wt, o, g.col_rows()),
+                            MatRef::row_major(&col, g.col_rows(), g.col_cols()),
+                            beta,
+                            &mut reference,
                         );
+                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        for build in conv_direct::Build::available_for(&g) {
+                            let mut direct = vec![f32::NAN; out];
+                            conv_direct::conv2d_direct_with(build, &x, &g, &wt, o, b, &mut direct);
+                            assert_eq!(
+                                bits(&direct),
+                                bits(&reference),
+                                "{build:?} {g:?} o {o} bias {}",
+                                b.is_some()
+                            );
+                            checked += 1;
+                        }
                     }
                 }
             }
+        }
+        if checked == 0 {
+            eprintln!("skipped: the CPU runs no direct convolution build");
+        }
+    }
+
+    /// A batch through `conv2d_forward` (whichever path it takes) equals
+    /// each sample through im2col + matrixmultiply.
+    #[test]
+    fn forward_matches_im2col_gemm_per_sample() {
+        let mut rng = Rng::seed(12);
+        let g = ConvGeom::new((16, 8, 32), (3, 3), (1, 1), (1, 1)).unwrap();
+        let (n, o) = (3, 32);
+        let x = values(n * g.in_len(), &mut rng);
+        let wt = values(o * g.col_rows(), &mut rng);
+        let out = o * g.col_cols();
+        let mut y = vec![0.0; n * out];
+        conv2d_forward(&x, &g, &wt, o, None, &mut y);
+        for i in 0..n {
+            let mut col = vec![0.0; g.col_rows() * g.col_cols()];
+            im2col(&x[i * g.in_len()..(i + 1) * g.in_len()], &g, &mut col);
+            let mut want = vec![0.0; out];
+            gemm_packed(
+                1.0,
+                MatRef::row_major(&wt, o, g.col_rows()),
+                MatRef::row_major(&col, g.col_rows(), g.col_cols()),
+                0.0,
+                &mut want,
+            );
+            assert_eq!(&y[i * out..(i + 1) * out], &want[..], "sample {i}");
         }
     }
 }

@@ -1,22 +1,28 @@
-//! Direct convolution for thin stride-1 layers (few input channels times
-//! kernel taps, such as a CRNN's first layer: 1 channel, 3x3), where im2col
-//! would copy the input nine times over to feed a product with a tiny inner
-//! dimension.
+//! Direct convolution for stride-1 layers: no im2col matrix.
 //!
-//! The input sample is copied once into a zero-padded scratch plane; then
-//! eight output columns of up to eight output channels are accumulated in
-//! registers, one fused multiply-add per tap, taps in the order
-//! (channel, kernel row, kernel column) starting from zero, and the bias (if
-//! any) is added last. That is exactly the sequence of operations of the
-//! im2col + GEMM path (padding taps included, as zeros), so both give the
-//! same bits (tested in `conv2d`'s tests).
+//! The input sample is copied once into a zero-padded scratch plane per
+//! channel. With AVX-512, any stride-1 convolution is then the unpacked
+//! product of [`super::small_gemm_avx512`] with an implicit right-hand
+//! side: its row `p` is tap `p` = (channel, kernel row, kernel column) of
+//! the padded input, shifted by the tap's offset, and its columns are the
+//! output positions, 16 of one output row per vector. Without AVX-512, thin
+//! layers (at most [`MAX_TAPS`] taps, such as a CRNN's 1-channel 3x3 first
+//! layer) run an AVX2 kernel: eight output columns of up to eight output
+//! channels accumulated in registers, one fused multiply-add per tap.
+//!
+//! Both compute every output as the im2col + GEMM path does — a fused
+//! multiply-add chain over the taps in the order (channel, kernel row,
+//! kernel column) from zero, in blocks of 256 taps, padding taps included
+//! as zeros, then the bias — so all paths give the same bits (tested in
+//! `conv2d`'s tests).
 
 use super::conv2d::ConvGeom;
 use super::scratch::with_scratch;
 use super::small_gemm;
+use super::small_gemm_avx512::{self as avx512, Columns, Lanes, Listed, Product};
 use std::cell::Cell;
 
-/// The most taps (`c * kh * kw`) the direct path takes.
+/// The most taps (`c * kh * kw`) the AVX2 path takes.
 pub const MAX_TAPS: usize = 16;
 
 thread_local! {
@@ -24,10 +30,36 @@ thread_local! {
     static PADDED: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
+/// The builds of the direct convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Build {
+    /// Any stride-1 geometry, AVX-512F.
+    Avx512,
+    /// Stride 1 and at most [`MAX_TAPS`] taps, AVX2 and FMA.
+    Avx2,
+}
+
+impl Build {
+    /// The builds that run `g` on this CPU, best first.
+    pub fn available_for(g: &ConvGeom) -> Vec<Build> {
+        let mut out = Vec::new();
+        if g.sh != 1 || g.sw != 1 || g.col_rows() == 0 {
+            return out;
+        }
+        if avx512::available() {
+            out.push(Build::Avx512);
+        }
+        if g.col_rows() <= MAX_TAPS && small_gemm::available() {
+            out.push(Build::Avx2);
+        }
+        out
+    }
+}
+
 /// Whether [`conv2d_direct`] handles this geometry on this CPU: stride 1,
-/// at most [`MAX_TAPS`] taps, and AVX2 with FMA.
+/// and AVX-512, or AVX2 with FMA and at most [`MAX_TAPS`] taps.
 pub fn applies(g: &ConvGeom) -> bool {
-    g.sh == 1 && g.sw == 1 && g.col_rows() <= MAX_TAPS && small_gemm::available()
+    !Build::available_for(g).is_empty()
 }
 
 /// Convolves one sample `x` (c, h, w) with `weight` (o, c, kh, kw) and an
@@ -40,31 +72,147 @@ pub fn conv2d_direct(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) {
-    assert!(applies(g), "conv2d_direct: geometry or CPU not supported");
+    let build = *Build::available_for(g)
+        .first()
+        .expect("conv2d_direct: geometry or CPU not supported");
+    conv2d_direct_with(build, x, g, weight, o, bias, y);
+}
+
+/// [`conv2d_direct`] on the build `build`, which must be among
+/// [`Build::available_for`] `g`.
+pub fn conv2d_direct_with(
+    build: Build,
+    x: &[f32],
+    g: &ConvGeom,
+    weight: &[f32],
+    o: usize,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    assert!(
+        Build::available_for(g).contains(&build),
+        "conv2d_direct: {build:?} does not run {g:?} on this CPU"
+    );
     let taps = g.col_rows();
     assert!(x.len() >= g.in_len() && weight.len() >= o * taps);
     assert!(y.len() >= o * g.ho * g.wo && bias.is_none_or(|b| b.len() >= o));
+    match build {
+        Build::Avx512 => implicit_gemm(x, g, weight, o, bias, y),
+        Build::Avx2 => thin(x, g, weight, o, bias, y),
+    }
+}
+
+/// Copies sample `x` into `padded` (c planes of `rows x cols`, zero
+/// around), the input at row `ph` and column `pw` of each plane.
+fn pad(x: &[f32], g: &ConvGeom, padded: &mut [f32], rows: usize, cols: usize) {
+    padded.fill(0.0);
+    let plane = rows * cols;
+    for c in 0..g.c {
+        for ih in 0..g.h {
+            let src = &x[(c * g.h + ih) * g.w..(c * g.h + ih + 1) * g.w];
+            let at = c * plane + (ih + g.ph) * cols + g.pw;
+            padded[at..at + g.w].copy_from_slice(src);
+        }
+    }
+}
+
+/// Where each tap (channel, kernel row, kernel column) of output (0, 0)
+/// reads in padded planes of `rows x cols`.
+fn tap_offsets(g: &ConvGeom, rows: usize, cols: usize) -> impl Iterator<Item = usize> + '_ {
+    let plane = rows * cols;
+    (0..g.c).flat_map(move |c| {
+        (0..g.kh).flat_map(move |ki| (0..g.kw).map(move |kj| c * plane + ki * cols + kj))
+    })
+}
+
+/// The output positions of one sample as 16-lane vectors, row by row:
+/// vector `v` covers output row `v / per_row`.
+struct OutputRows {
+    ho: usize,
+    wo: usize,
+    /// Columns of a padded input row.
+    cols: usize,
+    per_row: usize,
+}
+
+impl Columns for OutputRows {
+    fn count(&self) -> usize {
+        self.ho * self.per_row
+    }
+    fn lanes(&self, v: usize) -> Lanes {
+        let (oh, u) = (v / self.per_row, v % self.per_row);
+        Lanes {
+            b: oh * self.cols + 16 * u,
+            c: oh * self.wo + 16 * u,
+            lanes: (self.wo - 16 * u).min(16),
+        }
+    }
+}
+
+/// The AVX-512 path: the weight (o x taps) times the implicit im2col matrix.
+fn implicit_gemm(
+    x: &[f32],
+    g: &ConvGeom,
+    weight: &[f32],
+    o: usize,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    let (rows, cols) = (g.h + 2 * g.ph, g.w + 2 * g.pw);
+    let out_plane = g.ho * g.wo;
+    let offsets: Vec<usize> = tap_offsets(g, rows, cols).collect();
+    let beta = match bias {
+        Some(b) => {
+            for (plane, &bv) in y.chunks_exact_mut(out_plane).zip(b).take(o) {
+                plane.fill(bv);
+            }
+            1.0
+        }
+        None => 0.0,
+    };
+    with_scratch(&PADDED, g.c * rows * cols, |padded| {
+        pad(x, g, padded, rows, cols);
+        let product = Product {
+            m: o,
+            k: offsets.len(),
+            alpha: 1.0,
+            a: weight.as_ptr(),
+            rsa: offsets.len(),
+            csa: 1,
+            rows: Listed {
+                b: padded.as_ptr(),
+                offsets: offsets.as_ptr(),
+            },
+            beta,
+            c: y.as_mut_ptr(),
+            ldc: out_plane,
+        };
+        let outputs = OutputRows {
+            ho: g.ho,
+            wo: g.wo,
+            cols,
+            per_row: g.wo.div_ceil(16),
+        };
+        // SAFETY: AVX-512 is present (`available_for`); tap p of output
+        // (oh, ow) reads padded[offsets[p] + oh * cols + ow], inside the
+        // padded planes since ow + kj < cols and oh + ki < rows; `y` holds
+        // o planes of ho x wo; `weight` o x taps values (checked by the caller).
+        unsafe { avx512::product(product, &outputs) };
+    });
+}
+
+/// The AVX2 path for thin layers.
+fn thin(x: &[f32], g: &ConvGeom, weight: &[f32], o: usize, bias: Option<&[f32]>, y: &mut [f32]) {
+    let taps = g.col_rows();
     // Padded planes: every window of every output vector (8 columns, the
     // last one rounded up) lies inside.
     let rows = g.h + 2 * g.ph;
     let cols = g.wo.div_ceil(8) * 8 + g.kw - 1;
-    let plane = rows * cols;
-    with_scratch(&PADDED, g.c * plane, |padded| {
-        padded.fill(0.0);
-        for c in 0..g.c {
-            for ih in 0..g.h {
-                let src = &x[(c * g.h + ih) * g.w..(c * g.h + ih + 1) * g.w];
-                let at = c * plane + (ih + g.ph) * cols + g.pw;
-                padded[at..at + g.w].copy_from_slice(src);
-            }
-        }
+    with_scratch(&PADDED, g.c * rows * cols, |padded| {
+        pad(x, g, padded, rows, cols);
         let mut offsets = [0usize; MAX_TAPS];
-        for c in 0..g.c {
-            for ki in 0..g.kh {
-                for kj in 0..g.kw {
-                    offsets[(c * g.kh + ki) * g.kw + kj] = c * plane + ki * cols + kj;
-                }
-            }
+        for (slot, off) in offsets.iter_mut().zip(tap_offsets(g, rows, cols)) {
+            *slot = off;
         }
         let p = Plan {
             padded,
@@ -80,8 +228,8 @@ pub fn conv2d_direct(
             let w = &weight[oc * taps..(oc + ob) * taps];
             let b = bias.map(|b| &b[oc..oc + ob]);
             let out = &mut y[oc * out_plane..(oc + ob) * out_plane];
-            // SAFETY: AVX2 and FMA are present (`applies`), and the plan's
-            // reads stay inside `padded` by construction of `cols`.
+            // SAFETY: AVX2 and FMA are present (`available_for`), and the
+            // plan's reads stay inside `padded` by construction of `cols`.
             unsafe {
                 match ob {
                     1 => x86::block::<1>(&p, w, b, out),

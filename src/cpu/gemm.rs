@@ -11,13 +11,34 @@ use super::small_gemm;
 use rayon::prelude::*;
 use std::cell::Cell;
 
-/// Products of at most this many rows run on [`small_gemm`] (when the CPU
-/// has AVX2 and FMA): there `matrixmultiply`'s 16-row (AVX-512) or 8-row
-/// tiles are mostly padding and its packing costs as much as the product
-/// (e.g. the LSTM's per-step `h·W_hhᵀ` at batch 1: 6.5x faster unpacked).
-/// From 16 rows on, its AVX-512 kernel is faster than this AVX2 one
-/// despite the packing (`benches/kernels.rs`, `gemm/*`).
+/// Products of at most this many rows run on [`small_gemm`] whatever its
+/// build: there `matrixmultiply`'s 16-row (AVX-512) or 8-row tiles are
+/// mostly padding and its packing costs as much as the product (e.g. the
+/// LSTM's per-step `h·W_hhᵀ` at batch 1: 12x faster unpacked).
 pub const SMALL_M: usize = 8;
+
+/// With the AVX-512 build, products whose right-hand side holds at most this
+/// many values (768 KB: it stays in L2 while every tile of rows streams it)
+/// run unpacked whatever their number of rows: 1.1-1.5x matrixmultiply's
+/// packed AVX-512 kernel at the reference shapes, from the LSTM's
+/// 1024 x 128 x 192 input projection to a 128 x 576 x 256 convolution; with
+/// larger ones (128 x 1152 x 256) packing wins (`benches/kernels.rs`, `gemm/*`).
+pub const UNPACKED_AVX512_B: usize = 192 * 1024;
+
+/// A right-hand side stored transposed is first copied row-major for the
+/// unpacked kernel; from this many rows on the copy pays for itself (the
+/// LSTM's 1024 x 128 x 192 input projection: 1.2x; at 32 rows packing wins).
+pub const UNPACKED_TRANSPOSED_MIN_M: usize = 256;
+
+/// Whether `a·b` (`m x k x n`) runs on the unpacked kernel `kernel`.
+fn unpacked_wins(kernel: small_gemm::Kernel, a: MatRef, b: MatRef) -> bool {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let copies_b = b.cs != 1 && b.cols != 1;
+    m <= SMALL_M
+        || (kernel == small_gemm::Kernel::Avx512
+            && k * n <= UNPACKED_AVX512_B
+            && (!copies_b || m >= UNPACKED_TRANSPOSED_MIN_M))
+}
 
 /// A read-only matrix view: element (i, j) is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
@@ -83,8 +104,10 @@ pub fn gemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
         }
         return;
     }
-    if m <= SMALL_M && small_gemm::available() && gemm_unpacked(alpha, a, b, beta, c) {
-        return;
+    if let Some(kernel) = small_gemm::Kernel::best() {
+        if unpacked_wins(kernel, a, b) && gemm_unpacked_with(kernel, alpha, a, b, beta, c) {
+            return;
+        }
     }
     gemm_packed(alpha, a, b, beta, c);
 }
@@ -121,17 +144,24 @@ pub fn gemm_packed(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
     }
 }
 
-/// [`gemm`] on [`small_gemm`] (whatever the number of rows) when `b` has
-/// contiguous rows or columns; `false` (nothing done) for other layouts.
-/// The caller has checked the shapes, that k > 0, and that the kernel is
-/// available.
-fn gemm_unpacked(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) -> bool {
+/// [`gemm`] on [`small_gemm`]'s build `kernel` (which the CPU must run),
+/// whatever the number of rows, when `b` has contiguous rows or columns;
+/// `false` (nothing done) for other layouts. The caller has checked the
+/// shapes and that k > 0.
+fn gemm_unpacked_with(
+    kernel: small_gemm::Kernel,
+    alpha: f32,
+    a: MatRef,
+    b: MatRef,
+    beta: f32,
+    c: &mut [f32],
+) -> bool {
     let (k, n) = (a.cols, b.cols);
-    debug_assert!(small_gemm::available() && k > 0);
+    debug_assert!(small_gemm::Kernel::all_available().contains(&kernel) && k > 0);
     if b.cs == 1 || b.cols == 1 {
         // SAFETY: the views were bounds-checked by `gemm`, `c` holds m*n
         // values, and the CPU has AVX2 and FMA.
-        unsafe { small_gemm::gemm(operands(alpha, a, (b.data, b.rs, n), beta, c)) };
+        unsafe { small_gemm::gemm_with(kernel, operands(alpha, a, (b.data, b.rs, n), beta, c)) };
         return true;
     }
     if b.rs == 1 || b.rows == 1 {
@@ -141,7 +171,7 @@ fn gemm_unpacked(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) -> 
             transpose_into(b, buf);
             // SAFETY: `buf` holds b.rows x b.cols values row-major; the
             // rest as above.
-            unsafe { small_gemm::gemm(operands(alpha, a, (buf, n, n), beta, c)) };
+            unsafe { small_gemm::gemm_with(kernel, operands(alpha, a, (buf, n, n), beta, c)) };
         });
         return true;
     }
@@ -308,34 +338,36 @@ mod tests {
             return;
         }
         let mut rng = Rng::seed(7);
-        for &m in &[1, 2, 5, 6, 7, 13, 32, 64] {
-            for &k in &[1, 3, 9, 48, 256, 257, 600] {
-                for &n in &[1, 7, 16, 17, 37, 192] {
-                    for &beta in &[0.0, 1.0, 0.5] {
-                        for (ta, tb) in [(false, false), (true, false), (false, true)] {
-                            let ad = values(m * k, &mut rng);
-                            let bd = values(k * n, &mut rng);
-                            let a = if ta {
-                                MatRef::row_major(&ad, k, m).t()
-                            } else {
-                                MatRef::row_major(&ad, m, k)
-                            };
-                            let b = if tb {
-                                MatRef::row_major(&bd, n, k).t()
-                            } else {
-                                MatRef::row_major(&bd, k, n)
-                            };
-                            let c0 = values(m * n, &mut rng);
-                            let (mut want, mut got) = (c0.clone(), c0);
-                            reference(a, b, beta, &mut want);
-                            assert!(gemm_unpacked(1.0, a, b, beta, &mut got));
-                            let bits =
-                                |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                            assert_eq!(
-                                bits(&want),
-                                bits(&got),
-                                "m {m} k {k} n {n} beta {beta} ta {ta} tb {tb}"
-                            );
+        for kernel in small_gemm::Kernel::all_available() {
+            for &m in &[1, 2, 5, 6, 7, 9, 13, 32, 64] {
+                for &k in &[1, 3, 9, 48, 256, 257, 600] {
+                    for &n in &[1, 7, 16, 17, 37, 192, 300, 512] {
+                        for &beta in &[0.0, 1.0, 0.5] {
+                            for (ta, tb) in [(false, false), (true, false), (false, true)] {
+                                let ad = values(m * k, &mut rng);
+                                let bd = values(k * n, &mut rng);
+                                let a = if ta {
+                                    MatRef::row_major(&ad, k, m).t()
+                                } else {
+                                    MatRef::row_major(&ad, m, k)
+                                };
+                                let b = if tb {
+                                    MatRef::row_major(&bd, n, k).t()
+                                } else {
+                                    MatRef::row_major(&bd, k, n)
+                                };
+                                let c0 = values(m * n, &mut rng);
+                                let (mut want, mut got) = (c0.clone(), c0);
+                                reference(a, b, beta, &mut want);
+                                assert!(gemm_unpacked_with(kernel, 1.0, a, b, beta, &mut got));
+                                let bits =
+                                    |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                                assert_eq!(
+                                    bits(&want),
+                                    bits(&got),
+                                    "{kernel:?}: m {m} k {k} n {n} beta {beta} ta {ta} tb {tb}"
+                                );
+                            }
                         }
                     }
                 }

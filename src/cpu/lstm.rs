@@ -127,7 +127,8 @@ pub fn lstm_forward(
     });
     let mut h_state = vec![0.0f32; n * h];
     let mut c_state = vec![0.0f32; n * h];
-    let mut recur = vec![0.0f32; n * g4];
+    // h·W_hhᵀ of steps whose rows are not one block (filled when needed).
+    let mut recur = Vec::new();
     let max_len = lengths.iter().copied().max().unwrap_or(0);
     // W_hhᵀ stored row-major once, so each step's small product reads its
     // rows in place (see `gemm`'s unpacked path).
@@ -136,14 +137,25 @@ pub fn lstm_forward(
 
     for s in 0..max_len {
         // h_{s-1}·W_hhᵀ for the whole batch; the state is zero at s = 0.
+        // When every sample reads the same time step, its rows of `pre`
+        // are one block and the product adds straight into them (beta = 1:
+        // round(pre + acc), the bits of the separate sum below).
+        let block = same_step(s, lengths, reverse);
         if s > 0 {
-            gemm(
-                1.0,
-                MatRef::row_major(&h_state, n, h),
-                w_hh_t,
-                0.0,
-                &mut recur,
-            );
+            let h_prev = MatRef::row_major(&h_state, n, h);
+            match block {
+                Some(t) => gemm(
+                    1.0,
+                    h_prev,
+                    w_hh_t,
+                    1.0,
+                    &mut pre[t * n * g4..(t + 1) * n * g4],
+                ),
+                None => {
+                    recur.resize(n * g4, 0.0);
+                    gemm(1.0, h_prev, w_hh_t, 0.0, &mut recur);
+                }
+            }
         }
         for (j, &len) in lengths.iter().enumerate() {
             if s >= len {
@@ -151,7 +163,7 @@ pub fn lstm_forward(
             }
             let row = time_of(s, len, reverse) * n + j;
             let pre_row = &mut pre[row * g4..(row + 1) * g4];
-            if s > 0 {
+            if s > 0 && block.is_none() {
                 for (a, b) in pre_row.iter_mut().zip(&recur[j * g4..(j + 1) * g4]) {
                     *a += b;
                 }
@@ -170,6 +182,15 @@ pub fn lstm_forward(
         }
     }
     (out, cache)
+}
+
+/// The time step every sample reads at step `s`, when they all have one
+/// (every length above `s`, and, in reverse, all lengths equal).
+fn same_step(s: usize, lengths: &[usize], reverse: bool) -> Option<usize> {
+    let first = *lengths.first()?;
+    let all_active = lengths.iter().all(|&len| len > s);
+    let aligned = !reverse || lengths.iter().all(|&len| len == first);
+    (all_active && aligned).then(|| time_of(s, first, reverse))
 }
 
 avx2_dispatch! {
@@ -360,5 +381,58 @@ pub fn lstm_backward(
         w_ih: dw_ih,
         w_hh: dw_hh,
         bias,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    fn values(len: usize, rng: &mut Rng) -> Vec<f32> {
+        (0..len).map(|_| rng.range(-1.0, 1.0)).collect()
+    }
+
+    /// Adding h·W_hhᵀ straight into a block of rows (every sample at the
+    /// same step) gives the bits of the separate product and sum that
+    /// ragged batches take: two samples alone, and beside a shorter third
+    /// one (which makes every reverse step, and the forward steps past its
+    /// length, take the separate path), have the same outputs.
+    #[test]
+    fn block_and_separate_recurrent_sums_agree() {
+        let mut rng = Rng::seed(4);
+        let (t, f, h) = (6, 5, 7);
+        let w_ih = values(4 * h * f, &mut rng);
+        let w_hh = values(4 * h * h, &mut rng);
+        let (b_ih, b_hh) = (values(4 * h, &mut rng), values(4 * h, &mut rng));
+        let p = LstmParams {
+            w_ih: &w_ih,
+            w_hh: &w_hh,
+            b_ih: &b_ih,
+            b_hh: &b_hh,
+        };
+        let three = values(t * 3 * f, &mut rng);
+        // The first two samples of each step, (T, 2, F).
+        let two: Vec<f32> = three
+            .chunks(3 * f)
+            .flat_map(|step| step[..2 * f].to_vec())
+            .collect();
+        for reverse in [false, true] {
+            let dims = |batch| LstmDims {
+                steps: t,
+                batch,
+                input: f,
+                hidden: h,
+            };
+            let (y2, _) = lstm_forward(&two, p, dims(2), &[t, t], reverse, false);
+            let (y3, _) = lstm_forward(&three, p, dims(3), &[t, t, t - 2], reverse, false);
+            for s in 0..t {
+                assert_eq!(
+                    &y2[s * 2 * h..(s + 1) * 2 * h],
+                    &y3[s * 3 * h..s * 3 * h + 2 * h],
+                    "reverse {reverse}, step {s}"
+                );
+            }
+        }
     }
 }

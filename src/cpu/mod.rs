@@ -17,4 +17,5 @@ pub mod maxpool2d;
 pub mod peak;
 pub(crate) mod scratch;
 pub mod small_gemm;
+pub mod small_gemm_avx512;
 pub mod softmax;

@@ -63,24 +63,65 @@ pub(crate) struct Operands {
     pub ldc: usize,
 }
 
-/// Runs the product.
+/// The builds of the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// 8-lane vectors, tiles of up to 6 x 16 (AVX2 and FMA).
+    Avx2,
+    /// 16-lane vectors, tiles shaped to the rows ([`super::small_gemm_avx512`]).
+    Avx512,
+}
+
+impl Kernel {
+    /// The fastest build the CPU runs, if any.
+    pub fn best() -> Option<Kernel> {
+        if super::small_gemm_avx512::available() {
+            Some(Kernel::Avx512)
+        } else if available() {
+            Some(Kernel::Avx2)
+        } else {
+            None
+        }
+    }
+
+    /// The builds the CPU runs, best first.
+    pub fn all_available() -> Vec<Kernel> {
+        let mut out = Vec::new();
+        if super::small_gemm_avx512::available() {
+            out.push(Kernel::Avx512);
+        }
+        if available() {
+            out.push(Kernel::Avx2);
+        }
+        out
+    }
+}
+
+/// Runs the product on the build `kernel`.
 ///
 /// # Safety
-/// [`available`] must be true, every index named in [`Operands`] for
-/// `i < m`, `p < k`, `j < n` must be in bounds of live allocations, `c`
-/// must not overlap `a` or `b`, and `k > 0`.
+/// The CPU must run `kernel` (see [`Kernel::all_available`]), every index
+/// named in [`Operands`] for `i < m`, `p < k`, `j < n` must be in bounds of
+/// live allocations, `c` must not overlap `a` or `b`, and `k > 0`.
+pub(crate) unsafe fn gemm_with(kernel: Kernel, o: Operands) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match kernel {
+            Kernel::Avx512 => super::small_gemm_avx512::gemm(o),
+            Kernel::Avx2 => avx2(o),
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
-pub(crate) unsafe fn gemm(o: Operands) {
+unsafe fn avx2(o: Operands) {
     // SAFETY: forwarded from the caller.
     unsafe { x86::gemm(o) }
 }
 
 /// Never called: [`available`] is false off x86-64.
-///
-/// # Safety
-/// None needed; it panics.
 #[cfg(not(target_arch = "x86_64"))]
-pub(crate) unsafe fn gemm(_: Operands) {
+unsafe fn avx2(_: Operands) {
     unreachable!("small_gemm::gemm called on a CPU without AVX2 and FMA")
 }
 

@@ -7,7 +7,7 @@
 use super::{BatchNorm2d, Conv2d, CrnnConfig, Linear, Lstm};
 use crate::autograd::{Param, Tape};
 use crate::error::{Error, Result};
-use crate::ops::conv2d::Conv2dSpec;
+use crate::ops::conv2d::{conv2d_bn_relu_eval, Conv2dSpec};
 use crate::ops::maxpool2d::{maxpool2d, Pool2dSpec};
 use crate::ops::{dropout, permute, relu, reshape};
 use crate::rng::Rng;
@@ -288,9 +288,24 @@ impl Crnn {
             self.config.blocks.iter().map(|b| b.pool).collect();
         let mut x = images.clone();
         for (i, ((conv, bn), pool)) in self.blocks.iter_mut().zip(pools).take(count).enumerate() {
-            x = conv.forward(tape, &x)?;
-            x = bn.forward(tape, &x, training)?;
-            x = relu(tape, &x)?;
+            x = if training {
+                let y = conv.forward(tape, &x)?;
+                let y = bn.forward(tape, &y, true)?;
+                relu(tape, &y)?
+            } else {
+                // One pass over the output instead of three (the same bits);
+                // recorded as the three ops when a gradient is wanted.
+                conv2d_bn_relu_eval(
+                    tape,
+                    &x,
+                    conv.weight.tensor(),
+                    conv.bias.as_ref().map(|b| b.tensor()),
+                    conv.spec,
+                    bn.weight.tensor(),
+                    bn.bias.tensor(),
+                    &bn.stats,
+                )?
+            };
             if let Some(k) = pool {
                 x = maxpool2d(tape, &x, Pool2dSpec::new(k, k))?;
             }

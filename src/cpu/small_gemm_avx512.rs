@@ -1,0 +1,294 @@
+//! The AVX-512 build of [`super::small_gemm`]: the same unpacked product
+//! (`b` read in place), with register tiles of 16-lane vectors shaped to
+//! the number of rows. One row of `a` (the LSTM's per-step `h·W_hhᵀ` at
+//! batch 1) gets up to 16 vectors, i.e. 256 columns, in flight at once, so
+//! the product is bound by loads, not by the latency of one FMA chain.
+//!
+//! The right-hand side need not be a strided matrix: [`Product`] takes where
+//! each of its rows starts ([`RowStarts`]) and where each 16-column vector
+//! sits in a row of `b` and of `c` ([`Columns`]). A strided matrix is one
+//! case; a convolution read straight from its zero-padded input (row `p` =
+//! tap `p`, shifted by the tap's offset; columns = output positions, row by
+//! output row) is another ([`super::conv_direct`]): an implicit im2col.
+//!
+//! Every output value is the same chain of operations as in
+//! [`super::small_gemm`] (FMAs over k from zero in blocks of
+//! [`KC`](super::small_gemm::KC), then `alpha·acc + beta·c`), so the two
+//! builds, and `matrixmultiply`, give the same bits.
+
+use super::small_gemm::Operands;
+
+/// Whether the CPU runs this kernel (AVX-512F; detected once by std).
+#[inline]
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Where row `p` of the right-hand side starts.
+pub(crate) trait RowStarts: Copy {
+    /// # Safety
+    /// `p` must be below the product's k.
+    unsafe fn row(self, p: usize) -> *const f32;
+}
+
+/// Rows `rsb` values apart from `b`.
+#[derive(Clone, Copy)]
+pub(crate) struct Strided {
+    pub b: *const f32,
+    pub rsb: usize,
+}
+
+impl RowStarts for Strided {
+    #[inline(always)]
+    unsafe fn row(self, p: usize) -> *const f32 {
+        // SAFETY: the caller keeps p below k; the product's contract bounds it.
+        unsafe { self.b.add(p * self.rsb) }
+    }
+}
+
+/// Row `p` at `b + offsets[p]`.
+#[derive(Clone, Copy)]
+pub(crate) struct Listed {
+    pub b: *const f32,
+    /// k offsets.
+    pub offsets: *const usize,
+}
+
+impl RowStarts for Listed {
+    #[inline(always)]
+    unsafe fn row(self, p: usize) -> *const f32 {
+        // SAFETY: `offsets` holds k values and the caller keeps p below k.
+        unsafe { self.b.add(*self.offsets.add(p)) }
+    }
+}
+
+/// One vector of up to 16 output columns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Lanes {
+    /// Offset of its first column from the start of each row of `b`.
+    pub b: usize,
+    /// Offset of its first column from the start of each row of `c`.
+    pub c: usize,
+    /// Live lanes (the first `lanes` of 16).
+    pub lanes: usize,
+}
+
+/// The output columns of a product, as vectors.
+pub(crate) trait Columns {
+    /// Number of vectors.
+    fn count(&self) -> usize;
+    /// Vector `v < count()`.
+    fn lanes(&self, v: usize) -> Lanes;
+}
+
+/// `n` contiguous columns, at the same offsets in `b` and `c`.
+pub(crate) struct Contiguous(pub usize);
+
+impl Columns for Contiguous {
+    #[inline(always)]
+    fn count(&self) -> usize {
+        self.0.div_ceil(16)
+    }
+    #[inline(always)]
+    fn lanes(&self, v: usize) -> Lanes {
+        Lanes {
+            b: 16 * v,
+            c: 16 * v,
+            lanes: (self.0 - 16 * v).min(16),
+        }
+    }
+}
+
+/// `c = alpha * a·b + beta * c` with `b` given by row starts and columns.
+#[derive(Clone, Copy)]
+pub(crate) struct Product<B> {
+    pub m: usize,
+    pub k: usize,
+    pub alpha: f32,
+    /// `a[i, p]` at `a + i * rsa + p * csa`.
+    pub a: *const f32,
+    pub rsa: usize,
+    pub csa: usize,
+    pub rows: B,
+    pub beta: f32,
+    /// Row `i` of `c` starts at `c + i * ldc`.
+    pub c: *mut f32,
+    pub ldc: usize,
+}
+
+/// Runs a strided product.
+///
+/// # Safety
+/// [`available`] must be true; the rest as [`super::small_gemm::gemm_with`].
+pub(crate) unsafe fn gemm(o: Operands) {
+    let p = Product {
+        m: o.m,
+        k: o.k,
+        alpha: o.alpha,
+        a: o.a,
+        rsa: o.rsa,
+        csa: o.csa,
+        rows: Strided { b: o.b, rsb: o.rsb },
+        beta: o.beta,
+        c: o.c,
+        ldc: o.ldc,
+    };
+    // SAFETY: forwarded from the caller.
+    unsafe { product(p, &Contiguous(o.n)) }
+}
+
+/// Runs `p` over the columns `cols`.
+///
+/// # Safety
+/// [`available`] must be true, `k > 0`, and for `i < m`, `p < k` and every
+/// live lane of every vector of `cols`, `a[i, p]`, `rows.row(p) + lanes.b`
+/// and `c + i * ldc + lanes.c` must be in bounds of live allocations, `c`
+/// overlapping neither.
+#[cfg(target_arch = "x86_64")]
+pub(crate) unsafe fn product<B: RowStarts, C: Columns>(p: Product<B>, cols: &C) {
+    // SAFETY: forwarded from the caller.
+    unsafe { x86::product(p, cols) }
+}
+
+/// Never called: [`available`] is false off x86-64.
+///
+/// # Safety
+/// None needed; it panics.
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) unsafe fn product<B: RowStarts, C: Columns>(_: Product<B>, _: &C) {
+    unreachable!("small_gemm_avx512 called on a CPU without AVX-512")
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::super::small_gemm::KC;
+    use super::{Columns, Lanes, Product, RowStarts};
+    use std::arch::x86_64::*;
+
+    /// Rows of `a` per register tile.
+    const MAX_ROWS: usize = 8;
+
+    /// The most 16-lane vectors of columns a tile of `r` rows holds: at
+    /// most 24 accumulators (of 32 registers), 16 vectors for one row.
+    const fn max_vectors(r: usize) -> usize {
+        match r {
+            1 => 16,
+            2 => 8,
+            3 | 4 => 6,
+            5 | 6 => 4,
+            _ => 3,
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn product<B: RowStarts, C: Columns>(p: Product<B>, cols: &C) {
+        // Rows in as few tiles as MAX_ROWS allows, of even sizes; columns
+        // likewise in as few tiles as the tile's row count allows.
+        let row_tiles = p.m.div_ceil(MAX_ROWS);
+        let vectors = cols.count();
+        let mut i = 0;
+        for t in 0..row_tiles {
+            let r = (p.m * (t + 1)) / row_tiles - i;
+            // SAFETY: rows i..i + r lie inside the operands.
+            let rows = unsafe {
+                Product {
+                    m: r,
+                    a: p.a.add(i * p.rsa),
+                    c: p.c.add(i * p.ldc),
+                    ..p
+                }
+            };
+            let per = max_vectors(r);
+            let col_tiles = vectors.div_ceil(per);
+            let mut v0 = 0;
+            for u in 0..col_tiles {
+                let v = (vectors * (u + 1)) / col_tiles - v0;
+                // SAFETY: forwarded; `v` is within `max_vectors(r)`.
+                unsafe { dispatch(rows, cols, v0, v) };
+                v0 += v;
+            }
+            i += r;
+        }
+    }
+
+    /// Calls the tile of `p.m` rows and the `v` vectors from `v0`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn dispatch<B: RowStarts, C: Columns>(p: Product<B>, cols: &C, v0: usize, v: usize) {
+        macro_rules! by_vectors {
+            ($r:literal: $($v:literal)*) => {
+                match v {
+                    $($v => tile::<B, $r, $v>(p, std::array::from_fn(|u| cols.lanes(v0 + u))),)*
+                    _ => unreachable!("{v} vectors for {} rows", $r),
+                }
+            };
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match p.m {
+                1 => by_vectors!(1: 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16),
+                2 => by_vectors!(2: 1 2 3 4 5 6 7 8),
+                3 => by_vectors!(3: 1 2 3 4 5 6),
+                4 => by_vectors!(4: 1 2 3 4 5 6),
+                5 => by_vectors!(5: 1 2 3 4),
+                6 => by_vectors!(6: 1 2 3 4),
+                7 => by_vectors!(7: 1 2 3),
+                _ => by_vectors!(8: 1 2 3),
+            }
+        }
+    }
+
+    /// One tile of `R` rows of `c` and the `V` column vectors `lanes`, over all k.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn tile<B: RowStarts, const R: usize, const V: usize>(p: Product<B>, lanes: [Lanes; V]) {
+        let masks: [__mmask16; V] = std::array::from_fn(|v| ((1u32 << lanes[v].lanes) - 1) as u16);
+        // SAFETY: every access below is masked to live lanes and stays inside
+        // the tile's rows and k range (caller's contract).
+        unsafe {
+            let alpha = _mm512_set1_ps(p.alpha);
+            let mut k0 = 0;
+            while k0 < p.k {
+                let kc = (p.k - k0).min(KC);
+                let mut acc = [[_mm512_setzero_ps(); V]; R];
+                let mut ap = p.a.add(k0 * p.csa);
+                for q in k0..k0 + kc {
+                    let bp = p.rows.row(q);
+                    let b: [__m512; V] = std::array::from_fn(|v| {
+                        _mm512_maskz_loadu_ps(masks[v], bp.add(lanes[v].b))
+                    });
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let av = _mm512_set1_ps(*ap.add(r * p.rsa));
+                        for (acc, &b) in acc.iter_mut().zip(&b) {
+                            *acc = _mm512_fmadd_ps(av, b, *acc);
+                        }
+                    }
+                    ap = ap.add(p.csa);
+                }
+                // The first block applies the caller's beta, later ones add.
+                let beta = if k0 == 0 { p.beta } else { 1.0 };
+                for (r, acc) in acc.iter().enumerate() {
+                    let cp = p.c.add(r * p.ldc);
+                    for v in 0..V {
+                        let at = cp.add(lanes[v].c);
+                        let out = if beta == 0.0 {
+                            _mm512_mul_ps(alpha, acc[v])
+                        } else {
+                            let c = _mm512_maskz_loadu_ps(masks[v], at);
+                            let cv = _mm512_mul_ps(c, _mm512_set1_ps(beta));
+                            _mm512_fmadd_ps(alpha, acc[v], cv)
+                        };
+                        _mm512_mask_storeu_ps(at, masks[v], out);
+                    }
+                }
+                k0 += kc;
+            }
+        }
+    }
+}
