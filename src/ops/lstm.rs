@@ -1,6 +1,7 @@
 //! LSTM over padded batches of sequences: one direction as one recorded op
 //! ([`lstm_direction`]) and the stacked, optionally bidirectional network
-//! ([`lstm`]) composed from it.
+//! ([`lstm`]) composed from it (a bidirectional layer through
+//! [`bilstm_layer`](super::bilstm::bilstm_layer), its two directions side by side).
 //!
 //! Layouts, gate order (i, f, g, o) and the two bias vectors follow
 //! `torch.nn.LSTM`, and lengths behave as `pack_padded_sequence` /
@@ -8,9 +9,9 @@
 //! The kernels are in [`crate::cpu::lstm`].
 
 use crate::autograd::Tape;
-use crate::cpu::lstm::{lstm_backward, lstm_forward, LstmDims, LstmNeeds, LstmParams};
+use crate::cpu::lstm::{lstm_backward, lstm_forward, LstmDims, LstmGrads, LstmNeeds, LstmParams};
 use crate::error::{Error, Result};
-use crate::ops::concat;
+use crate::ops::bilstm::bilstm_layer;
 use crate::tensor::{Shape, Tensor};
 
 /// Weights of one direction of one LSTM layer, as `torch.nn.LSTM`: gate
@@ -40,7 +41,7 @@ pub struct LstmLayer<'a> {
 impl LstmWeights<'_> {
     /// Checks the four tensors against each other and against `features`
     /// inputs; returns the hidden size H.
-    fn hidden_size(&self, op: &'static str, features: usize) -> Result<usize> {
+    pub(crate) fn hidden_size(&self, op: &'static str, features: usize) -> Result<usize> {
         let w_ih = self.w_ih.dims();
         let rows = match w_ih {
             [rows, _] if *rows > 0 && rows % 4 == 0 => *rows,
@@ -72,7 +73,11 @@ impl LstmWeights<'_> {
 }
 
 /// Checks `x` (T, N, F) and `lengths` (N values, each at most T); returns (T, N, F).
-fn sequence_dims(op: &'static str, x: &Tensor, lengths: &[usize]) -> Result<(usize, usize, usize)> {
+pub(crate) fn sequence_dims(
+    op: &'static str,
+    x: &Tensor,
+    lengths: &[usize],
+) -> Result<(usize, usize, usize)> {
     let [t, n, f] = *x.dims() else {
         return Err(Error::shape(
             op,
@@ -137,12 +142,7 @@ pub fn lstm_direction(
     } = weights;
     let inputs = [x, w_ih, w_hh, b_ih, b_hh];
     let save = tape.wants_grad(&inputs);
-    let params = LstmParams {
-        w_ih: w_ih.data(),
-        w_hh: w_hh.data(),
-        b_ih: b_ih.data(),
-        b_hh: b_hh.data(),
-    };
+    let params = params_of([w_ih, w_hh, b_ih, b_hh]);
     let (out, cache) = lstm_forward(x.data(), params, dims, lengths, reverse, save);
     let y = Tensor::from_shape_vec(Shape::new(&[t, n, h])?, out);
     let Some(cache) = cache else {
@@ -158,44 +158,61 @@ pub fn lstm_direction(
     ];
     let lengths = lengths.to_vec();
     Ok(tape.record(OP, y, &inputs, move |g, needs| {
-        let [x, w_ih, w_hh, b_ih, b_hh] = &saved;
-        let params = LstmParams {
-            w_ih: w_ih.data(),
-            w_hh: w_hh.data(),
-            b_ih: b_ih.data(),
-            b_hh: b_hh.data(),
-        };
         let grads = lstm_backward(
             g.data(),
-            x.data(),
-            params,
+            saved[0].data(),
+            params_of([&saved[1], &saved[2], &saved[3], &saved[4]]),
             dims,
             &lengths,
             reverse,
             &cache,
-            LstmNeeds {
-                x: needs[0],
-                w_ih: needs[1],
-                w_hh: needs[2],
-                bias: needs[3] || needs[4],
-            },
+            needs_of(needs),
         );
-        let bias = |need: bool, t: &Tensor| {
-            need.then(|| grads.bias.clone())
-                .flatten()
-                .map(|b| Tensor::from_shape_vec(*t.shape(), b))
-        };
-        let (db_ih, db_hh) = (bias(needs[3], b_ih), bias(needs[4], b_hh));
-        let wrap =
-            |v: Option<Vec<f32>>, t: &Tensor| v.map(|v| Tensor::from_shape_vec(*t.shape(), v));
-        Ok(vec![
-            wrap(grads.x, x),
-            wrap(grads.w_ih, w_ih),
-            wrap(grads.w_hh, w_hh),
-            db_ih,
-            db_hh,
-        ])
+        Ok(grad_tensors(grads, needs, &saved))
     }))
+}
+
+/// The kernel's view of one direction's weight tensors `[w_ih, w_hh, b_ih, b_hh]`.
+pub(crate) fn params_of(w: [&Tensor; 4]) -> LstmParams<'_> {
+    LstmParams {
+        w_ih: w[0].data(),
+        w_hh: w[1].data(),
+        b_ih: w[2].data(),
+        b_hh: w[3].data(),
+    }
+}
+
+/// Which gradients one direction needs, from its inputs' flags `[x, w_ih, w_hh, b_ih, b_hh]`.
+pub(crate) fn needs_of(needs: &[bool]) -> LstmNeeds {
+    LstmNeeds {
+        x: needs[0],
+        w_ih: needs[1],
+        w_hh: needs[2],
+        bias: needs[3] || needs[4],
+    }
+}
+
+/// One direction's gradients as tensors shaped like its inputs `saved`
+/// (`[x, w_ih, w_hh, b_ih, b_hh]`), `None` where not needed.
+pub(crate) fn grad_tensors(
+    grads: LstmGrads,
+    needs: &[bool],
+    saved: &[Tensor],
+) -> Vec<Option<Tensor>> {
+    let wrap = |v: Option<Vec<f32>>, t: &Tensor| v.map(|v| Tensor::from_shape_vec(*t.shape(), v));
+    let bias = |need: bool, t: &Tensor| {
+        need.then(|| grads.bias.clone())
+            .flatten()
+            .map(|b| Tensor::from_shape_vec(*t.shape(), b))
+    };
+    let (db_ih, db_hh) = (bias(needs[3], &saved[3]), bias(needs[4], &saved[4]));
+    vec![
+        wrap(grads.x, &saved[0]),
+        wrap(grads.w_ih, &saved[1]),
+        wrap(grads.w_hh, &saved[2]),
+        db_ih,
+        db_hh,
+    ]
 }
 
 /// A stacked, optionally bidirectional LSTM over a padded batch `x`
@@ -239,13 +256,10 @@ pub fn lstm(
     }
     let mut current = x.clone();
     for layer in layers {
-        let fwd = lstm_direction(tape, &current, layer.forward, lengths, false)?;
         current = match &layer.reverse {
-            Some(rev) => {
-                let bwd = lstm_direction(tape, &current, *rev, lengths, true)?;
-                concat(tape, &[&fwd, &bwd], 2)?
-            }
-            None => fwd,
+            // Both directions side by side, as one op.
+            Some(rev) => bilstm_layer(tape, &current, layer.forward, *rev, lengths)?,
+            None => lstm_direction(tape, &current, layer.forward, lengths, false)?,
         };
     }
     Ok(current)

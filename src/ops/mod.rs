@@ -5,6 +5,7 @@
 //! [`Tape`]: crate::Tape
 
 pub mod batchnorm2d;
+pub mod bilstm;
 mod binary;
 pub mod conv2d;
 mod cross_entropy;
