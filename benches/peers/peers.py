@@ -290,6 +290,9 @@ def main():
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="repeat the peer and retort timings this many times, interleaved; "
+                         "print the medians and the median of the per-round ratios")
     ap.add_argument("--rss", action="store_true",
                     help="instead of timing, compare the peak RSS of a process running only the distill-step")
     ap.add_argument("--distill-only", action="store_true", help=argparse.SUPPRESS)
@@ -317,7 +320,8 @@ def main():
     print(f"# {datetime.date.today()} | {cpu_model()} | {os.cpu_count()} logical CPUs | "
           f"torch {torch.__version__}" + (f" | onnxruntime {onnxruntime.__version__}" if have_ort else ""))
     print(f"# median of {args.reps} runs after {args.warmup} warm-up(s) "
-          f"({SINGLE_FACTOR}x for batch 1); ratio = retort images/s / peer images/s (> 1: retort faster)")
+          f"({SINGLE_FACTOR}x for batch 1), {args.rounds} interleaved round(s) (medians over rounds); "
+          f"ratio = retort images/s / peer images/s (> 1: retort faster), median of the per-round ratios")
     print()
     header = f"| threads | row | batch | peer | peer ms | peer img/s | retort ms | retort img/s | retort / peer |"
     print(header)
@@ -327,22 +331,29 @@ def main():
     exported = False
     for threads in [int(t) for t in args.threads.split(",")]:
         torch.set_num_threads(threads)
-        peer, student = torch_rows(args.batch, args.warmup, args.reps)
-        peers = [("pytorch", peer)]
-        if have_ort:
-            if not exported:
-                export_onnx(student, onnx_path)
-                exported = True
-            peers.append(("onnxruntime", ort_rows(onnx_path, threads, args.batch, args.warmup, args.reps)))
-        ours = retort_rows(args.retort, threads, args.batch, args.warmup, args.reps)
-        for name, rows in peers:
-            for key, peer_s in rows.items():
+        # Each round times every peer row and then retort's, so that both
+        # sides of a ratio see the same moment of a shared machine.
+        rounds = []
+        for _ in range(args.rounds):
+            peer, student = torch_rows(args.batch, args.warmup, args.reps)
+            peers = [("pytorch", peer)]
+            if have_ort:
+                if not exported:
+                    export_onnx(student, onnx_path)
+                    exported = True
+                peers.append(("onnxruntime", ort_rows(onnx_path, threads, args.batch, args.warmup, args.reps)))
+            rounds.append((peers, retort_rows(args.retort, threads, args.batch, args.warmup, args.reps)))
+        for p, (name, rows) in enumerate(rounds[0][0]):
+            for key in rows:
                 row, b = key
-                mine = ours.get(key)
-                if mine is None:
+                pairs = [(r[0][p][1][key], r[1][key]) for r in rounds if key in r[1]]
+                if not pairs:
                     continue
+                peer_s = statistics.median(x for x, _ in pairs)
+                mine = statistics.median(y for _, y in pairs)
+                ratio = statistics.median(x / y for x, y in pairs)
                 print(f"| {threads} | {row} | {b} | {name} | {peer_s * 1e3:.2f} | {b / peer_s:.1f} | "
-                      f"{mine * 1e3:.2f} | {b / mine:.1f} | {peer_s / mine:.2f} |")
+                      f"{mine * 1e3:.2f} | {b / mine:.1f} | {ratio:.2f} |")
         sys.stdout.flush()
 
 
