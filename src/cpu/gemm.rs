@@ -28,7 +28,7 @@ pub const UNPACKED_AVX512_B: usize = 192 * 1024;
 /// A right-hand side stored transposed is first copied row-major for the
 /// unpacked kernel; from this many rows on the copy pays for itself (the
 /// LSTM's 1024 x 128 x 192 input projection: 1.2x; at 32 rows packing wins).
-pub const UNPACKED_TRANSPOSED_MIN_M: usize = 256;
+pub const UNPACKED_TRANSPOSED_MIN_M: usize = 64;
 
 /// Whether `a·b` (`m x k x n`) runs on the unpacked kernel `kernel`.
 fn unpacked_wins(kernel: small_gemm::Kernel, a: MatRef, b: MatRef) -> bool {

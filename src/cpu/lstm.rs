@@ -24,7 +24,7 @@
 //! (T·N, 4H) buffer and turns them into dX, dW_ih and dW_hh with one GEMM each.
 
 use super::fastmath;
-use super::gemm::{gemm, gemm_par, transpose_into, MatRef};
+use super::gemm::{gemm, gemm_par, transpose_into, MatRef, UNPACKED_TRANSPOSED_MIN_M};
 
 /// Sizes of one LSTM direction: T steps, N samples, F input features, H hidden units.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,14 +110,7 @@ pub fn lstm_forward(
 
     // Hoisted input projection: G = X·W_ihᵀ + b_ih + b_hh over all rows.
     let bias: Vec<f32> = p.b_ih.iter().zip(p.b_hh).map(|(a, b)| a + b).collect();
-    let mut pre = bias.repeat(rows);
-    gemm_par(
-        1.0,
-        MatRef::row_major(x, rows, f),
-        MatRef::row_major(p.w_ih, g4, f).t(),
-        1.0,
-        &mut pre,
-    );
+    let mut pre = input_projection(x, p.w_ih, &bias, rows, f);
 
     let mut out = vec![0.0f32; rows * h];
     let mut cache = save.then(|| LstmCache {
@@ -182,6 +175,40 @@ pub fn lstm_forward(
         }
     }
     (out, cache)
+}
+
+/// `X·W_ihᵀ + bias` for `rows` rows of `x` (rows x f) and `w_ih` (4H x f),
+/// row-major (rows x 4H). With few rows (a single line: T rows) it is
+/// computed turned around, `(W_ih·Xᵀ + bias)ᵀ`, so that the long side is the
+/// product's rows and only `x` is copied for it, not the weight; every value
+/// is the same FMA chain either way, so the bits do not change.
+fn input_projection(x: &[f32], w_ih: &[f32], bias: &[f32], rows: usize, f: usize) -> Vec<f32> {
+    let g4 = bias.len();
+    if rows >= UNPACKED_TRANSPOSED_MIN_M || g4 < UNPACKED_TRANSPOSED_MIN_M {
+        let mut pre = bias.repeat(rows);
+        gemm_par(
+            1.0,
+            MatRef::row_major(x, rows, f),
+            MatRef::row_major(w_ih, g4, f).t(),
+            1.0,
+            &mut pre,
+        );
+        return pre;
+    }
+    let mut turned: Vec<f32> = bias
+        .iter()
+        .flat_map(|&b| std::iter::repeat_n(b, rows))
+        .collect();
+    gemm_par(
+        1.0,
+        MatRef::row_major(w_ih, g4, f),
+        MatRef::row_major(x, rows, f).t(),
+        1.0,
+        &mut turned,
+    );
+    let mut pre = vec![0.0f32; rows * g4];
+    transpose_into(MatRef::row_major(&turned, g4, rows).t(), &mut pre);
+    pre
 }
 
 /// The time step every sample reads at step `s`, when they all have one
@@ -433,6 +460,28 @@ mod tests {
                     "reverse {reverse}, step {s}"
                 );
             }
+        }
+    }
+
+    /// The turned-around input projection gives the bits of `X·W_ihᵀ`.
+    #[test]
+    fn input_projection_orientations_agree() {
+        let mut rng = Rng::seed(8);
+        for (rows, f, g4) in [(32, 128, 192), (5, 7, 64), (63, 300, 512)] {
+            let x = values(rows * f, &mut rng);
+            let w = values(g4 * f, &mut rng);
+            let bias = values(g4, &mut rng);
+            let got = input_projection(&x, &w, &bias, rows, f);
+            let mut want = bias.repeat(rows);
+            crate::cpu::gemm::gemm_packed(
+                1.0,
+                MatRef::row_major(&x, rows, f),
+                MatRef::row_major(&w, g4, f).t(),
+                1.0,
+                &mut want,
+            );
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{rows} x {f} x {g4}");
         }
     }
 }

@@ -195,7 +195,9 @@ mod tests {
             out
         };
         let bits = |v: Vec<Vec<f32>>| -> Vec<Vec<u32>> {
-            v.iter().map(|t| t.iter().map(|x| x.to_bits()).collect()).collect()
+            v.iter()
+                .map(|t| t.iter().map(|x| x.to_bits()).collect())
+                .collect()
         };
         assert_eq!(bits(run(true)), bits(run(false)));
     }
