@@ -47,19 +47,29 @@ pub enum Build {
 }
 
 impl Build {
+    /// Whether this build runs `g` on this CPU.
+    pub fn runs(self, g: &ConvGeom) -> bool {
+        let taps = g.col_rows();
+        if g.sh != 1 || g.sw != 1 || taps == 0 {
+            return false;
+        }
+        match self {
+            Build::Avx512 => taps <= MAX_TAPS_AVX512 && avx512::available(),
+            Build::Avx2 => taps <= MAX_TAPS && small_gemm::available(),
+        }
+    }
+
+    /// The fastest build that runs `g` on this CPU, if any.
+    pub fn best_for(g: &ConvGeom) -> Option<Build> {
+        [Build::Avx512, Build::Avx2].into_iter().find(|b| b.runs(g))
+    }
+
     /// The builds that run `g` on this CPU, best first.
     pub fn available_for(g: &ConvGeom) -> Vec<Build> {
-        let mut out = Vec::new();
-        if g.sh != 1 || g.sw != 1 || g.col_rows() == 0 {
-            return out;
-        }
-        if g.col_rows() <= MAX_TAPS_AVX512 && avx512::available() {
-            out.push(Build::Avx512);
-        }
-        if g.col_rows() <= MAX_TAPS && small_gemm::available() {
-            out.push(Build::Avx2);
-        }
-        out
+        [Build::Avx512, Build::Avx2]
+            .into_iter()
+            .filter(|b| b.runs(g))
+            .collect()
     }
 }
 
@@ -67,7 +77,7 @@ impl Build {
 /// and AVX-512 with at most [`MAX_TAPS_AVX512`] taps, or AVX2 with FMA and
 /// at most [`MAX_TAPS`] taps.
 pub fn applies(g: &ConvGeom) -> bool {
-    !Build::available_for(g).is_empty()
+    Build::best_for(g).is_some()
 }
 
 /// Convolves one sample `x` (c, h, w) with `weight` (o, c, kh, kw) and an
@@ -80,14 +90,11 @@ pub fn conv2d_direct(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) {
-    let build = *Build::available_for(g)
-        .first()
-        .expect("conv2d_direct: geometry or CPU not supported");
+    let build = Build::best_for(g).expect("conv2d_direct: geometry or CPU not supported");
     conv2d_direct_with(build, x, g, weight, o, bias, y);
 }
 
-/// [`conv2d_direct`] on the build `build`, which must be among
-/// [`Build::available_for`] `g`.
+/// [`conv2d_direct`] on the build `build`, which must run `g` ([`Build::runs`]).
 pub fn conv2d_direct_with(
     build: Build,
     x: &[f32],
@@ -98,7 +105,7 @@ pub fn conv2d_direct_with(
     y: &mut [f32],
 ) {
     assert!(
-        Build::available_for(g).contains(&build),
+        build.runs(g),
         "conv2d_direct: {build:?} does not run {g:?} on this CPU"
     );
     let taps = g.col_rows();
@@ -201,7 +208,7 @@ fn implicit_gemm(
             cols,
             per_row: g.wo.div_ceil(16),
         };
-        // SAFETY: AVX-512 is present (`available_for`); tap p of output
+        // SAFETY: AVX-512 is present (`Build::runs`); tap p of output
         // (oh, ow) reads padded[offsets[p] + oh * cols + ow], inside the
         // padded planes since ow + kj < cols and oh + ki < rows; `y` holds
         // o planes of ho x wo; `weight` o x taps values (checked by the caller).
@@ -236,7 +243,7 @@ fn thin(x: &[f32], g: &ConvGeom, weight: &[f32], o: usize, bias: Option<&[f32]>,
             let w = &weight[oc * taps..(oc + ob) * taps];
             let b = bias.map(|b| &b[oc..oc + ob]);
             let out = &mut y[oc * out_plane..(oc + ob) * out_plane];
-            // SAFETY: AVX2 and FMA are present (`available_for`), and the
+            // SAFETY: AVX2 and FMA are present (`Build::runs`), and the
             // plan's reads stay inside `padded` by construction of `cols`.
             unsafe {
                 match ob {
