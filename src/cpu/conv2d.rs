@@ -231,7 +231,26 @@ pub fn conv2d_forward(
     // With fewer samples than threads, split each product by rows instead.
     let run = |i: usize, out: &mut [f32], split: bool| {
         if direct {
-            conv_direct::conv2d_direct(x_sample(i), g, weight, o, bias, out);
+            if !split {
+                conv_direct::conv2d_direct(x_sample(i), g, weight, o, bias, out);
+                return;
+            }
+            // Output channels in one contiguous group per thread (each
+            // output is computed alone, so the split changes no value).
+            let per = o.div_ceil(threads);
+            out.par_chunks_mut(per * ncols)
+                .enumerate()
+                .for_each(|(part, planes)| {
+                    let (oc, ob) = (part * per, planes.len() / ncols);
+                    conv_direct::conv2d_direct(
+                        x_sample(i),
+                        g,
+                        &weight[oc * ck..(oc + ob) * ck],
+                        ob,
+                        bias.map(|b| &b[oc..oc + ob]),
+                        planes,
+                    );
+                });
             return;
         }
         let product = |col: &[f32], out: &mut [f32]| {
@@ -482,6 +501,29 @@ mod tests {
                 &mut want,
             );
             assert_eq!(&y[i * out..(i + 1) * out], &want[..], "sample {i}");
+        }
+    }
+
+    /// One sample split across threads (output channels per thread on the
+    /// direct path, rows of the product otherwise) gives the bits of one thread.
+    #[test]
+    fn single_sample_split_across_threads_matches_one_thread() {
+        let mut rng = Rng::seed(14);
+        for (c, o, h, w) in [(1, 8, 32, 128), (16, 32, 8, 32), (3, 5, 7, 9)] {
+            let g = ConvGeom::new((c, h, w), (3, 3), (1, 1), (1, 1)).unwrap();
+            let x = values(g.in_len(), &mut rng);
+            let wt = values(o * g.col_rows(), &mut rng);
+            let bias = values(o, &mut rng);
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let mut y = vec![0.0; o * g.col_cols()];
+                pool.install(|| conv2d_forward(&x, &g, &wt, o, Some(&bias), &mut y));
+                y
+            };
+            assert_eq!(run(1), run(3), "{c} -> {o}, {h} x {w}");
         }
     }
 }
