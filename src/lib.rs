@@ -32,7 +32,7 @@ pub use error::{Error, Result};
 pub use recognizer::{Recognized, Recognizer};
 pub use rng::Rng;
 pub use tensor::{Device, Shape, Tensor, TensorId};
-pub use threads::set_threads;
+pub use threads::{on_pool, set_threads};
 
 /// The README's Rust examples, compiled and run as doctests so they stay true.
 #[cfg(doctest)]

@@ -28,3 +28,15 @@ pub fn set_threads(n: usize) -> Result<()> {
         )),
     }
 }
+
+/// Runs `f` on a worker thread of the pool (at once when already on one).
+/// The parallel kernels `f` calls then start from inside the pool, instead
+/// of each handing its work over from an outside thread and waiting for it:
+/// for a single line, where some kernels take microseconds, those hand-overs
+/// cost about a tenth of the line.
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        return f();
+    }
+    rayon::join(f, || ()).0
+}

@@ -73,18 +73,22 @@ pub fn recognize_batch_at(
     beam: usize,
     exit: Option<&str>,
 ) -> Result<Vec<Recognized>> {
-    let mut tape = Tape::no_grad();
-    let mut rng = Rng::seed(0);
-    let (images, widths) = (&batch.images, &batch.widths);
-    let out = match exit {
-        None => model.forward(&mut tape, images, widths, false, &mut rng)?,
-        Some(e) => model.forward_to_exit(&mut tape, images, widths, e, false, &mut rng)?,
-    };
-    let decoded = if beam <= 1 {
-        greedy(&out.logits, &out.lengths)?
-    } else {
-        beam_search(&out.logits, &out.lengths, beam)?
-    };
+    // The forward pass and decoding run inside the thread pool (see `on_pool`).
+    let decoded = crate::threads::on_pool(|| -> Result<_> {
+        let mut tape = Tape::no_grad();
+        let mut rng = Rng::seed(0);
+        let (images, widths) = (&batch.images, &batch.widths);
+        let out = match exit {
+            None => model.forward(&mut tape, images, widths, false, &mut rng)?,
+            Some(e) => model.forward_to_exit(&mut tape, images, widths, e, false, &mut rng)?,
+        };
+        let decoded = if beam <= 1 {
+            greedy(&out.logits, &out.lengths)?
+        } else {
+            beam_search(&out.logits, &out.lengths, beam)?
+        };
+        Ok(decoded)
+    })?;
     Ok(decoded
         .into_iter()
         .map(|d| Recognized {
