@@ -40,3 +40,21 @@ pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     }
     rayon::join(f, || ()).0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::on_pool;
+
+    #[test]
+    fn on_pool_runs_on_a_worker_and_nests_inline() {
+        assert!(rayon::current_thread_index().is_none());
+        let (outer, inner_same_thread) = on_pool(|| {
+            let me = rayon::current_thread_index();
+            let inner = on_pool(rayon::current_thread_index);
+            (me, inner == me)
+        });
+        assert!(outer.is_some(), "not run on a pool thread");
+        assert!(inner_same_thread, "a nested call should run where it is");
+        assert_eq!(on_pool(|| 6 * 7), 42);
+    }
+}
