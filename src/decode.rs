@@ -94,56 +94,30 @@ fn frames(
         .collect()
 }
 
-/// `log P(labels | frames)` by the CTC forward recursion (all alignments).
-fn sequence_log_prob(frames: &[Vec<f64>], labels: &[usize]) -> f64 {
-    let s = 2 * labels.len() + 1;
-    let ext = |j: usize| {
-        if j.is_multiple_of(2) {
-            0
-        } else {
-            labels[j / 2]
-        }
-    };
-    if frames.is_empty() {
-        return if labels.is_empty() { 0.0 } else { NEG_INF };
-    }
-    let mut alpha = vec![NEG_INF; s];
-    alpha[0] = frames[0][0];
-    if s > 1 {
-        alpha[1] = frames[0][ext(1)];
-    }
-    let mut next = vec![NEG_INF; s];
-    for f in &frames[1..] {
-        for j in 0..s {
-            let mut a = alpha[j];
-            if j >= 1 {
-                a = lse(a, alpha[j - 1]);
-            }
-            if j >= 2 && j % 2 == 1 && ext(j) != ext(j - 2) {
-                a = lse(a, alpha[j - 2]);
-            }
-            next[j] = a + f[ext(j)];
-        }
-        std::mem::swap(&mut alpha, &mut next);
-    }
-    if s > 1 {
-        lse(alpha[s - 1], alpha[s - 2])
-    } else {
-        alpha[0]
+/// The decoding `classes` with its confidence, from its exact log-probability `lp`.
+fn decoded(frames: &[Vec<f64>], classes: Vec<usize>, lp: f64) -> Decoded {
+    Decoded {
+        classes,
+        confidence: confidence(lp, frames.len()),
     }
 }
 
-/// The decoding `classes` with its confidence, from its exact log-probability `lp`.
-fn decoded(frames: &[Vec<f64>], classes: Vec<usize>, lp: f64) -> Decoded {
-    let confidence = if frames.is_empty() {
+/// `P^(1 / frames)` from `lp = log P`, in [0, 1]; 1 for no frames.
+fn confidence(lp: f64, frames: usize) -> f32 {
+    if frames == 0 {
         1.0
     } else {
-        ((lp / frames.len() as f64).exp() as f32).clamp(0.0, 1.0)
-    };
-    Decoded {
-        classes,
-        confidence,
+        ((lp / frames as f64).exp() as f32).clamp(0.0, 1.0)
     }
+}
+
+/// The first index of the largest value (the lowest class on ties) and the
+/// value; `(0, -inf)` when every value is -inf.
+fn argmax(values: impl Iterator<Item = f64>) -> (usize, f64) {
+    values.enumerate().fold(
+        (0, NEG_INF),
+        |(bi, bv), (i, v)| if v > bv { (i, v) } else { (bi, bv) },
+    )
 }
 
 /// The best-path classes of one sample: argmax per frame (the lowest class
@@ -152,20 +126,7 @@ fn best_path(frames: &[Vec<f64>]) -> Vec<usize> {
     let mut classes = Vec::new();
     let mut prev = 0;
     for f in frames {
-        let best = f
-            .iter()
-            .enumerate()
-            .fold(
-                (0, NEG_INF),
-                |(bi, bv), (i, &v)| {
-                    if v > bv {
-                        (i, v)
-                    } else {
-                        (bi, bv)
-                    }
-                },
-            )
-            .0;
+        let best = argmax(f.iter().copied()).0;
         if best != 0 && best != prev {
             classes.push(best);
         }
@@ -221,17 +182,8 @@ fn greedy_sample(
                 format!("scores of sample {i}, frame {t} contain NaN or +inf"),
             ));
         }
-        // The lowest class on ties.
-        let (best, max) = r
-            .iter()
-            .enumerate()
-            .fold((0, f32::NEG_INFINITY), |(bi, bv), (c, &v)| {
-                if v > bv {
-                    (c, v)
-                } else {
-                    (bi, bv)
-                }
-            });
+        let (best, max) = argmax(r.iter().map(|&v| v as f64));
+        let max = max as f32;
         if max == f32::NEG_INFINITY {
             return Err(Error::invalid(
                 op,
@@ -255,14 +207,9 @@ fn greedy_sample(
     }
     let prob = |t: usize, c: usize| exps[t * k + c] as f64 * inv_sums[t];
     let lp = scaled_sequence_log_prob(len, &classes, prob);
-    let confidence = if len == 0 {
-        1.0
-    } else {
-        ((lp / len as f64).exp() as f32).clamp(0.0, 1.0)
-    };
     Ok(Decoded {
+        confidence: confidence(lp, len),
         classes,
-        confidence,
     })
 }
 
@@ -408,7 +355,7 @@ fn beam_one(frames: &[Vec<f64>], beam: usize) -> Decoded {
     }
     let mut best: Option<(Vec<usize>, f64)> = None;
     for c in candidates {
-        let lp = sequence_log_prob(frames, &c);
+        let lp = scaled_sequence_log_prob(frames.len(), &c, |t, class| frames[t][class].exp());
         if best.as_ref().is_none_or(|(_, b)| lp > *b) {
             best = Some((c, lp));
         }
