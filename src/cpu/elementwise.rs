@@ -164,3 +164,30 @@ pub fn logistic(x: f32) -> f32 {
         e / (1.0 + e)
     }
 }
+
+/// A function of one value, as the ops of `ops::unary` (`neg` is `Scale(-1)`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Unary {
+    /// `x * s`.
+    Scale(f32),
+    /// `x + s`.
+    AddScalar(f32),
+    /// `e^x`.
+    Exp,
+    /// `ln x`.
+    Log,
+    /// `max(x, 0)`, gradient 0 at 0.
+    Relu,
+    /// The logistic sigmoid.
+    Sigmoid,
+    /// `tanh x`.
+    Tanh,
+    /// `x²`.
+    Square,
+    /// `√x`.
+    Sqrt,
+    /// `|x|`, gradient 0 at 0.
+    Abs,
+    /// `x^p`.
+    Pow(f32),
+}

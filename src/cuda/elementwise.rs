@@ -7,37 +7,11 @@ use super::launch::{dims4, expect_len, for_elements, int, launch};
 use super::nvrtc::ELEMENTWISE;
 use super::pool::DeviceBuffer;
 use super::reduce::reduce_sum_to;
+pub use crate::cpu::elementwise::Unary;
 use crate::error::Result;
 use crate::tensor::{broadcast_strides, Shape};
 
 type Buf = DeviceBuffer<f32>;
-
-/// A function of one value, as the ops of `ops::unary` (`neg` is `Scale(-1)`).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Unary {
-    /// `x * s`.
-    Scale(f32),
-    /// `x + s`.
-    AddScalar(f32),
-    /// `e^x`.
-    Exp,
-    /// `ln x`.
-    Log,
-    /// `max(x, 0)`, gradient 0 at 0.
-    Relu,
-    /// The logistic sigmoid.
-    Sigmoid,
-    /// `tanh x`.
-    Tanh,
-    /// `x²`.
-    Square,
-    /// `√x`.
-    Sqrt,
-    /// `|x|`, gradient 0 at 0.
-    Abs,
-    /// `x^p`.
-    Pow(f32),
-}
 
 impl Unary {
     /// The kernels' op code (`U_*` in elementwise.cu) and parameter.

@@ -2,24 +2,9 @@
 //! square, sqrt, abs and power. Each backward is written beside its forward.
 
 use crate::autograd::Tape;
-use crate::cpu::elementwise::{logistic, map, zip, zip3};
+use crate::cpu::elementwise::{logistic, map, zip, zip3, Unary};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
-
-#[derive(Clone, Copy)]
-enum Unary {
-    Scale(f32),
-    AddScalar(f32),
-    Exp,
-    Log,
-    Relu,
-    Sigmoid,
-    Tanh,
-    Square,
-    Sqrt,
-    Abs,
-    Pow(f32),
-}
 
 impl Unary {
     fn name(self) -> &'static str {
