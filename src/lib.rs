@@ -14,6 +14,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod data;
 pub mod decode;
+mod device;
 pub mod distill;
 pub mod error;
 pub mod fsutil;
@@ -28,6 +29,7 @@ mod threads;
 pub mod train;
 
 pub use autograd::{Gradients, Param, Tape};
+pub use device::DeviceChoice;
 pub use error::{Error, Result};
 pub use recognizer::{Recognized, Recognizer};
 pub use rng::Rng;

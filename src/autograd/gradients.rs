@@ -55,11 +55,33 @@ impl Gradients {
                         held.shape()
                     )));
                 }
-                for (h, g) in held.data_mut().iter_mut().zip(grad.data()) {
-                    *h += g;
-                }
+                add_into(held, &grad)?;
             }
         }
         Ok(())
     }
+}
+
+/// `held += grad`, on the device both live on.
+fn add_into(held: &mut Tensor, grad: &Tensor) -> Result<()> {
+    #[cfg(feature = "cuda")]
+    if let Some(dev) = crate::tensor::cuda_device_of("gradient accumulation", &[held, grad])? {
+        const OP: &str = "gradient accumulation";
+        let shape = *held.shape();
+        let sum = crate::cuda::elementwise::binary_forward(
+            &dev,
+            crate::cuda::elementwise::Binary::Add,
+            held.cuda_buffer(OP)?,
+            &shape,
+            grad.cuda_buffer(OP)?,
+            &shape,
+            &shape,
+        )?;
+        *held = Tensor::from_cuda(shape, &dev, sum);
+        return Ok(());
+    }
+    for (h, g) in held.data_mut().iter_mut().zip(grad.data()) {
+        *h += g;
+    }
+    Ok(())
 }

@@ -2,7 +2,7 @@
 
 use crate::autograd::Gradients;
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+use crate::tensor::{Device, Tensor};
 
 /// A trainable value. Its identity stays the same across steps, so the
 /// gradients of every step's tape can be looked up by it, while each step's
@@ -41,7 +41,26 @@ impl Param {
         self.value.data_mut()
     }
 
-    /// Replaces the values, keeping the identity; the shape must match.
+    /// The value to be changed in place by device code (an optimizer's GPU
+    /// update); the identity must be kept.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn tensor_mut(&mut self) -> &mut Tensor {
+        &mut self.value
+    }
+
+    /// The device holding the values.
+    pub fn device(&self) -> Device {
+        self.value.device()
+    }
+
+    /// Moves the values to `device`, keeping the identity (so gradients and
+    /// optimizer state still find it).
+    pub fn move_to(&mut self, device: Device) -> Result<()> {
+        self.value = self.value.moved_to(device)?;
+        Ok(())
+    }
+
+    /// Replaces the values, keeping the identity and the device; the shape must match.
     pub fn set(&mut self, values: &Tensor) -> Result<()> {
         if values.shape() != self.value.shape() {
             return Err(Error::shape(
@@ -53,7 +72,12 @@ impl Param {
                 ),
             ));
         }
-        self.value.data_mut().copy_from_slice(values.data());
+        let device = self.value.device();
+        if device == Device::Cpu {
+            self.value.data_mut().copy_from_slice(&values.try_to_vec()?);
+        } else {
+            self.value = self.value.with_storage_of(&values.to_device(device)?);
+        }
         Ok(())
     }
 }

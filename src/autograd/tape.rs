@@ -124,7 +124,10 @@ impl Tape {
         self.spent = true;
         let records = std::mem::take(&mut self.records);
         let mut grads = Gradients::default();
-        grads.accumulate(loss.id(), Tensor::full(loss.dims(), 1.0)?)?;
+        grads.accumulate(
+            loss.id(),
+            Tensor::full(loss.dims(), 1.0)?.to_device(loss.device())?,
+        )?;
         for record in records.into_iter().rev() {
             let Some(grad_out) = grads.take(record.output) else {
                 continue;

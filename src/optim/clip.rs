@@ -17,6 +17,10 @@ fn with_grads(params: &[&Param], grads: &Gradients) -> Vec<TensorId> {
 }
 
 fn norm_of(ids: &[TensorId], grads: &Gradients) -> f32 {
+    #[cfg(feature = "cuda")]
+    if let Some(norm) = gpu_norm(ids, grads) {
+        return norm;
+    }
     let sum: f64 = ids
         .iter()
         .filter_map(|&id| grads.get_id(id))
@@ -53,9 +57,49 @@ pub fn clip_grad_norm(params: &[&Param], grads: &mut Gradients, max_norm: f32) -
         let coef = coef as f32;
         for id in ids {
             if let Some(g) = grads.get_mut(id) {
-                g.data_mut().iter_mut().for_each(|v| *v *= coef);
+                scale_in_place(g, coef);
             }
         }
     }
     norm
+}
+
+/// `g *= coef`, on the device `g` lives on.
+fn scale_in_place(g: &mut crate::Tensor, coef: f32) {
+    #[cfg(feature = "cuda")]
+    if let Some(dev) = g.cuda_values().map(|v| v.device().clone()) {
+        use crate::cuda::elementwise::{unary_in_place, Unary};
+        let scaled = g
+            .cuda_buffer_mut("clip_grad_norm")
+            .and_then(|buf| unary_in_place(&dev, Unary::Scale(coef), buf));
+        if let Err(e) = scaled {
+            // The loop sees the NaN and skips the step.
+            eprintln!("retort: clipping a gradient on the GPU failed: {e}");
+            *g = crate::Tensor::full(g.dims(), f32::NAN).unwrap_or_else(|_| g.clone());
+        }
+        return;
+    }
+    g.data_mut().iter_mut().for_each(|v| *v *= coef);
+}
+
+/// The norm of gradients that all live on one GPU (`None` when they are on
+/// the host); a failure on the device reads as NaN, so the step is skipped.
+#[cfg(feature = "cuda")]
+fn gpu_norm(ids: &[TensorId], grads: &Gradients) -> Option<f32> {
+    let tensors: Vec<&crate::Tensor> = ids.iter().filter_map(|&id| grads.get_id(id)).collect();
+    let dev = tensors.first()?.cuda_values()?.device().clone();
+    let buffers: Option<Vec<_>> = tensors
+        .iter()
+        .map(|t| t.cuda_values().map(|v| v.buffer()))
+        .collect();
+    let norm = match buffers {
+        Some(b) => crate::cuda::optim::grad_norm(&dev, &b),
+        None => Err(crate::Error::Device(
+            "clip_grad_norm: gradients on different devices".into(),
+        )),
+    };
+    Some(norm.unwrap_or_else(|e| {
+        eprintln!("retort: the gradient norm on the GPU failed: {e}");
+        f32::NAN
+    }))
 }

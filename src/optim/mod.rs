@@ -22,6 +22,8 @@
 
 mod adam;
 mod clip;
+#[cfg(feature = "cuda")]
+mod gpu;
 mod schedule;
 mod sgd;
 
@@ -30,6 +32,7 @@ pub use schedule::{LrPlan, LrSchedule};
 
 use crate::autograd::{Gradients, Param};
 use crate::error::{Error, Result};
+use crate::tensor::Tensor;
 
 fn default_beta1() -> f32 {
     0.9
@@ -245,7 +248,8 @@ pub struct OptimizerState {
 #[derive(Clone, Debug)]
 struct ParamState {
     step: u64,
-    buffers: Vec<Vec<f32>>,
+    /// On the device of the parameter (moved there at its next update).
+    buffers: Vec<Tensor>,
 }
 
 /// An optimizer: a configuration, the state of each parameter (by position)
@@ -334,12 +338,12 @@ impl Optimizer {
             }
             if let Some(Some(st)) = self.state.get(i) {
                 let numel = p.tensor().numel();
-                if let Some(b) = st.buffers.iter().find(|b| b.len() != numel) {
+                if let Some(b) = st.buffers.iter().find(|b| b.numel() != numel) {
                     return Err(Error::invalid(
                         OP,
                         format!(
                             "optimizer state of parameter {i} holds {} values, the parameter {numel}",
-                            b.len()
+                            b.numel()
                         ),
                     ));
                 }
@@ -353,13 +357,29 @@ impl Optimizer {
             let Some(g) = grads.get(p.tensor()) else {
                 continue;
             };
-            let numel = g.numel();
+            let device = p.device();
             let first = self.state[i].is_none();
-            let st = self.state[i].get_or_insert_with(|| ParamState {
-                step: 0,
-                buffers: vec![vec![0.0; numel]; names.len()],
-            });
+            if first {
+                let zeros = Tensor::zeros(&[g.numel()])?.to_device(device)?;
+                self.state[i] = Some(ParamState {
+                    step: 0,
+                    buffers: vec![zeros; names.len()],
+                });
+            }
+            let Some(st) = self.state[i].as_mut() else {
+                continue;
+            };
+            for b in &mut st.buffers {
+                if b.device() != device {
+                    *b = b.to_device(device)?;
+                }
+            }
             st.step += 1;
+            #[cfg(feature = "cuda")]
+            if let Some(dev) = crate::tensor::cuda_device_of(OP, &[p.tensor(), g])? {
+                gpu::update(&dev, &self.config, p, g, st, lr, first)?;
+                continue;
+            }
             let values = p.values_mut();
             match self.config {
                 OptimizerConfig::Sgd {
@@ -373,7 +393,7 @@ impl Optimizer {
                         weight_decay,
                         nesterov,
                     };
-                    let buf = st.buffers.first_mut().map(|b| b.as_mut_slice());
+                    let buf = st.buffers.first_mut().map(|b| b.data_mut());
                     sgd::update(h, values, g.data(), buf, first);
                 }
                 OptimizerConfig::Adam {
@@ -397,7 +417,14 @@ impl Optimizer {
                         decoupled: matches!(self.config, OptimizerConfig::AdamW { .. }),
                     };
                     let (m, v) = st.buffers.split_at_mut(1);
-                    adam::update(h, values, g.data(), &mut m[0], &mut v[0], st.step);
+                    adam::update(
+                        h,
+                        values,
+                        g.data(),
+                        m[0].data_mut(),
+                        v[0].data_mut(),
+                        st.step,
+                    );
                 }
             }
         }
@@ -418,7 +445,7 @@ impl Optimizer {
         for (i, st) in self.state.iter().enumerate() {
             let Some(st) = st else { continue };
             for (name, buf) in names.iter().zip(&st.buffers) {
-                buffers.push((format!("{i}.{name}"), buf.clone()));
+                buffers.push((format!("{i}.{name}"), buf.to_vec()));
             }
             if self.config.keeps_step() {
                 buffers.push((format!("{i}.step"), vec![st.step as f32]));
@@ -497,6 +524,13 @@ impl Optimizer {
                     format!("buffers of parameter {i} have different lengths"),
                 ));
             }
+            let buffers = buffers
+                .into_iter()
+                .map(|b| {
+                    let len = b.len();
+                    Tensor::from_vec(b, &[len])
+                })
+                .collect::<Result<Vec<_>>>()?;
             let step = match (keeps_step, step) {
                 (true, Some(s)) => s,
                 (true, None) => {

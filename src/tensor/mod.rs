@@ -5,11 +5,19 @@
 //! uses to key gradients, and a flag saying whether gradients flow to it.
 
 mod broadcast;
+#[cfg(feature = "cuda")]
+mod cuda_values;
+mod placement;
 mod shape;
 mod storage;
 
 pub use broadcast::{broadcast_shapes, broadcast_strides, expand, reduce_sum_to};
+#[cfg(feature = "cuda")]
+pub use placement::cuda_device_of;
+pub use placement::expect_same_device;
 pub use shape::{Shape, MAX_RANK};
+#[cfg(feature = "cuda")]
+pub use storage::CudaValues;
 pub use storage::{Device, Storage};
 
 use crate::error::{Error, Result};
@@ -194,8 +202,134 @@ impl Tensor {
 
     /// Mutable values, copying the storage first if it is shared. Keeps the
     /// identity: this is how parameters are updated in place between steps.
+    /// Values on a GPU are brought to host memory first (the tensor then
+    /// lives on the CPU); device code updates GPU values with its own kernels.
     pub fn data_mut(&mut self) -> &mut [f32] {
-        Arc::make_mut(&mut self.storage).as_mut_slice()
+        let owned_on_host = matches!(Arc::get_mut(&mut self.storage), Some(Storage::Cpu(_)));
+        if !owned_on_host {
+            self.storage = Arc::new(Storage::Cpu(self.data().to_vec()));
+        }
+        match Arc::get_mut(&mut self.storage) {
+            Some(Storage::Cpu(values)) => values,
+            _ => unreachable!("the storage was just made an unshared host vector"),
+        }
+    }
+
+    /// The same identity and tracking with other storage of the same length
+    /// (a parameter moved to another device keeps its identity).
+    pub(crate) fn with_storage(&self, storage: Storage) -> Tensor {
+        debug_assert_eq!(storage.len(), self.numel());
+        Tensor {
+            id: self.id,
+            shape: self.shape,
+            storage: Arc::new(storage),
+            tracked: self.tracked,
+        }
+    }
+
+    /// This identity and tracking with the values of `other` (same shape).
+    pub(crate) fn with_storage_of(&self, other: &Tensor) -> Tensor {
+        debug_assert_eq!(other.shape, self.shape);
+        Tensor {
+            id: self.id,
+            shape: self.shape,
+            storage: Arc::clone(&other.storage),
+            tracked: self.tracked,
+        }
+    }
+
+    /// The storage, for kernels that dispatch on the device.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// A copy of the values in host memory; unlike [`Tensor::to_vec`], a
+    /// failed copy from a GPU is an error.
+    pub fn try_to_vec(&self) -> Result<Vec<f32>> {
+        match &*self.storage {
+            Storage::Cpu(v) => Ok(v.clone()),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(v) => v.to_vec(),
+        }
+    }
+
+    /// The values on `device`: the same tensor when they are there already,
+    /// otherwise an untracked copy with a new identity.
+    pub fn to_device(&self, device: Device) -> Result<Tensor> {
+        if self.device() == device {
+            return Ok(self.clone());
+        }
+        let storage = placement::storage_on(device, self.try_to_vec()?)?;
+        Ok(Tensor::from_parts(self.shape, storage))
+    }
+
+    /// The same identity and tracking with the values moved to `device`
+    /// (parameters and optimizer state move this way).
+    pub fn moved_to(&self, device: Device) -> Result<Tensor> {
+        if self.device() == device {
+            return Ok(self.clone());
+        }
+        let storage = placement::storage_on(device, self.try_to_vec()?)?;
+        Ok(self.with_storage(storage))
+    }
+
+    /// The GPU values, when the tensor lives on a GPU.
+    #[cfg(feature = "cuda")]
+    pub fn cuda_values(&self) -> Option<&CudaValues> {
+        match &*self.storage {
+            Storage::Cuda(v) => Some(v),
+            Storage::Cpu(_) => None,
+        }
+    }
+
+    /// The device buffer of a tensor on a GPU; an error naming `op` otherwise.
+    #[cfg(feature = "cuda")]
+    pub fn cuda_buffer(&self, op: &'static str) -> Result<&crate::cuda::DeviceBuffer<f32>> {
+        self.cuda_values().map(CudaValues::buffer).ok_or_else(|| {
+            Error::Device(format!(
+                "{op}: a tensor of shape {:?} is on {}, expected a GPU",
+                self.shape,
+                self.device()
+            ))
+        })
+    }
+
+    /// The device buffer of a tensor on a GPU, to be changed in place (for
+    /// optimizer updates); copied first if a tape still shares it. Keeps the
+    /// identity. An error naming `op` when the tensor is not on a GPU.
+    #[cfg(feature = "cuda")]
+    pub fn cuda_buffer_mut(
+        &mut self,
+        op: &'static str,
+    ) -> Result<&mut crate::cuda::DeviceBuffer<f32>> {
+        let values = self.cuda_values().ok_or_else(|| {
+            Error::Device(format!(
+                "{op}: a tensor of shape {:?} is on {}, expected a GPU",
+                self.shape,
+                self.device()
+            ))
+        })?;
+        if Arc::strong_count(&self.storage) > 1 {
+            let copy = CudaValues::new(values.device().clone(), values.buffer().try_clone()?);
+            self.storage = Arc::new(Storage::Cuda(copy));
+        }
+        match Arc::get_mut(&mut self.storage) {
+            Some(Storage::Cuda(values)) => Ok(values.buffer_mut()),
+            _ => Err(Error::Device(format!("{op}: GPU values still shared"))),
+        }
+    }
+
+    /// A new untracked tensor of `shape` holding `buffer` on `device`.
+    #[cfg(feature = "cuda")]
+    pub fn from_cuda(
+        shape: Shape,
+        device: &Arc<crate::cuda::CudaDevice>,
+        buffer: crate::cuda::DeviceBuffer<f32>,
+    ) -> Tensor {
+        Tensor::from_parts(
+            shape,
+            Storage::Cuda(CudaValues::new(device.clone(), buffer)),
+        )
     }
 
     pub(crate) fn mark_tracked(&mut self) {

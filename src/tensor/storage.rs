@@ -2,6 +2,9 @@
 
 use std::fmt;
 
+#[cfg(feature = "cuda")]
+pub use super::cuda_values::CudaValues;
+
 /// A compute device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Device {
@@ -20,12 +23,15 @@ impl fmt::Display for Device {
     }
 }
 
-/// The values of a tensor. Host memory today; device memory joins as a
-/// variant of its own so that every op dispatches on where its inputs live.
-#[derive(Clone, Debug)]
+/// The values of a tensor: host memory, or (with the `cuda` feature) a
+/// buffer on a GPU. Every op dispatches on where its inputs live.
+#[derive(Debug)]
 pub enum Storage {
     /// Row-major values in host memory.
     Cpu(Vec<f32>),
+    /// Row-major values in a GPU's memory.
+    #[cfg(feature = "cuda")]
+    Cuda(CudaValues),
 }
 
 impl Storage {
@@ -33,6 +39,8 @@ impl Storage {
     pub fn len(&self) -> usize {
         match self {
             Storage::Cpu(v) => v.len(),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(v) => v.len(),
         }
     }
 
@@ -45,18 +53,17 @@ impl Storage {
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(v) => Device::Cuda(v.device().info().ordinal),
         }
     }
 
+    /// The values in host memory; a GPU's values are copied once and kept.
     pub(crate) fn as_slice(&self) -> &[f32] {
         match self {
             Storage::Cpu(v) => v,
-        }
-    }
-
-    pub(crate) fn as_mut_slice(&mut self) -> &mut [f32] {
-        match self {
-            Storage::Cpu(v) => v,
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(v) => v.host(),
         }
     }
 }
