@@ -99,6 +99,53 @@ pub fn prepare_stats(
     Ok(ChannelStats { mean, rstd })
 }
 
+/// The statistics evaluation mode normalises with, from the running
+/// statistics `running_mean` and `running_var` (c each), which are only
+/// read: the mean as it is and `1 / sqrt(var + eps)` in f64, as
+/// [`prepare_stats`] without batch statistics (which needs them writable).
+pub fn running_stats(
+    dev: &CudaDevice,
+    running_mean: &Buf,
+    running_var: &Buf,
+    eps: f32,
+) -> Result<ChannelStats> {
+    let c = running_mean.len();
+    expect_len("cuda::running_stats", "running_var", running_var, c)?;
+    let mut mean = dev.alloc(c)?;
+    let mut rstd = dev.alloc(c)?;
+    if c == 0 {
+        return Ok(ChannelStats { mean, rstd });
+    }
+    // Without `training`, bn_prepare reads the running statistics and never
+    // writes them, nor reads the batch statistics (a null pointer here).
+    let (sp, rm, rv, cc, eps) = (
+        0u64,
+        running_mean.ptr(),
+        running_var.ptr(),
+        int(c),
+        eps as f64,
+    );
+    let (momentum, unbias, training) = (0.0f32, 1.0f64, 0i32);
+    let (mp, rp) = (mean.ptr_mut(), rstd.ptr_mut());
+    launch!(
+        dev,
+        BATCHNORM,
+        "bn_prepare",
+        for_elements(c),
+        sp,
+        rm,
+        rv,
+        cc,
+        eps,
+        momentum,
+        unbias,
+        training,
+        mp,
+        rp
+    )?;
+    Ok(ChannelStats { mean, rstd })
+}
+
 #[allow(clippy::too_many_arguments)]
 fn affine(
     dev: &CudaDevice,

@@ -77,6 +77,26 @@ fn check_shapes(
     Ok((c, d[2] * d[3]))
 }
 
+/// Checks that the running statistics live on the device of `x` (a layer
+/// moves them with its parameters); an error naming `op` otherwise.
+pub(crate) fn expect_stats_on_input_device(
+    op: &'static str,
+    x: &Tensor,
+    stats: &RunningStats,
+) -> Result<()> {
+    for (what, t) in [("running mean", &stats.mean), ("running var", &stats.var)] {
+        if t.device() != x.device() {
+            return Err(Error::Device(format!(
+                "{op}: the {what} is on {} but the input is on {}; move the running \
+                 statistics with the layer (Tensor::moved_to)",
+                t.device(),
+                x.device()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Normalises each channel of `x` (N, C, H, W), then scales by `gamma` (C)
 /// and shifts by `beta` (C), as `torch.nn.BatchNorm2d`.
 ///
@@ -94,18 +114,23 @@ pub fn batchnorm2d(
     training: bool,
 ) -> Result<Tensor> {
     let (c, plane) = check_shapes(x, gamma, beta, stats)?;
+    expect_stats_on_input_device("batchnorm2d", x, stats)?;
     let count = x.numel() / c;
+    if training && count < 2 {
+        return Err(Error::invalid(
+            "batchnorm2d",
+            format!(
+                "training needs more than one value per channel, input {:?} has {count}",
+                x.shape()
+            ),
+        ));
+    }
+    #[cfg(feature = "cuda")]
+    if let Some(dev) = crate::tensor::cuda_device_of("batchnorm2d", &[x, gamma, beta])? {
+        return gpu::batchnorm2d(tape, &dev, x, gamma, beta, stats, training, (c, plane));
+    }
     let eps = stats.eps as f64;
     let (mean, rstd): (Vec<f32>, Vec<f32>) = if training {
-        if count < 2 {
-            return Err(Error::invalid(
-                "batchnorm2d",
-                format!(
-                    "training needs more than one value per channel, input {:?} has {count}",
-                    x.shape()
-                ),
-            ));
-        }
         let batch = batch_stats(x.data(), c, plane);
         let m = stats.momentum;
         let unbias = count as f64 / (count - 1) as f64;
@@ -155,4 +180,89 @@ pub fn batchnorm2d(
             ])
         }),
     )
+}
+
+#[cfg(feature = "cuda")]
+mod gpu {
+    use super::RunningStats;
+    use crate::autograd::Tape;
+    use crate::cuda::{batchnorm as kernels, CudaDevice, DeviceBuffer};
+    use crate::error::Result;
+    use crate::tensor::{CudaValues, Storage, Tensor};
+    use std::sync::Arc;
+
+    const OP: &str = "batchnorm2d";
+
+    /// `t` (same identity and tracking) holding `buffer` on `dev` instead.
+    fn replaced(t: &Tensor, dev: &Arc<CudaDevice>, buffer: DeviceBuffer<f32>) -> Tensor {
+        t.with_storage(Storage::Cuda(CudaValues::new(dev.clone(), buffer)))
+    }
+
+    /// `super::batchnorm2d` on a GPU: the batch statistics and the update of
+    /// the running statistics (new buffers replacing the old, as the CPU
+    /// updates its values in place) or the running statistics, the affine
+    /// map, and a backward pass, all on `dev`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn batchnorm2d(
+        tape: &mut Tape,
+        dev: &Arc<CudaDevice>,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        stats: &mut RunningStats,
+        training: bool,
+        (c, plane): (usize, usize),
+    ) -> Result<Tensor> {
+        let xb = x.cuda_buffer(OP)?;
+        let (mean_b, var_b) = (stats.mean.cuda_buffer(OP)?, stats.var.cuda_buffer(OP)?);
+        let s = if training {
+            let batch = kernels::batch_stats(dev, xb, c, plane)?;
+            let (mut mean, mut var) = (mean_b.try_clone()?, var_b.try_clone()?);
+            let s = kernels::prepare_stats(
+                dev,
+                Some(&batch),
+                &mut mean,
+                &mut var,
+                (stats.eps, stats.momentum),
+                x.numel() / c,
+            )?;
+            stats.mean = replaced(&stats.mean, dev, mean);
+            stats.var = replaced(&stats.var, dev, var);
+            s
+        } else {
+            kernels::running_stats(dev, mean_b, var_b, stats.eps)?
+        };
+        let y = kernels::batchnorm2d_forward(
+            dev,
+            xb,
+            c,
+            plane,
+            &s,
+            gamma.cuda_buffer(OP)?,
+            beta.cuda_buffer(OP)?,
+        )?;
+        let y = Tensor::from_cuda(*x.shape(), dev, y);
+        let (x2, g2, c_shape, dev) = (x.clone(), gamma.clone(), *gamma.shape(), dev.clone());
+        Ok(tape.record(OP, y, &[x, gamma, beta], move |dy, needs| {
+            let mut dgamma = dev.zeros(c)?;
+            let mut dbeta = dev.zeros(c)?;
+            let dx = kernels::batchnorm2d_backward(
+                &dev,
+                dy.cuda_buffer(OP)?,
+                x2.cuda_buffer(OP)?,
+                (c, plane),
+                &s,
+                g2.cuda_buffer(OP)?,
+                training,
+                needs[0],
+                &mut dgamma,
+                &mut dbeta,
+            )?;
+            Ok(vec![
+                dx.map(|dx| Tensor::from_cuda(*x2.shape(), &dev, dx)),
+                needs[1].then(|| Tensor::from_cuda(c_shape, &dev, dgamma)),
+                needs[2].then(|| Tensor::from_cuda(c_shape, &dev, dbeta)),
+            ])
+        }))
+    }
 }

@@ -1,7 +1,8 @@
 //! One bidirectional LSTM layer as one recorded op: the forward and the
 //! reverse direction run side by side on the thread pool (`rayon::join`),
-//! forward pass and backward pass alike, and the output is their
-//! concatenation on the feature axis, (T, N, 2H).
+//! forward pass and backward pass alike (on a GPU, one after the other on
+//! the device's stream), and the output is their concatenation on the
+//! feature axis, (T, N, 2H).
 //!
 //! The values are those of two [`lstm_direction`](super::lstm::lstm_direction)
 //! ops and a `concat`: each direction runs the same kernel on the same
@@ -53,6 +54,10 @@ pub fn bilstm_layer(
     let mut inputs = vec![x];
     inputs.extend(refs(&wf));
     inputs.extend(refs(&wr));
+    #[cfg(feature = "cuda")]
+    if let Some(dev) = crate::tensor::cuda_device_of(OP, &inputs)? {
+        return gpu::bilstm_layer(tape, &dev, &inputs, dims, lengths);
+    }
     let save = tape.wants_grad(&inputs);
     let ((yf, cf), (yr, cr)) = rayon::join(
         || lstm_forward(x.data(), params_of(refs(&wf)), dims, lengths, false, save),
@@ -139,6 +144,124 @@ fn split(g: &[f32], h: usize) -> (Vec<f32>, Vec<f32>) {
         b.extend_from_slice(&row[h..]);
     }
     (a, b)
+}
+
+/// The GPU path: both directions one after the other on the device's
+/// stream, their outputs joined on the feature axis.
+#[cfg(feature = "cuda")]
+mod gpu {
+    use super::super::lstm::gpu::{grad_tensors, params_of};
+    use super::super::lstm::needs_of;
+    use crate::autograd::Tape;
+    use crate::cpu::lstm::LstmDims;
+    use crate::cuda::elementwise::{binary_forward, Binary};
+    use crate::cuda::layout::{concat, slice};
+    use crate::cuda::lstm::{lstm_backward, lstm_forward};
+    use crate::cuda::CudaDevice;
+    use crate::error::Result;
+    use crate::tensor::{Shape, Tensor};
+    use std::sync::Arc;
+
+    const OP: &str = "lstm";
+
+    /// One direction's four weight tensors, from `w` (at least four).
+    fn four(w: &[Tensor]) -> [&Tensor; 4] {
+        [&w[0], &w[1], &w[2], &w[3]]
+    }
+
+    /// `bilstm_layer` on a GPU, shapes already checked; `inputs` are x,
+    /// then the forward direction's four weights, then the reverse one's.
+    pub(super) fn bilstm_layer(
+        tape: &mut Tape,
+        dev: &Arc<CudaDevice>,
+        inputs: &[&Tensor],
+        dims: LstmDims,
+        lengths: &[usize],
+    ) -> Result<Tensor> {
+        let save = tape.wants_grad(inputs);
+        let saved: Vec<Tensor> = inputs.iter().map(|t| (*t).clone()).collect();
+        let (t, n, h) = (dims.steps, dims.batch, dims.hidden);
+        let half = Shape::new(&[t, n, h])?;
+        let full = Shape::new(&[t, n, 2 * h])?;
+        let xb = saved[0].cuda_buffer(OP)?;
+        let run = |w: &[Tensor], reverse: bool| {
+            lstm_forward(dev, xb, params_of(four(w))?, dims, lengths, reverse, save)
+        };
+        let (yf, cf) = run(&saved[1..5], false)?;
+        let (yr, cr) = run(&saved[5..9], true)?;
+        let y = concat(dev, &[(&yf, &half), (&yr, &half)], 2)?;
+        let y = Tensor::from_cuda(full, dev, y);
+        let (Some(cf), Some(cr)) = (cf, cr) else {
+            return Ok(y);
+        };
+        let (lengths, dev) = (lengths.to_vec(), dev.clone());
+        Ok(tape.record(OP, y, inputs, move |g, needs| {
+            let gb = g.cuda_buffer(OP)?;
+            let (gf, gr) = (
+                slice(&dev, gb, &full, 2, 0, h)?,
+                slice(&dev, gb, &full, 2, h, 2 * h)?,
+            );
+            let (x, wf, wr) = (&saved[0], &saved[1..5], &saved[5..9]);
+            let (need_f, need_r) = (
+                [needs[0], needs[1], needs[2], needs[3], needs[4]],
+                [needs[0], needs[5], needs[6], needs[7], needs[8]],
+            );
+            let xb = x.cuda_buffer(OP)?;
+            let df = lstm_backward(
+                &dev,
+                &gf,
+                xb,
+                params_of(four(wf))?,
+                dims,
+                &lengths,
+                false,
+                &cf,
+                needs_of(&need_f),
+            )?;
+            let dr = lstm_backward(
+                &dev,
+                &gr,
+                xb,
+                params_of(four(wr))?,
+                dims,
+                &lengths,
+                true,
+                &cr,
+                needs_of(&need_r),
+            )?;
+            let with_x = |w: &[Tensor]| {
+                [
+                    x.clone(),
+                    w[0].clone(),
+                    w[1].clone(),
+                    w[2].clone(),
+                    w[3].clone(),
+                ]
+            };
+            let mut of_f = grad_tensors(&dev, df, &need_f, &with_x(wf))?;
+            let mut of_r = grad_tensors(&dev, dr, &need_r, &with_x(wr))?;
+            let dx = match (of_f[0].take(), of_r[0].take()) {
+                (Some(a), Some(b)) => {
+                    let shape = *x.shape();
+                    let sum = binary_forward(
+                        &dev,
+                        Binary::Add,
+                        a.cuda_buffer(OP)?,
+                        &shape,
+                        b.cuda_buffer(OP)?,
+                        &shape,
+                        &shape,
+                    )?;
+                    Some(Tensor::from_cuda(shape, &dev, sum))
+                }
+                (a, b) => a.or(b),
+            };
+            let mut out = vec![dx];
+            out.extend(of_f.into_iter().skip(1));
+            out.extend(of_r.into_iter().skip(1));
+            Ok(out)
+        }))
+    }
 }
 
 #[cfg(test)]

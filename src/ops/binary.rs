@@ -56,6 +56,10 @@ pub fn div(tape: &mut Tape, a: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 fn binary(tape: &mut Tape, op: Binary, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let out_shape = broadcast_shapes(op.name(), a.shape(), b.shape())?;
+    #[cfg(feature = "cuda")]
+    if let Some(dev) = crate::tensor::cuda_device_of(op.name(), &[a, b])? {
+        return gpu::binary(tape, &dev, op, a, b, out_shape);
+    }
     let values = zip_broadcast(
         a.data(),
         a.shape(),
@@ -104,4 +108,55 @@ fn binary_backward(
         reduce(full, b.shape())
     });
     (ga, gb)
+}
+
+#[cfg(feature = "cuda")]
+mod gpu {
+    use super::Binary;
+    use crate::autograd::Tape;
+    use crate::cuda::{elementwise as kernels, CudaDevice};
+    use crate::error::Result;
+    use crate::tensor::{Shape, Tensor};
+    use std::sync::Arc;
+
+    fn code(op: Binary) -> kernels::Binary {
+        match op {
+            Binary::Add => kernels::Binary::Add,
+            Binary::Sub => kernels::Binary::Sub,
+            Binary::Mul => kernels::Binary::Mul,
+            Binary::Div => kernels::Binary::Div,
+        }
+    }
+
+    pub(super) fn binary(
+        tape: &mut Tape,
+        dev: &Arc<CudaDevice>,
+        op: Binary,
+        a: &Tensor,
+        b: &Tensor,
+        out: Shape,
+    ) -> Result<Tensor> {
+        let name = op.name();
+        let (ab, bb) = (a.cuda_buffer(name)?, b.cuda_buffer(name)?);
+        let y = kernels::binary_forward(dev, code(op), ab, a.shape(), bb, b.shape(), &out)?;
+        let y = Tensor::from_cuda(out, dev, y);
+        let (a2, b2, dev) = (a.clone(), b.clone(), dev.clone());
+        Ok(tape.record(name, y, &[a, b], move |g, needs| {
+            let (ga, gb) = kernels::binary_backward(
+                &dev,
+                code(op),
+                a2.cuda_buffer(name)?,
+                a2.shape(),
+                b2.cuda_buffer(name)?,
+                b2.shape(),
+                g.cuda_buffer(name)?,
+                &out,
+                [needs[0], needs[1]],
+            )?;
+            Ok(vec![
+                ga.map(|v| Tensor::from_cuda(*a2.shape(), &dev, v)),
+                gb.map(|v| Tensor::from_cuda(*b2.shape(), &dev, v)),
+            ])
+        }))
+    }
 }

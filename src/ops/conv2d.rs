@@ -11,7 +11,7 @@ use crate::cpu::conv2d::{
     conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight, conv2d_forward, ConvGeom,
 };
 use crate::error::{Error, Result};
-use crate::ops::batchnorm2d::{batchnorm2d, RunningStats};
+use crate::ops::batchnorm2d::{batchnorm2d, expect_stats_on_input_device, RunningStats};
 use crate::ops::relu;
 use crate::tensor::{Shape, Tensor};
 
@@ -134,6 +134,10 @@ pub fn conv2d(
     inputs.extend(bias);
     // The weight gradient rebuilds the im2col matrices from the input.
     let keep_input = tape.wants_grad(&inputs) && weight.is_tracked();
+    #[cfg(feature = "cuda")]
+    if let Some(dev) = crate::tensor::cuda_device_of("conv2d", &inputs)? {
+        return gpu::conv2d(tape, &dev, &inputs, g, out_shape, keep_input);
+    }
     let mut y = vec![0.0f32; out_shape.numel()];
     conv2d_forward(
         x.data(),
@@ -234,6 +238,11 @@ pub fn conv2d_bn_relu_eval(
             format!("eps {} must be non-negative", stats.eps),
         ));
     }
+    expect_stats_on_input_device("conv2d_bn_relu_eval", x, stats)?;
+    #[cfg(feature = "cuda")]
+    if let Some(dev) = crate::tensor::cuda_device_of("conv2d_bn_relu_eval", &inputs)? {
+        return gpu::conv2d_bn_relu_eval(&dev, &inputs, g, out_shape, stats);
+    }
     let mut y = vec![0.0f32; out_shape.numel()];
     conv2d_forward(
         x.data(),
@@ -261,6 +270,138 @@ pub fn conv2d_bn_relu_eval(
         beta.data(),
     );
     Ok(Tensor::from_shape_vec(out_shape, y))
+}
+
+#[cfg(feature = "cuda")]
+mod gpu {
+    use super::RunningStats;
+    use crate::autograd::Tape;
+    use crate::cpu::conv2d::ConvGeom;
+    use crate::cuda::{batchnorm, conv as kernels, CudaDevice};
+    use crate::error::{Error, Result};
+    use crate::tensor::{Shape, Tensor};
+    use std::sync::Arc;
+
+    /// The convolution of `inputs` (x, weight and an optional bias) on `dev`.
+    fn forward(
+        op: &'static str,
+        dev: &Arc<CudaDevice>,
+        inputs: &[&Tensor],
+        g: &ConvGeom,
+        out_shape: Shape,
+    ) -> Result<crate::cuda::DeviceBuffer<f32>> {
+        let (x, weight) = (inputs[0], inputs[1]);
+        let bias = inputs.get(2).map(|b| b.cuda_buffer(op)).transpose()?;
+        let mut y = dev.alloc(out_shape.numel())?;
+        kernels::conv2d_forward(
+            dev,
+            x.cuda_buffer(op)?,
+            g,
+            weight.cuda_buffer(op)?,
+            weight.dims()[0],
+            bias,
+            &mut y,
+        )?;
+        Ok(y)
+    }
+
+    /// `super::conv2d` on a GPU, forward and backward; `inputs` are x,
+    /// weight and the optional bias.
+    pub(super) fn conv2d(
+        tape: &mut Tape,
+        dev: &Arc<CudaDevice>,
+        inputs: &[&Tensor],
+        g: ConvGeom,
+        out_shape: Shape,
+        keep_input: bool,
+    ) -> Result<Tensor> {
+        const OP: &str = "conv2d";
+        let y = forward(OP, dev, inputs, &g, out_shape)?;
+        let y = Tensor::from_cuda(out_shape, dev, y);
+        let (x, w) = (inputs[0], inputs[1].clone());
+        let o = w.dims()[0];
+        let saved_input = keep_input.then(|| x.detach());
+        let x_shape = *x.shape();
+        let bias_shape = inputs.get(2).map(|b| *b.shape());
+        let dev = dev.clone();
+        Ok(tape.record(OP, y, inputs, move |dy, needs| {
+            let dy = dy.cuda_buffer(OP)?;
+            let dx = if needs[0] {
+                let mut dx = dev.alloc(x_shape.numel())?;
+                kernels::conv2d_backward_input(&dev, dy, &g, w.cuda_buffer(OP)?, o, &mut dx)?;
+                Some(Tensor::from_cuda(x_shape, &dev, dx))
+            } else {
+                None
+            };
+            let dw =
+                match (needs[1], &saved_input) {
+                    (true, Some(input)) => {
+                        let mut dw = dev.alloc(w.numel())?;
+                        kernels::conv2d_backward_weight(
+                            &dev,
+                            dy,
+                            input.cuda_buffer(OP)?,
+                            &g,
+                            o,
+                            &mut dw,
+                        )?;
+                        Some(Tensor::from_cuda(*w.shape(), &dev, dw))
+                    }
+                    (true, None) => return Err(Error::Autograd(
+                        "conv2d backward: the weight needs a gradient but its input was not saved"
+                            .into(),
+                    )),
+                    (false, _) => None,
+                };
+            let mut grads = vec![dx, dw];
+            if let Some(bias_shape) = bias_shape {
+                grads.push(if needs[2] {
+                    let mut db = dev.alloc(o)?;
+                    kernels::conv2d_backward_bias(&dev, dy, o, g.col_cols(), &mut db)?;
+                    Some(Tensor::from_cuda(bias_shape, &dev, db))
+                } else {
+                    None
+                });
+            }
+            Ok(grads)
+        }))
+    }
+
+    /// The untracked fused evaluation block of `super::conv2d_bn_relu_eval`
+    /// on a GPU: the convolution, then the running statistics' affine map
+    /// and the ReLU in place on its output. `inputs` are x, weight, gamma,
+    /// beta and the optional bias.
+    pub(super) fn conv2d_bn_relu_eval(
+        dev: &Arc<CudaDevice>,
+        inputs: &[&Tensor],
+        g: ConvGeom,
+        out_shape: Shape,
+        stats: &RunningStats,
+    ) -> Result<Tensor> {
+        const OP: &str = "conv2d_bn_relu_eval";
+        let (x, weight, gamma, beta) = (inputs[0], inputs[1], inputs[2], inputs[3]);
+        let conv_inputs: Vec<&Tensor> = [x, weight]
+            .into_iter()
+            .chain(inputs.get(4).copied())
+            .collect();
+        let mut y = forward(OP, dev, &conv_inputs, &g, out_shape)?;
+        let s = batchnorm::running_stats(
+            dev,
+            stats.mean.cuda_buffer(OP)?,
+            stats.var.cuda_buffer(OP)?,
+            stats.eps,
+        )?;
+        batchnorm::batchnorm2d_relu_inplace(
+            dev,
+            &mut y,
+            weight.dims()[0],
+            g.ho * g.wo,
+            &s,
+            gamma.cuda_buffer(OP)?,
+            beta.cuda_buffer(OP)?,
+        )?;
+        Ok(Tensor::from_cuda(out_shape, dev, y))
+    }
 }
 
 #[cfg(test)]

@@ -137,6 +137,10 @@ pub fn ctc_loss(
         return Err(Error::invalid(OP, "mean reduction over an empty batch"));
     }
 
+    #[cfg(feature = "cuda")]
+    if let Some(dev) = crate::tensor::cuda_device_of(OP, &[log_probs])? {
+        return gpu::ctc_loss(tape, &dev, log_probs, targets, input_lengths, opts);
+    }
     let want_grad = tape.wants_grad(&[log_probs]);
     let data = log_probs.data();
     let samples: Vec<CtcSample> = (0..batch)
@@ -153,13 +157,7 @@ pub fn ctc_loss(
         .collect::<Result<_>>()?;
 
     // Per-sample factor of the reduction: loss_n enters the result times this.
-    let factors: Vec<f64> = targets
-        .iter()
-        .map(|t| match opts.reduction {
-            Reduction::None | Reduction::Sum => 1.0,
-            Reduction::Mean => 1.0 / (t.len().max(1) as f64 * batch as f64),
-        })
-        .collect();
+    let factors = reduction_factors(targets, opts.reduction);
     let output = match opts.reduction {
         Reduction::None => Tensor::from_shape_vec(
             Shape::new(&[batch])?,
@@ -205,4 +203,87 @@ pub fn ctc_loss(
             Ok(vec![Some(Tensor::from_shape_vec(lp_shape, out))])
         }),
     )
+}
+
+/// Per-sample factor of the reduction: loss_n enters the result times this
+/// (1, or 1 / (target length · N) for PyTorch's mean).
+fn reduction_factors(targets: &[Vec<usize>], reduction: Reduction) -> Vec<f64> {
+    let batch = targets.len();
+    targets
+        .iter()
+        .map(|t| match reduction {
+            Reduction::None | Reduction::Sum => 1.0,
+            Reduction::Mean => 1.0 / (t.len().max(1) as f64 * batch as f64),
+        })
+        .collect()
+}
+
+#[cfg(feature = "cuda")]
+mod gpu {
+    use super::{reduction_factors, CtcOptions, Reduction};
+    use crate::autograd::Tape;
+    use crate::cuda::ctc::{ctc_backward, ctc_loss as losses_and_grads, ctc_reduce};
+    use crate::cuda::CudaDevice;
+    use crate::error::{Error, Result};
+    use crate::tensor::{Shape, Tensor};
+    use std::sync::Arc;
+
+    /// `ctc_loss` on a GPU, its arguments already checked: the per-sample
+    /// losses and gradients in f64 on the device, the reduction there, and
+    /// the backward pass scaling the kept gradient by the incoming one.
+    pub(super) fn ctc_loss(
+        tape: &mut Tape,
+        dev: &Arc<CudaDevice>,
+        log_probs: &Tensor,
+        targets: &[Vec<usize>],
+        input_lengths: &[usize],
+        opts: CtcOptions,
+    ) -> Result<Tensor> {
+        const OP: &str = "ctc_loss";
+        let d = log_probs.dims();
+        let dims = [d[0], d[1], d[2]];
+        let batch = dims[1];
+        let want_grad = tape.wants_grad(&[log_probs]);
+        let sample = losses_and_grads(
+            dev,
+            log_probs.cuda_buffer(OP)?,
+            dims,
+            targets,
+            input_lengths,
+            opts.blank,
+            opts.zero_infinity,
+            want_grad,
+        )?;
+        let factors = reduction_factors(targets, opts.reduction);
+        let per_sample = opts.reduction == Reduction::None;
+        let value = ctc_reduce(dev, &sample.losses, &factors, per_sample)?;
+        let shape = if per_sample {
+            Shape::new(&[batch])?
+        } else {
+            Shape::scalar()
+        };
+        let output = Tensor::from_cuda(shape, dev, value);
+        if !want_grad {
+            return Ok(output);
+        }
+        let grad = sample
+            .grad
+            .ok_or_else(|| Error::Device(format!("{OP}: the GPU kernel kept no gradient")))?;
+        let (lengths, lp_shape, dev) = (input_lengths.to_vec(), *log_probs.shape(), dev.clone());
+        Ok(tape.record(OP, output, &[log_probs], move |g, needs| {
+            if !needs[0] {
+                return Ok(vec![None]);
+            }
+            let out = ctc_backward(
+                &dev,
+                &grad,
+                &factors,
+                g.cuda_buffer(OP)?,
+                per_sample,
+                &lengths,
+                dims,
+            )?;
+            Ok(vec![Some(Tensor::from_cuda(lp_shape, &dev, out))])
+        }))
+    }
 }

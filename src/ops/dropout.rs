@@ -29,6 +29,8 @@ pub fn dropout(
     let mask: Vec<f32> = (0..x.numel())
         .map(|_| if rng.uniform() < p { 0.0 } else { keep_scale })
         .collect();
-    let mask = Tensor::from_vec(mask, x.dims())?;
+    // Drawn on the host whatever the device, so that the same units drop;
+    // on a GPU it is uploaded once and `mul_const` applies it there.
+    let mask = Tensor::from_vec(mask, x.dims())?.to_device(x.device())?;
     mul_const(tape, x, &mask)
 }

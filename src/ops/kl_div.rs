@@ -29,6 +29,10 @@ pub fn kl_div(
     }
     let k = *input_log_q.dims().last().unwrap_or(&1);
     let rows = input_log_q.numel() / k.max(1);
+    #[cfg(feature = "cuda")]
+    if let Some(dev) = crate::tensor::cuda_device_of("kl_div", &[input_log_q, target_log_p])? {
+        return gpu::kl_div(tape, &dev, input_log_q, target_log_p, k, reduction);
+    }
     let (lq, lp) = (input_log_q.data(), target_log_p.data());
     let per_row: Vec<f32> = lq
         .chunks_exact(k.max(1))
@@ -72,5 +76,56 @@ fn term(log_p: f32, log_q: f32) -> f32 {
         0.0
     } else {
         p * (log_p - log_q)
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod gpu {
+    use super::super::cross_entropy::gpu::{reduce_items, upstream};
+    use super::Reduction;
+    use crate::autograd::Tape;
+    use crate::cuda::kd::{kl_div_backward, kl_div_rows};
+    use crate::cuda::CudaDevice;
+    use crate::error::Result;
+    use crate::tensor::{Shape, Tensor};
+    use std::sync::Arc;
+
+    /// `kl_div` on a GPU: the per-row divergence, the reduction, and both
+    /// gradients from the kept inputs.
+    pub(super) fn kl_div(
+        tape: &mut Tape,
+        dev: &Arc<CudaDevice>,
+        input_log_q: &Tensor,
+        target_log_p: &Tensor,
+        k: usize,
+        reduction: Reduction,
+    ) -> Result<Tensor> {
+        const OP: &str = "kl_div";
+        let (q, p) = (input_log_q.cuda_buffer(OP)?, target_log_p.cuda_buffer(OP)?);
+        let per_row = kl_div_rows(dev, q, p, k)?;
+        let rows = per_row.len();
+        let dims = input_log_q.dims();
+        let row_shape = Shape::new(&dims[..dims.len().saturating_sub(1)])?;
+        let value = reduce_items(dev, per_row, row_shape, reduction)?;
+        let (q2, p2, dev) = (input_log_q.clone(), target_log_p.clone(), dev.clone());
+        let up = upstream(reduction, rows);
+        Ok(
+            tape.record(OP, value, &[input_log_q, target_log_p], move |g, needs| {
+                let (gq, gp) = kl_div_backward(
+                    &dev,
+                    q2.cuda_buffer(OP)?,
+                    p2.cuda_buffer(OP)?,
+                    k,
+                    g.cuda_buffer(OP)?,
+                    up,
+                    [needs[0], needs[1]],
+                )?;
+                let shape = *q2.shape();
+                Ok(vec![
+                    gq.map(|v| Tensor::from_cuda(shape, &dev, v)),
+                    gp.map(|v| Tensor::from_cuda(shape, &dev, v)),
+                ])
+            }),
+        )
     }
 }

@@ -141,6 +141,10 @@ pub fn lstm_direction(
         b_hh,
     } = weights;
     let inputs = [x, w_ih, w_hh, b_ih, b_hh];
+    #[cfg(feature = "cuda")]
+    if let Some(dev) = crate::tensor::cuda_device_of(OP, &inputs)? {
+        return gpu::lstm_direction(tape, &dev, inputs, dims, lengths, reverse);
+    }
     let save = tape.wants_grad(&inputs);
     let params = params_of([w_ih, w_hh, b_ih, b_hh]);
     let (out, cache) = lstm_forward(x.data(), params, dims, lengths, reverse, save);
@@ -263,4 +267,102 @@ pub fn lstm(
         };
     }
     Ok(current)
+}
+
+/// The GPU path: the same op through the kernels of [`crate::cuda::lstm`],
+/// with helpers that `bilstm_layer` shares.
+#[cfg(feature = "cuda")]
+pub(crate) mod gpu {
+    use super::needs_of;
+    use crate::autograd::Tape;
+    use crate::cpu::lstm::LstmDims;
+    use crate::cuda::lstm::{lstm_backward, lstm_forward, GpuLstmGrads, GpuLstmParams};
+    use crate::cuda::CudaDevice;
+    use crate::error::Result;
+    use crate::tensor::{Shape, Tensor};
+    use std::sync::Arc;
+
+    const OP: &str = "lstm";
+
+    /// The device buffers of one direction's weight tensors `[w_ih, w_hh, b_ih, b_hh]`.
+    pub(crate) fn params_of(w: [&Tensor; 4]) -> Result<GpuLstmParams<'_>> {
+        Ok(GpuLstmParams {
+            w_ih: w[0].cuda_buffer(OP)?,
+            w_hh: w[1].cuda_buffer(OP)?,
+            b_ih: w[2].cuda_buffer(OP)?,
+            b_hh: w[3].cuda_buffer(OP)?,
+        })
+    }
+
+    /// One direction's gradients as GPU tensors shaped like its inputs
+    /// `saved` (`[x, w_ih, w_hh, b_ih, b_hh]`), `None` where not needed; the
+    /// bias gradient goes to both biases, as on the CPU.
+    pub(crate) fn grad_tensors(
+        dev: &Arc<CudaDevice>,
+        grads: GpuLstmGrads,
+        needs: &[bool],
+        saved: &[Tensor],
+    ) -> Result<Vec<Option<Tensor>>> {
+        let wrap = |v: Option<_>, t: &Tensor| v.map(|v| Tensor::from_cuda(*t.shape(), dev, v));
+        let (db_ih, db_hh) = match (grads.bias, needs[3], needs[4]) {
+            (Some(b), true, true) => {
+                let copy = b.try_clone()?;
+                (Some(b), Some(copy))
+            }
+            (Some(b), true, false) => (Some(b), None),
+            (Some(b), false, true) => (None, Some(b)),
+            _ => (None, None),
+        };
+        Ok(vec![
+            wrap(grads.x, &saved[0]),
+            wrap(grads.w_ih, &saved[1]),
+            wrap(grads.w_hh, &saved[2]),
+            wrap(db_ih, &saved[3]),
+            wrap(db_hh, &saved[4]),
+        ])
+    }
+
+    /// `lstm_direction` on a GPU, shapes already checked; `inputs` are
+    /// `[x, w_ih, w_hh, b_ih, b_hh]`.
+    pub(super) fn lstm_direction(
+        tape: &mut Tape,
+        dev: &Arc<CudaDevice>,
+        inputs: [&Tensor; 5],
+        dims: LstmDims,
+        lengths: &[usize],
+        reverse: bool,
+    ) -> Result<Tensor> {
+        let save = tape.wants_grad(&inputs);
+        let [x, w_ih, w_hh, b_ih, b_hh] = inputs;
+        let (out, cache) = lstm_forward(
+            dev,
+            x.cuda_buffer(OP)?,
+            params_of([w_ih, w_hh, b_ih, b_hh])?,
+            dims,
+            lengths,
+            reverse,
+            save,
+        )?;
+        let shape = Shape::new(&[dims.steps, dims.batch, dims.hidden])?;
+        let y = Tensor::from_cuda(shape, dev, out);
+        let Some(cache) = cache else {
+            return Ok(y);
+        };
+        let saved: Vec<Tensor> = inputs.iter().map(|t| (*t).clone()).collect();
+        let (lengths, dev) = (lengths.to_vec(), dev.clone());
+        Ok(tape.record(OP, y, &inputs, move |g, needs| {
+            let grads = lstm_backward(
+                &dev,
+                g.cuda_buffer(OP)?,
+                saved[0].cuda_buffer(OP)?,
+                params_of([&saved[1], &saved[2], &saved[3], &saved[4]])?,
+                dims,
+                &lengths,
+                reverse,
+                &cache,
+                needs_of(needs),
+            )?;
+            grad_tensors(&dev, grads, needs, &saved)
+        }))
+    }
 }

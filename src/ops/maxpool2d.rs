@@ -79,6 +79,10 @@ pub fn maxpool2d(tape: &mut Tape, x: &Tensor, spec: Pool2dSpec) -> Result<Tensor
     let g = geometry(x, spec)?;
     let (n, c) = (x.dims()[0], x.dims()[1]);
     let out_shape = Shape::new(&[n, c, g.ho, g.wo])?;
+    #[cfg(feature = "cuda")]
+    if let Some(dev) = crate::tensor::cuda_device_of("maxpool2d", &[x])? {
+        return gpu::maxpool2d(tape, &dev, x, g, out_shape);
+    }
     let mut y = vec![0.0f32; out_shape.numel()];
     let mut argmax = tape.wants_grad(&[x]).then(|| vec![0u32; out_shape.numel()]);
     maxpool2d_forward(x.data(), &g, &mut y, argmax.as_deref_mut());
@@ -93,4 +97,46 @@ pub fn maxpool2d(tape: &mut Tape, x: &Tensor, spec: Pool2dSpec) -> Result<Tensor
         let dx = maxpool2d_backward(dy.data(), &argmax, &g, x_shape.numel() / (g.h * g.w));
         Ok(vec![Some(Tensor::from_shape_vec(x_shape, dx))])
     }))
+}
+
+#[cfg(feature = "cuda")]
+mod gpu {
+    use crate::autograd::Tape;
+    use crate::cpu::conv2d::ConvGeom;
+    use crate::cuda::{maxpool as kernels, CudaDevice};
+    use crate::error::{Error, Result};
+    use crate::tensor::{Shape, Tensor};
+    use std::sync::Arc;
+
+    const OP: &str = "maxpool2d";
+
+    /// `super::maxpool2d` on a GPU: the argmax indices stay on the device
+    /// for the backward pass.
+    pub(super) fn maxpool2d(
+        tape: &mut Tape,
+        dev: &Arc<CudaDevice>,
+        x: &Tensor,
+        g: ConvGeom,
+        out_shape: Shape,
+    ) -> Result<Tensor> {
+        let mut y = dev.alloc(out_shape.numel())?;
+        let mut argmax = if tape.wants_grad(&[x]) {
+            Some(dev.alloc::<u32>(out_shape.numel())?)
+        } else {
+            None
+        };
+        kernels::maxpool2d_forward(dev, x.cuda_buffer(OP)?, &g, &mut y, argmax.as_mut())?;
+        let y = Tensor::from_cuda(out_shape, dev, y);
+        let (x_shape, dev) = (*x.shape(), dev.clone());
+        Ok(tape.record(OP, y, &[x], move |dy, _needs| {
+            let Some(argmax) = argmax else {
+                return Err(Error::Autograd(
+                    "maxpool2d backward: no argmax indices were saved".into(),
+                ));
+            };
+            let planes = x_shape.numel() / (g.h * g.w);
+            let dx = kernels::maxpool2d_backward(&dev, dy.cuda_buffer(OP)?, &argmax, &g, planes)?;
+            Ok(vec![Some(Tensor::from_cuda(x_shape, &dev, dx))])
+        }))
+    }
 }

@@ -14,6 +14,10 @@ pub fn mse_loss(tape: &mut Tape, a: &Tensor, b: &Tensor, reduction: Reduction) -
             format!("{:?} and {:?} differ", a.shape(), b.shape()),
         ));
     }
+    #[cfg(feature = "cuda")]
+    if let Some(dev) = crate::tensor::cuda_device_of("mse_loss", &[a, b])? {
+        return gpu::mse_loss(tape, &dev, a, b, reduction);
+    }
     let diff: Vec<f32> = a.data().iter().zip(b.data()).map(|(x, y)| x - y).collect();
     let n = diff.len();
     let value = match reduction {
@@ -43,4 +47,40 @@ pub fn mse_loss(tape: &mut Tape, a: &Tensor, b: &Tensor, reduction: Reduction) -
         let ga = needs[0].then(|| Tensor::from_shape_vec(shape, grad_a));
         Ok(vec![ga, gb])
     }))
+}
+
+#[cfg(feature = "cuda")]
+mod gpu {
+    use super::super::cross_entropy::gpu::{reduce_items, upstream};
+    use super::Reduction;
+    use crate::autograd::Tape;
+    use crate::cuda::loss::{mse_backward, mse_forward};
+    use crate::cuda::CudaDevice;
+    use crate::error::Result;
+    use crate::tensor::Tensor;
+    use std::sync::Arc;
+
+    /// `mse_loss` on a GPU: the difference (kept for the backward pass) and
+    /// its square, reduced.
+    pub(super) fn mse_loss(
+        tape: &mut Tape,
+        dev: &Arc<CudaDevice>,
+        a: &Tensor,
+        b: &Tensor,
+        reduction: Reduction,
+    ) -> Result<Tensor> {
+        const OP: &str = "mse_loss";
+        let (diff, sq) = mse_forward(dev, a.cuda_buffer(OP)?, b.cuda_buffer(OP)?)?;
+        let shape = *a.shape();
+        let value = reduce_items(dev, sq, shape, reduction)?;
+        let up = upstream(reduction, diff.len());
+        let dev = dev.clone();
+        Ok(tape.record(OP, value, &[a, b], move |g, needs| {
+            let (ga, gb) = mse_backward(&dev, &diff, g.cuda_buffer(OP)?, up, [needs[0], needs[1]])?;
+            Ok(vec![
+                ga.map(|v| Tensor::from_cuda(shape, &dev, v)),
+                gb.map(|v| Tensor::from_cuda(shape, &dev, v)),
+            ])
+        }))
+    }
 }

@@ -44,6 +44,10 @@ fn reduce(
     factor: f32,
 ) -> Result<Tensor> {
     let (kept, out_shape) = reduced_shapes(op, x, axes, keepdim)?;
+    #[cfg(feature = "cuda")]
+    if let Some(dev) = crate::tensor::cuda_device_of(op, &[x])? {
+        return gpu::reduce(tape, &dev, op, x, kept, out_shape, factor);
+    }
     let mut values = reduce_sum_to(x.data(), x.shape(), &kept);
     if factor != 1.0 {
         values.iter_mut().for_each(|v| *v *= factor);
@@ -86,4 +90,44 @@ pub fn sum_all(tape: &mut Tape, x: &Tensor) -> Result<Tensor> {
 pub fn mean_all(tape: &mut Tape, x: &Tensor) -> Result<Tensor> {
     let axes: Vec<usize> = (0..x.rank()).collect();
     mean(tape, x, &axes, false)
+}
+
+#[cfg(feature = "cuda")]
+mod gpu {
+    use crate::autograd::Tape;
+    use crate::cuda::elementwise::{expand, unary_in_place, Unary};
+    use crate::cuda::reduce::reduce_sum_to;
+    use crate::cuda::CudaDevice;
+    use crate::error::Result;
+    use crate::tensor::{Shape, Tensor};
+    use std::sync::Arc;
+
+    /// The sum of `x` down to `kept` (the reduced axes as size 1), times
+    /// `factor`, returned as `out`; the gradient is the output gradient
+    /// broadcast back to the input's shape, times `factor`.
+    pub(super) fn reduce(
+        tape: &mut Tape,
+        dev: &Arc<CudaDevice>,
+        op: &'static str,
+        x: &Tensor,
+        kept: Shape,
+        out: Shape,
+        factor: f32,
+    ) -> Result<Tensor> {
+        let in_shape = *x.shape();
+        let mut y = reduce_sum_to(dev, x.cuda_buffer(op)?, &in_shape, &kept)?;
+        if factor != 1.0 {
+            unary_in_place(dev, Unary::Scale(factor), &mut y)?;
+        }
+        let y = Tensor::from_cuda(out, dev, y);
+        let dev = dev.clone();
+        Ok(tape.record(op, y, &[x], move |g, _| {
+            // `g` has the output's shape, whose values are laid out as `kept`.
+            let mut grad = expand(&dev, g.cuda_buffer(op)?, &kept, &in_shape)?;
+            if factor != 1.0 {
+                unary_in_place(&dev, Unary::Scale(factor), &mut grad)?;
+            }
+            Ok(vec![Some(Tensor::from_cuda(in_shape, &dev, grad))])
+        }))
+    }
 }

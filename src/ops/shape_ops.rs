@@ -6,7 +6,9 @@ use crate::cpu::layout::{around_axis, inverse_permutation, permute as permute_ke
 use crate::error::{Error, Result};
 use crate::tensor::{Shape, Tensor};
 
-/// The same values with another shape of equal element count.
+/// The same values with another shape of equal element count. A view on
+/// every device: the output shares the input's storage (a GPU buffer
+/// included), and the gradient is the output gradient viewed back.
 pub fn reshape(tape: &mut Tape, x: &Tensor, dims: &[usize]) -> Result<Tensor> {
     let y = x.reshaped(dims)?;
     let in_dims = x.dims().to_vec();
@@ -34,6 +36,10 @@ pub fn permute(tape: &mut Tape, x: &Tensor, perm: &[usize]) -> Result<Tensor> {
     }
     let out_dims: Vec<usize> = perm.iter().map(|&p| x.dims()[p]).collect();
     let out_shape = Shape::new(&out_dims)?;
+    #[cfg(feature = "cuda")]
+    if let Some(dev) = crate::tensor::cuda_device_of("permute", &[x])? {
+        return gpu::permute(tape, &dev, x, perm, out_shape);
+    }
     let y = Tensor::from_shape_vec(out_shape, permute_kernel(x.data(), x.shape(), perm));
     let inv = inverse_permutation(perm);
     let in_shape = *x.shape();
@@ -69,6 +75,10 @@ pub fn concat(tape: &mut Tape, xs: &[&Tensor], axis: usize) -> Result<Tensor> {
         out_dims[axis] += x.dims()[axis];
     }
     let out_shape = Shape::new(&out_dims)?;
+    #[cfg(feature = "cuda")]
+    if let Some(dev) = crate::tensor::cuda_device_of("concat", xs)? {
+        return gpu::concat(tape, &dev, xs, axis, out_shape);
+    }
     let (outer, _, inner) = around_axis(&out_shape, axis);
     let sizes: Vec<usize> = xs.iter().map(|x| x.dims()[axis]).collect();
     let mut values = Vec::with_capacity(out_shape.numel());
@@ -112,6 +122,10 @@ pub fn slice(tape: &mut Tape, x: &Tensor, axis: usize, start: usize, end: usize)
     let mut out_dims = x.dims().to_vec();
     out_dims[axis] = end - start;
     let out_shape = Shape::new(&out_dims)?;
+    #[cfg(feature = "cuda")]
+    if let Some(dev) = crate::tensor::cuda_device_of("slice", &[x])? {
+        return gpu::slice(tape, &dev, x, axis, (start, end), out_shape);
+    }
     let (outer, _, inner) = around_axis(x.shape(), axis);
     let mut values = Vec::with_capacity(out_shape.numel());
     for o in 0..outer {
@@ -133,6 +147,10 @@ pub fn slice(tape: &mut Tape, x: &Tensor, axis: usize, start: usize, end: usize)
 /// Reverses the order of elements along `axis`.
 pub fn flip(tape: &mut Tape, x: &Tensor, axis: usize) -> Result<Tensor> {
     x.shape().check_axis("flip", axis)?;
+    #[cfg(feature = "cuda")]
+    if let Some(dev) = crate::tensor::cuda_device_of("flip", &[x])? {
+        return gpu::flip(tape, &dev, x, axis);
+    }
     let (outer, n, inner) = around_axis(x.shape(), axis);
     let lengths = vec![n; 1];
     let flip_all = move |data: &[f32]| reverse_blocks(data, outer, n, inner, 1, &lengths);
@@ -161,6 +179,10 @@ pub fn reverse_sequences(tape: &mut Tape, x: &Tensor, lengths: &[usize]) -> Resu
             "reverse_sequences",
             format!("lengths {lengths:?} do not fit {n} sequences of at most {t} steps"),
         ));
+    }
+    #[cfg(feature = "cuda")]
+    if let Some(dev) = crate::tensor::cuda_device_of("reverse_sequences", &[x])? {
+        return gpu::reverse_sequences(tape, &dev, x, lengths);
     }
     let inner = x.numel() / (t * n).max(1);
     let lengths = lengths.to_vec();
@@ -196,4 +218,118 @@ fn reverse_blocks(
         }
     }
     out
+}
+
+#[cfg(feature = "cuda")]
+mod gpu {
+    use crate::autograd::Tape;
+    use crate::cpu::layout::inverse_permutation;
+    use crate::cuda::{layout as kernels, CudaDevice};
+    use crate::error::Result;
+    use crate::tensor::{Shape, Tensor};
+    use std::sync::Arc;
+
+    pub(super) fn permute(
+        tape: &mut Tape,
+        dev: &Arc<CudaDevice>,
+        x: &Tensor,
+        perm: &[usize],
+        out: Shape,
+    ) -> Result<Tensor> {
+        const OP: &str = "permute";
+        let y = kernels::permute(dev, x.cuda_buffer(OP)?, x.shape(), perm)?;
+        let y = Tensor::from_cuda(out, dev, y);
+        let inv = inverse_permutation(perm);
+        let (in_shape, dev) = (*x.shape(), dev.clone());
+        Ok(tape.record(OP, y, &[x], move |g, _| {
+            let grad = kernels::permute(&dev, g.cuda_buffer(OP)?, &out, &inv)?;
+            Ok(vec![Some(Tensor::from_cuda(in_shape, &dev, grad))])
+        }))
+    }
+
+    pub(super) fn concat(
+        tape: &mut Tape,
+        dev: &Arc<CudaDevice>,
+        xs: &[&Tensor],
+        axis: usize,
+        out: Shape,
+    ) -> Result<Tensor> {
+        const OP: &str = "concat";
+        let parts = xs
+            .iter()
+            .map(|x| Ok((x.cuda_buffer(OP)?, x.shape())))
+            .collect::<Result<Vec<_>>>()?;
+        let y = Tensor::from_cuda(out, dev, kernels::concat(dev, &parts, axis)?);
+        let shapes: Vec<Shape> = xs.iter().map(|x| *x.shape()).collect();
+        let dev = dev.clone();
+        Ok(tape.record(OP, y, xs, move |g, needs| {
+            let gb = g.cuda_buffer(OP)?;
+            let mut offset = 0;
+            let mut grads = Vec::with_capacity(shapes.len());
+            for (shape, &need) in shapes.iter().zip(needs) {
+                let n = shape.dim(axis);
+                grads.push(if need {
+                    let part = kernels::slice(&dev, gb, &out, axis, offset, offset + n)?;
+                    Some(Tensor::from_cuda(*shape, &dev, part))
+                } else {
+                    None
+                });
+                offset += n;
+            }
+            Ok(grads)
+        }))
+    }
+
+    pub(super) fn slice(
+        tape: &mut Tape,
+        dev: &Arc<CudaDevice>,
+        x: &Tensor,
+        axis: usize,
+        (start, end): (usize, usize),
+        out: Shape,
+    ) -> Result<Tensor> {
+        const OP: &str = "slice";
+        let y = kernels::slice(dev, x.cuda_buffer(OP)?, x.shape(), axis, start, end)?;
+        let y = Tensor::from_cuda(out, dev, y);
+        let (in_shape, dev) = (*x.shape(), dev.clone());
+        Ok(tape.record(OP, y, &[x], move |g, _| {
+            let grad =
+                kernels::slice_backward(&dev, g.cuda_buffer(OP)?, &in_shape, axis, start, end)?;
+            Ok(vec![Some(Tensor::from_cuda(in_shape, &dev, grad))])
+        }))
+    }
+
+    pub(super) fn flip(
+        tape: &mut Tape,
+        dev: &Arc<CudaDevice>,
+        x: &Tensor,
+        axis: usize,
+    ) -> Result<Tensor> {
+        const OP: &str = "flip";
+        let shape = *x.shape();
+        let y = kernels::flip(dev, x.cuda_buffer(OP)?, &shape, axis)?;
+        let y = Tensor::from_cuda(shape, dev, y);
+        let dev = dev.clone();
+        Ok(tape.record(OP, y, &[x], move |g, _| {
+            let grad = kernels::flip(&dev, g.cuda_buffer(OP)?, &shape, axis)?;
+            Ok(vec![Some(Tensor::from_cuda(shape, &dev, grad))])
+        }))
+    }
+
+    pub(super) fn reverse_sequences(
+        tape: &mut Tape,
+        dev: &Arc<CudaDevice>,
+        x: &Tensor,
+        lengths: &[usize],
+    ) -> Result<Tensor> {
+        const OP: &str = "reverse_sequences";
+        let shape = *x.shape();
+        let y = kernels::reverse_sequences(dev, x.cuda_buffer(OP)?, &shape, lengths)?;
+        let y = Tensor::from_cuda(shape, dev, y);
+        let (lengths, dev) = (lengths.to_vec(), dev.clone());
+        Ok(tape.record(OP, y, &[x], move |g, _| {
+            let grad = kernels::reverse_sequences(&dev, g.cuda_buffer(OP)?, &shape, &lengths)?;
+            Ok(vec![Some(Tensor::from_cuda(shape, &dev, grad))])
+        }))
+    }
 }

@@ -129,6 +129,10 @@ macro_rules! for_op {
 }
 
 fn unary(tape: &mut Tape, op: Unary, x: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if let Some(dev) = crate::tensor::cuda_device_of(op.name(), &[x])? {
+        return gpu::unary(tape, &dev, op, x);
+    }
     let values = for_op!(op, o => map(x.data(), move |v| o().forward(v)));
     let y = Tensor::from_shape_vec(*x.shape(), values);
     let (x2, y2) = (x.clone(), y.detach());
@@ -207,6 +211,10 @@ pub fn pow(tape: &mut Tape, x: &Tensor, p: f32) -> Result<Tensor> {
 /// padding masks and dropout.
 pub fn mul_const(tape: &mut Tape, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
     mask.expect_dims("mul_const", "mask", x.dims())?;
+    #[cfg(feature = "cuda")]
+    if let Some(dev) = crate::tensor::cuda_device_of("mul_const", &[x, mask])? {
+        return gpu::mul_const(tape, &dev, x, mask);
+    }
     let y = Tensor::from_shape_vec(*x.shape(), zip(x.data(), mask.data(), |a, m| a * m));
     let m2 = mask.detach();
     let shape = *x.shape();
@@ -214,4 +222,72 @@ pub fn mul_const(tape: &mut Tape, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let grad = zip(g.data(), m2.data(), |g, m| g * m);
         Ok(vec![Some(Tensor::from_shape_vec(shape, grad))])
     }))
+}
+
+#[cfg(feature = "cuda")]
+mod gpu {
+    use crate::autograd::Tape;
+    use crate::cpu::elementwise::Unary;
+    use crate::cuda::elementwise::{self as kernels, Binary};
+    use crate::cuda::CudaDevice;
+    use crate::error::Result;
+    use crate::tensor::Tensor;
+    use std::sync::Arc;
+
+    pub(super) fn unary(
+        tape: &mut Tape,
+        dev: &Arc<CudaDevice>,
+        op: Unary,
+        x: &Tensor,
+    ) -> Result<Tensor> {
+        let name = op.name();
+        let y = kernels::unary_forward(dev, op, x.cuda_buffer(name)?)?;
+        let y = Tensor::from_cuda(*x.shape(), dev, y);
+        let (x2, y2, dev) = (x.clone(), y.detach(), dev.clone());
+        Ok(tape.record(name, y, &[x], move |g, _| {
+            let grad = kernels::unary_backward(
+                &dev,
+                op,
+                g.cuda_buffer(name)?,
+                x2.cuda_buffer(name)?,
+                y2.cuda_buffer(name)?,
+            )?;
+            Ok(vec![Some(Tensor::from_cuda(*x2.shape(), &dev, grad))])
+        }))
+    }
+
+    pub(super) fn mul_const(
+        tape: &mut Tape,
+        dev: &Arc<CudaDevice>,
+        x: &Tensor,
+        mask: &Tensor,
+    ) -> Result<Tensor> {
+        const OP: &str = "mul_const";
+        let shape = *x.shape();
+        let mul = |a: &Tensor, b: &Tensor| {
+            kernels::binary_forward(
+                dev,
+                Binary::Mul,
+                a.cuda_buffer(OP)?,
+                &shape,
+                b.cuda_buffer(OP)?,
+                &shape,
+                &shape,
+            )
+        };
+        let y = Tensor::from_cuda(shape, dev, mul(x, mask)?);
+        let (m2, dev) = (mask.detach(), dev.clone());
+        Ok(tape.record(OP, y, &[x], move |g, _| {
+            let grad = kernels::binary_forward(
+                &dev,
+                Binary::Mul,
+                g.cuda_buffer(OP)?,
+                &shape,
+                m2.cuda_buffer(OP)?,
+                &shape,
+                &shape,
+            )?;
+            Ok(vec![Some(Tensor::from_cuda(shape, &dev, grad))])
+        }))
+    }
 }
