@@ -20,7 +20,7 @@ use crate::nn::{Crnn, CrnnConfig};
 use crate::ops;
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::rng::Rng;
-use crate::tensor::Tensor;
+use crate::tensor::{Device, Tensor};
 use crate::train::{ctc_objective, recognize_batch};
 use clap::{Args, ValueEnum};
 use std::hint::black_box;
@@ -44,17 +44,8 @@ const SINGLE_FACTOR: usize = 5;
 pub enum BenchDevice {
     /// The CPU engine, on `--threads` worker threads.
     Cpu,
-    /// A CUDA GPU (not supported by the steps yet).
+    /// CUDA GPU 0 (needs a build with `--features cuda`).
     Cuda,
-}
-
-impl BenchDevice {
-    fn name(self) -> &'static str {
-        match self {
-            BenchDevice::Cpu => "cpu",
-            BenchDevice::Cuda => "cuda",
-        }
-    }
 }
 
 /// Arguments of `retort bench`.
@@ -121,16 +112,13 @@ impl Row {
 
 /// Runs `retort bench`.
 pub fn run(args: BenchArgs) -> Result<()> {
-    if args.device == BenchDevice::Cuda {
-        let found = match crate::cuda::probe(0) {
-            Ok(gpu) => format!("the probe found {} (cuda:{})", gpu.name, gpu.ordinal),
-            Err(Error::Device(message)) => format!("the CUDA probe says: {message}"),
-            Err(e) => format!("the CUDA probe says: {e}"),
-        };
-        return Err(Error::Device(format!(
-            "`retort bench --device cuda`: the CUDA backend is not there yet, so the reference steps run on the CPU only (use --device cpu); {found}"
-        )));
-    }
+    let (device, device_name) = match args.device {
+        BenchDevice::Cpu => (Device::Cpu, "device cpu".to_string()),
+        BenchDevice::Cuda => {
+            let device = crate::DeviceChoice::Cuda(0).resolve()?;
+            (device, format!("device {}", gpu_name(device)?))
+        }
+    };
     let threads = rayon::current_num_threads();
     let batch = args.batch as usize;
     let reps = args.reps as usize;
@@ -138,7 +126,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let cpu = cpu_model();
     if !args.json {
         println!(
-            "retort bench: {cpu}, {threads} thread(s), device cpu, 1 x {HEIGHT} x {WIDTH} images, median of {reps} runs after {warmup} warm-up(s) ({}x for batch 1)",
+            "retort bench: {cpu}, {threads} thread(s), {device_name}, 1 x {HEIGHT} x {WIDTH} images, median of {reps} runs after {warmup} warm-up(s) ({}x for batch 1)",
             SINGLE_FACTOR
         );
     }
@@ -171,16 +159,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut rows = Vec::new();
     let mut emit = |row: Row| {
         if args.json {
-            print_json(&row, threads, args.device, &cpu);
+            print_json(&row, threads, &device_name, &cpu);
         }
         rows.push(row);
     };
     let wanted = |row: BenchRow| args.only.is_empty() || args.only.contains(&row);
     if wanted(BenchRow::Train) {
-        emit(train_row(batch, warmup, reps, &mut rng)?);
+        emit(train_row(batch, warmup, reps, &mut rng, device)?);
     }
     if wanted(BenchRow::Distill) {
-        emit(distill_row(batch, warmup, reps, &mut rng)?);
+        emit(distill_row(batch, warmup, reps, &mut rng, device)?);
     }
     if wanted(BenchRow::Infer1) {
         emit(infer_row(
@@ -188,10 +176,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
             warmup * SINGLE_FACTOR,
             reps * SINGLE_FACTOR,
             &mut rng,
+            device,
         )?);
     }
     if wanted(BenchRow::InferBatch) {
-        emit(infer_row(batch, warmup, reps, &mut rng)?);
+        emit(infer_row(batch, warmup, reps, &mut rng, device)?);
     }
     if !args.json {
         print_table(&rows);
@@ -268,12 +257,12 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown CPU".to_string())
 }
 
-fn print_json(row: &Row, threads: usize, device: BenchDevice, cpu: &str) {
+fn print_json(row: &Row, threads: usize, device: &str, cpu: &str) {
     let value = serde_json::json!({
         "row": row.name,
         "batch": row.batch,
         "threads": threads,
-        "device": device.name(),
+        "device": device.trim_start_matches("device "),
         "median_ms": row.median_s * 1e3,
         "images_per_s": row.images_per_s(),
         "us_per_line": row.us_per_line(),
@@ -339,8 +328,35 @@ fn batch(n: usize, rng: &mut Rng) -> Result<Batch> {
     })
 }
 
-fn model(preset: &str, seed: u64) -> Result<Crnn> {
-    Crnn::new(CrnnConfig::preset(preset)?, &mut Rng::seed(seed))
+fn model(preset: &str, seed: u64, device: Device) -> Result<Crnn> {
+    let mut model = Crnn::new(CrnnConfig::preset(preset)?, &mut Rng::seed(seed))?;
+    model.to_device(device)?;
+    Ok(model)
+}
+
+/// Waits until `device` has finished the queued work, so that a timed step
+/// includes it.
+fn wait_for(device: Device) -> Result<()> {
+    match device {
+        Device::Cpu => Ok(()),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(ordinal) => crate::cuda::CudaDevice::get(ordinal)?.synchronize(),
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda(_) => Err(Error::Device(
+            "retort was built without the `cuda` feature".into(),
+        )),
+    }
+}
+
+/// "NVIDIA H200 (cuda:0)" for a GPU.
+fn gpu_name(device: Device) -> Result<String> {
+    match device {
+        Device::Cpu => Ok("cpu".into()),
+        Device::Cuda(ordinal) => {
+            let gpu = crate::cuda::probe(ordinal)?;
+            Ok(format!("{} (cuda:{ordinal})", gpu.name))
+        }
+    }
 }
 
 /// One prepared reference step: each call runs the step once on the same
@@ -350,8 +366,14 @@ pub type Step = Box<dyn FnMut() -> Result<()>>;
 /// `train-step crnn-t` on a random batch of `n` images: forward, CTC,
 /// backward, SGD-momentum update — the training loop's own step.
 pub fn train_step(n: usize, rng: &mut Rng) -> Result<Step> {
+    train_step_on(n, rng, Device::Cpu)
+}
+
+/// [`train_step`] with the model on `device` (the batch comes from host
+/// memory each step, as in the training loop; each step waits for the device).
+pub fn train_step_on(n: usize, rng: &mut Rng, device: Device) -> Result<Step> {
     let batch = batch(n, rng)?;
-    let mut model = model("crnn-t", 0)?;
+    let mut model = model("crnn-t", 0, device)?;
     let mut opt = Optimizer::new(OptimizerConfig::sgd(0.9))?;
     let mut step_rng = Rng::seed(1);
     Ok(Box::new(move || {
@@ -363,12 +385,12 @@ pub fn train_step(n: usize, rng: &mut Rng) -> Result<Step> {
             None,
             &mut step_rng,
         )?);
-        Ok(())
+        wait_for(device)
     }))
 }
 
-fn train_row(n: usize, warmup: usize, reps: usize, rng: &mut Rng) -> Result<Row> {
-    let median_s = time(warmup, reps, train_step(n, rng)?)?;
+fn train_row(n: usize, warmup: usize, reps: usize, rng: &mut Rng, device: Device) -> Result<Row> {
+    let median_s = time(warmup, reps, train_step_on(n, rng, device)?)?;
     Ok(Row {
         name: "train-step crnn-t",
         batch: n,
@@ -382,14 +404,22 @@ fn train_row(n: usize, warmup: usize, reps: usize, rng: &mut Rng) -> Result<Row>
 /// (32 → 128 channels) and the teacher's b4, backward through student and
 /// adaptor, SGD-momentum update of both.
 pub fn distill_step(n: usize, rng: &mut Rng) -> Result<Step> {
+    distill_step_on(n, rng, Device::Cpu)
+}
+
+/// [`distill_step`] with teacher, student and adaptor on `device`.
+pub fn distill_step_on(n: usize, rng: &mut Rng, device: Device) -> Result<Step> {
     let batch = batch(n, rng)?;
-    let mut teacher = model("crnn-t", 0)?;
-    let mut student = model("crnn-s", 1)?;
+    let mut teacher = model("crnn-t", 0, device)?;
+    let mut student = model("crnn-s", 1, device)?;
     let mut adaptor = Adaptor::for_map(
         student.config.blocks[3].out_channels,
         teacher.config.blocks[3].out_channels,
         &mut Rng::seed(2),
     )?;
+    for (_, p) in adaptor.params_mut() {
+        p.move_to(device)?;
+    }
     let mut opt = Optimizer::new(OptimizerConfig::sgd(0.9))?;
     let mut step_rng = Rng::seed(3);
     Ok(Box::new(move || {
@@ -416,12 +446,12 @@ pub fn distill_step(n: usize, rng: &mut Rng) -> Result<Step> {
             .collect();
         opt.step(&mut params, &grads, LR)?;
         black_box(loss.item()?);
-        Ok(())
+        wait_for(device)
     }))
 }
 
-fn distill_row(n: usize, warmup: usize, reps: usize, rng: &mut Rng) -> Result<Row> {
-    let median_s = time(warmup, reps, distill_step(n, rng)?)?;
+fn distill_row(n: usize, warmup: usize, reps: usize, rng: &mut Rng, device: Device) -> Result<Row> {
+    let median_s = time(warmup, reps, distill_step_on(n, rng, device)?)?;
     Ok(Row {
         name: "distill-step",
         batch: n,
@@ -442,8 +472,14 @@ fn feature<'a>(
 /// no-grad tape, greedy decoding and the charset lookup — what
 /// `retort infer` does per batch.
 pub fn infer_step(n: usize, rng: &mut Rng) -> Result<Step> {
+    infer_step_on(n, rng, Device::Cpu)
+}
+
+/// [`infer_step`] with the model on `device` (decoding reads the scores
+/// back to the host, which waits for the device).
+pub fn infer_step_on(n: usize, rng: &mut Rng, device: Device) -> Result<Step> {
     let batch = batch(n, rng)?;
-    let mut student = model("crnn-s", 1)?;
+    let mut student = model("crnn-s", 1, device)?;
     let charset = Charset::default_alnum();
     Ok(Box::new(move || {
         black_box(recognize_batch(&mut student, &batch, &charset, 1)?);
@@ -451,8 +487,8 @@ pub fn infer_step(n: usize, rng: &mut Rng) -> Result<Step> {
     }))
 }
 
-fn infer_row(n: usize, warmup: usize, reps: usize, rng: &mut Rng) -> Result<Row> {
-    let median_s = time(warmup, reps, infer_step(n, rng)?)?;
+fn infer_row(n: usize, warmup: usize, reps: usize, rng: &mut Rng, device: Device) -> Result<Row> {
+    let median_s = time(warmup, reps, infer_step_on(n, rng, device)?)?;
     Ok(Row {
         name: "infer crnn-s",
         batch: n,

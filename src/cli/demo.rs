@@ -39,6 +39,9 @@ pub struct DemoArgs {
     /// Seed of the data and of every run.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Where to train: cpu, cuda, cuda:N, or auto (the GPU when one is usable, otherwise the CPU).
+    #[arg(long, default_value = "cpu")]
+    pub device: crate::DeviceChoice,
     /// Hide the progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -148,6 +151,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         augment: 0.0,
         seed: args.seed,
         progress: !args.quiet,
+        device: args.device,
         ..TrainConfig::new(
             model,
             vec![train_dir.clone()],

@@ -17,6 +17,9 @@ pub struct DistillArgs {
     /// Write into this folder instead of the config's `out`.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Where to compute (cpu, cuda, cuda:N, auto), instead of the config's `device`.
+    #[arg(long)]
+    pub device: Option<crate::DeviceChoice>,
     /// Hide the progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -44,6 +47,9 @@ pub fn run(args: DistillArgs) -> Result<()> {
     }
     if args.quiet {
         cfg.progress = false;
+    }
+    if let Some(device) = args.device {
+        cfg.device = device;
     }
     // Problems only the run can see (a layer a model lacks, a teacher of
     // another charset) are still problems of the config file: name it.

@@ -110,6 +110,9 @@ pub struct TrainArgs {
     /// pick an early-stopped teacher for `retort distill`).
     #[arg(long)]
     pub snapshot_every: Option<u64>,
+    /// Where to compute: cpu, cuda, cuda:N, or auto (the GPU when one is usable, otherwise the CPU).
+    #[arg(long, default_value = "cpu")]
+    pub device: crate::DeviceChoice,
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -207,6 +210,7 @@ impl TrainArgs {
             skip_bad: self.skip_bad,
             progress: !self.quiet,
             snapshot_every: self.snapshot_every,
+            device: self.device,
         })
     }
 }

@@ -44,6 +44,9 @@ pub struct ZooArgs {
     /// Only these methods, comma-separated (the student alone always runs).
     #[arg(long, value_delimiter = ',')]
     pub only: Option<Vec<String>>,
+    /// Where to compute: cpu, cuda, cuda:N, or auto (the GPU when one is usable, otherwise the CPU).
+    #[arg(long, default_value = "cpu")]
+    pub device: crate::DeviceChoice,
     /// Hide the progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -68,6 +71,7 @@ pub fn run(args: ZooArgs) -> Result<()> {
         unlabeled: args.unlabeled,
         only: args.only,
         progress: !args.quiet,
+        device: args.device,
     };
     eprintln!(
         "zoo: {} methods, {} steps each",

@@ -8,6 +8,7 @@ use crate::data::batch::WidthPolicy;
 use crate::error::{Error, Result};
 use crate::optim::{LrSchedule, OptimizerConfig};
 use crate::train::{Budget, ModelSource};
+use crate::DeviceChoice;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -67,6 +68,9 @@ pub struct DistillConfig {
     pub progress: bool,
     /// What to distil, and how.
     pub strategy: Strategy,
+    /// Where to compute: `"cpu"` (default), `"cuda"`, `"cuda:N"` or `"auto"`.
+    #[serde(default, skip_serializing_if = "DeviceChoice::is_cpu")]
+    pub device: DeviceChoice,
     /// Continue each training loop from its `resume.safetensors` where one
     /// exists (set by `retort distill --resume`, never read from a file).
     #[serde(skip)]
@@ -717,6 +721,7 @@ impl DistillConfig {
             skip_bad: train.skip_bad,
             progress: train.progress,
             strategy,
+            device: train.device,
             resume: false,
         }
     }
@@ -745,6 +750,7 @@ impl DistillConfig {
             skip_bad: self.skip_bad,
             progress: self.progress,
             snapshot_every: None,
+            device: self.device,
         }
     }
 }

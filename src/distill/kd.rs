@@ -91,7 +91,7 @@ pub fn soft_kd(
     let mask: Vec<f32> = (0..t)
         .flat_map(|ti| lengths.iter().map(move |&l| if ti < l { 1.0 } else { 0.0 }))
         .collect();
-    let mask = Tensor::from_vec(mask, &[t, n])?;
+    let mask = Tensor::from_vec(mask, &[t, n])?.to_device(per_frame.device())?;
     let masked = ops::mul_const(tape, &per_frame, &mask)?;
     let total = ops::sum_all(tape, &masked)?;
     ops::scale(tape, &total, temperature * temperature / frames as f32)
@@ -117,7 +117,7 @@ fn averaged_distribution(
             }
         }
     }
-    let weights = Tensor::from_vec(weights, &[t, n, k])?;
+    let weights = Tensor::from_vec(weights, &[t, n, k])?.to_device(probs.device())?;
     let weighted = ops::mul_const(tape, &probs, &weights)?;
     ops::sum(tape, &weighted, &[0], false)
 }

@@ -68,6 +68,18 @@ impl Member {
         Ok(apply_gradients(&mut params, &mut self.optimizer, grads, lr, clip)?.is_some())
     }
 
+    /// Moves the model and adaptors to `device` (parameters keep their
+    /// identities, so the optimiser state still fits).
+    pub fn to_device(&mut self, device: crate::tensor::Device) -> Result<()> {
+        self.model.to_device(device)?;
+        for a in &mut self.adaptors {
+            for (_, p) in a.params_mut() {
+                p.move_to(device)?;
+            }
+        }
+        Ok(())
+    }
+
     fn running_stats(&self) -> Vec<RunningStats> {
         self.model
             .blocks
@@ -317,6 +329,10 @@ where
 {
     let started = Instant::now();
     std::fs::create_dir_all(log_dir).map_err(|e| Error::io(log_dir, e))?;
+    let device = cfg.device.resolve()?;
+    for m in members.iter_mut() {
+        m.to_device(device)?;
+    }
     let total = data.total_steps;
     let plan = LrPlan {
         base_lr: cfg.lr,

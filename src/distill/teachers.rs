@@ -9,7 +9,7 @@ use crate::data::charset::Charset;
 use crate::error::{Error, Result};
 use crate::nn::{Crnn, CrnnOutput};
 use crate::rng::Rng;
-use crate::tensor::Tensor;
+use crate::tensor::{Device, Tensor};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -24,8 +24,8 @@ pub struct Teacher {
     pub weight: f32,
 }
 
-/// Loads a teacher and checks that it reads the run's charset.
-pub fn load_teacher(spec: &TeacherSpec, charset: &Charset) -> Result<Teacher> {
+/// Loads a teacher onto `device` and checks that it reads the run's charset.
+pub fn load_teacher(spec: &TeacherSpec, charset: &Charset, device: Device) -> Result<Teacher> {
     let ck = load_model(
         &spec.model,
         spec.weights.as_deref(),
@@ -55,9 +55,11 @@ pub fn load_teacher(spec: &TeacherSpec, charset: &Charset) -> Result<Teacher> {
             ),
         ));
     }
+    let mut model = ck.model;
+    model.to_device(device)?;
     Ok(Teacher {
         name: spec.model.clone(),
-        model: ck.model,
+        model,
         weight: spec.weight,
     })
 }
@@ -113,7 +115,7 @@ pub fn combined_logits(logits: &[(&Tensor, f32)], temperature: f32) -> Result<Te
                 .into_iter()
                 .map(|p| temperature * p.max(1e-30).ln())
                 .collect();
-            Tensor::from_vec(out, &shape)
+            Tensor::from_vec(out, &shape)?.to_device(logits[0].0.device())
         }
     }
 }
@@ -155,6 +157,7 @@ impl TeacherCache {
         if self.classes > 0 && batch.paths.iter().all(|p| self.entries.contains_key(p)) {
             self.hits += 1;
             let k = self.classes;
+            let device = teachers.first().map_or(Device::Cpu, |t| t.model.device());
             return (0..teachers.len())
                 .map(|ti| {
                     let mut data = vec![0.0f32; t * n * k];
@@ -166,7 +169,7 @@ impl TeacherCache {
                             data[at..at + k].copy_from_slice(&rows[step * k..(step + 1) * k]);
                         }
                     }
-                    Tensor::from_vec(data, &[t, n, k])
+                    Tensor::from_vec(data, &[t, n, k])?.to_device(device)
                 })
                 .collect();
         }

@@ -120,7 +120,7 @@ pub fn tolerant_gap(
             }
         }
     }
-    let mask = Tensor::from_vec(mask, &[t, n, k])?;
+    let mask = Tensor::from_vec(mask, &[t, n, k])?.to_device(logits.device())?;
     let weighted = ops::mul_const(tape, logits, &mask)?;
     ops::sum_all(tape, &weighted)
 }

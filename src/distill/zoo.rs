@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::optim::{LrSchedule, OptimizerConfig};
 use crate::train::{train, Budget, ModelSource};
+use crate::DeviceChoice;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -47,6 +48,8 @@ pub struct ZooConfig {
     pub only: Option<Vec<String>>,
     /// Show progress bars.
     pub progress: bool,
+    /// Where every run computes.
+    pub device: DeviceChoice,
 }
 
 /// One row of the zoo.
@@ -152,6 +155,7 @@ impl ZooConfig {
             skip_bad: false,
             progress: self.progress,
             strategy,
+            device: self.device,
             resume: false,
         }
     }

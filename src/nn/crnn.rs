@@ -11,7 +11,7 @@ use crate::ops::conv2d::{conv2d_bn_relu_eval, Conv2dSpec};
 use crate::ops::maxpool2d::{maxpool2d, Pool2dSpec};
 use crate::ops::{dropout, permute, relu, reshape};
 use crate::rng::Rng;
-use crate::tensor::Tensor;
+use crate::tensor::{Device, Tensor};
 use std::collections::{BTreeMap, HashMap};
 
 /// What [`Crnn::forward`] returns.
@@ -286,7 +286,8 @@ impl Crnn {
     ) -> Result<Tensor> {
         let pools: Vec<Option<(usize, usize)>> =
             self.config.blocks.iter().map(|b| b.pool).collect();
-        let mut x = images.clone();
+        // Batches come in from host memory; the model computes where it lives.
+        let mut x = images.to_device(self.device())?;
         for (i, ((conv, bn), pool)) in self.blocks.iter_mut().zip(pools).take(count).enumerate() {
             x = if training {
                 let y = conv.forward(tape, &x)?;
@@ -471,10 +472,36 @@ impl Crnn {
         for (name, p) in self.params_mut() {
             p.set(value(&name)?)?;
         }
+        let device = self.device();
         for (i, (_, bn)) in self.blocks.iter_mut().enumerate() {
             let b = i + 1;
-            bn.stats.mean = value(&format!("cnn.b{b}.bn.running_mean"))?.detach();
-            bn.stats.var = value(&format!("cnn.b{b}.bn.running_var"))?.detach();
+            bn.stats.mean = value(&format!("cnn.b{b}.bn.running_mean"))?
+                .detach()
+                .to_device(device)?;
+            bn.stats.var = value(&format!("cnn.b{b}.bn.running_var"))?
+                .detach()
+                .to_device(device)?;
+        }
+        Ok(())
+    }
+
+    /// The device holding the parameters.
+    pub fn device(&self) -> Device {
+        self.blocks
+            .first()
+            .map_or(Device::Cpu, |(conv, _)| conv.weight.device())
+    }
+
+    /// Moves every parameter and running statistic to `device`; parameters
+    /// keep their identities. Images given to [`Crnn::forward`] are moved
+    /// to this device as they come in.
+    pub fn to_device(&mut self, device: Device) -> Result<()> {
+        for (_, p) in self.params_mut() {
+            p.move_to(device)?;
+        }
+        for (_, bn) in &mut self.blocks {
+            bn.stats.mean = bn.stats.mean.to_device(device)?;
+            bn.stats.var = bn.stats.var.to_device(device)?;
         }
         Ok(())
     }

@@ -4,6 +4,7 @@ use crate::data::batch::WidthPolicy;
 use crate::error::{Error, Result};
 use crate::nn::CrnnConfig;
 use crate::optim::{LrSchedule, OptimizerConfig};
+use crate::DeviceChoice;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -82,6 +83,9 @@ pub struct TrainConfig {
     /// to pick an early-stopped teacher later (none when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_every: Option<u64>,
+    /// Where to compute: `"cpu"` (default), `"cuda"`, `"cuda:N"` or `"auto"`.
+    #[serde(default, skip_serializing_if = "DeviceChoice::is_cpu")]
+    pub device: DeviceChoice,
 }
 
 fn default_log_every() -> u64 {
@@ -121,6 +125,7 @@ impl TrainConfig {
             skip_bad: false,
             progress: true,
             snapshot_every: None,
+            device: DeviceChoice::Cpu,
         }
     }
 

@@ -16,7 +16,7 @@ use crate::fsutil::write_atomic;
 use crate::nn::{Crnn, CrnnConfig};
 use crate::optim::{LrPlan, Optimizer, OptimizerState};
 use crate::rng::Rng;
-use crate::tensor::Tensor;
+use crate::tensor::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -286,6 +286,11 @@ fn run(cfg: &TrainConfig, resuming: bool) -> Result<TrainSummary> {
     let charset = load_charset(cfg.charset.as_deref())?;
     let mut rng = Rng::seed(cfg.seed);
     let mut model = build_model(&cfg.model, &charset, &mut rng.fork(1))?;
+    let device = cfg.device.resolve()?;
+    model.to_device(device)?;
+    if device != Device::Cpu {
+        eprintln!("training on {device}");
+    }
     let (loader, val_loader, total) = training_data(cfg, &charset, Vec::new())?;
     let plan = LrPlan {
         base_lr: cfg.lr,

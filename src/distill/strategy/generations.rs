@@ -37,11 +37,12 @@ pub fn run(cfg: &DistillConfig) -> Result<DistillReport> {
         return Err(Error::invalid("generations", "not a generations config"));
     };
     let charset = load_run_charset(cfg)?;
+    let device = cfg.device.resolve()?;
     let data = load_run_data(cfg, &charset, Vec::new(), cfg.augment)?;
     let mut rng = Rng::seed(cfg.seed);
     let mut teacher: Option<Teacher> = first
         .as_ref()
-        .map(|t| load_teacher(t, &charset))
+        .map(|t| load_teacher(t, &charset, device))
         .transpose()?;
     let mut teachers_report = Vec::new();
     let mut ensemble: Vec<Crnn> = Vec::new();
@@ -95,7 +96,8 @@ pub fn run(cfg: &DistillConfig) -> Result<DistillReport> {
         images += report.images_per_s * report.seconds;
         steps = report.steps;
         students.extend(report.students);
-        let best = checkpoint::load(&dir.join("best"))?.model;
+        let mut best = checkpoint::load(&dir.join("best"))?.model;
+        best.to_device(device)?;
         ensemble.push(best.clone());
         teacher = Some(Teacher {
             name,

@@ -35,6 +35,7 @@ pub fn run(cfg: &DistillConfig) -> Result<DistillReport> {
         return Err(Error::invalid("mutual", "not a mutual-learning config"));
     };
     let charset = load_run_charset(cfg)?;
+    let device = cfg.device.resolve()?;
     let data = load_run_data(cfg, &charset, Vec::new(), cfg.augment)?;
     let mut rng = Rng::seed(cfg.seed);
     let mut members = models
@@ -48,7 +49,7 @@ pub fn run(cfg: &DistillConfig) -> Result<DistillReport> {
         .collect::<Result<Vec<_>>>()?;
     let mut teacher: Option<Teacher> = teacher
         .as_ref()
-        .map(|t| load_teacher(t, &charset))
+        .map(|t| load_teacher(t, &charset, device))
         .transpose()?;
     let teacher_kd = teacher_kd.clone().unwrap_or_else(|| kd.clone());
     let teachers = match teacher.as_mut() {

@@ -37,11 +37,12 @@ pub fn run(cfg: &DistillConfig) -> Result<DistillReport> {
         ));
     };
     let charset = load_run_charset(cfg)?;
+    let device = cfg.device.resolve()?;
     let mut images = Vec::new();
     for dir in unlabeled {
         images.extend(list_png_files(dir)?);
     }
-    let mut teacher: Teacher = load_teacher(teacher, &charset)?;
+    let mut teacher: Teacher = load_teacher(teacher, &charset, device)?;
     let mut rng = Rng::seed(cfg.seed);
     let objective = Objective {
         kd: kd.clone(),
@@ -128,6 +129,7 @@ pub fn run(cfg: &DistillConfig) -> Result<DistillReport> {
         students.push(result);
         let mut next = checkpoint::load(&dir.join("best"))?.model;
         next.config.dropout = 0.0;
+        next.to_device(device)?;
         teacher = Teacher {
             name,
             model: next,

@@ -39,11 +39,12 @@ pub struct TeacherStudent<'a> {
 /// `cfg.out/best` and `cfg.out/last`.
 pub fn run(cfg: &DistillConfig, s: &TeacherStudent) -> Result<DistillReport> {
     let charset = load_run_charset(cfg)?;
+    let device = cfg.device.resolve()?;
     let data = load_run_data(cfg, &charset, Vec::new(), cfg.augment)?;
     let mut teachers = s
         .teachers
         .iter()
-        .map(|t| load_teacher(t, &charset))
+        .map(|t| load_teacher(t, &charset, device))
         .collect::<Result<Vec<_>>>()?;
     let mut rng = Rng::seed(cfg.seed);
     let student = build_model(s.student, &charset, &mut rng.fork(1))?;
