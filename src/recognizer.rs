@@ -59,6 +59,13 @@ impl Recognizer {
         self
     }
 
+    /// Runs the model on `device` (e.g. `Device::Cuda(0)`); decoding stays on
+    /// the host. An error when the device cannot be used.
+    pub fn on_device(mut self, device: crate::Device) -> Result<Recognizer> {
+        self.model.to_device(device)?;
+        Ok(self)
+    }
+
     /// Decodes with a CTC prefix beam of width `beam` (1 = greedy).
     pub fn with_beam(mut self, beam: usize) -> Recognizer {
         self.beam = beam.max(1);

@@ -40,11 +40,16 @@ pub struct EvalArgs {
     /// Measure at this early exit (a model trained with `self_distill`), e.g. b3.
     #[arg(long)]
     pub exit: Option<String>,
+    /// Where to run the model: cpu, cuda, cuda:N, or auto.
+    #[arg(long, default_value = "cpu")]
+    pub device: crate::DeviceChoice,
 }
 
 /// Runs `retort eval`.
 pub fn run(args: EvalArgs) -> Result<()> {
+    let device = args.device.resolve()?;
     let mut ck = super::load_checkpoint(&args.model, args.weights.as_deref())?;
+    ck.model.to_device(device)?;
     let charset = Charset::from_symbols(ck.charset.clone())?;
     let data = load_datasets(&args.data, &charset, args.skip_bad)?;
     let loader = Loader::new(

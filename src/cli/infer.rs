@@ -20,6 +20,9 @@ pub struct InferArgs {
     /// Stop at this early exit (a model trained with `self_distill`), e.g. b3.
     #[arg(long)]
     pub exit: Option<String>,
+    /// Where to run the model: cpu, cuda, cuda:N, or auto.
+    #[arg(long, default_value = "cpu")]
+    pub device: crate::DeviceChoice,
     /// PNG images of single text lines.
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
@@ -37,9 +40,11 @@ fn load_recognizer(spec: &str, weights: Option<&Path>) -> Result<Recognizer> {
 /// unreadable image is reported on stderr and the others are still read; the
 /// exit status is then non-zero.
 pub fn run(args: InferArgs) -> Result<()> {
+    let device = args.device.resolve()?;
     let mut reader = load_recognizer(&args.model, args.weights.as_deref())?
         .with_beam(args.beam)
-        .with_exit(args.exit.clone());
+        .with_exit(args.exit.clone())
+        .on_device(device)?;
     let mut failed = 0usize;
     for path in &args.images {
         match reader.recognize_png(path) {

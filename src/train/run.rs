@@ -281,12 +281,12 @@ pub fn resume(out: &Path) -> Result<TrainSummary> {
 
 fn run(cfg: &TrainConfig, resuming: bool) -> Result<TrainSummary> {
     cfg.validate()?;
+    let device = cfg.device.resolve()?;
     let started = Instant::now();
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
     let charset = load_charset(cfg.charset.as_deref())?;
     let mut rng = Rng::seed(cfg.seed);
     let mut model = build_model(&cfg.model, &charset, &mut rng.fork(1))?;
-    let device = cfg.device.resolve()?;
     model.to_device(device)?;
     if device != Device::Cpu {
         eprintln!("training on {device}");
