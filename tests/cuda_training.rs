@@ -17,9 +17,21 @@ use retort::optim::{Optimizer, OptimizerConfig};
 use retort::train::{recognize_batch, train_step};
 use retort::{Device, Rng, Tape, Tensor};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 const GPU: Device = Device::Cuda(0);
+
+/// Held by every test of this file for its whole run. Tensors on
+/// `Device::Cuda(0)` all use the one shared device and its caching
+/// allocator, so a test running beside another would take buffers from
+/// (or add buffers to) the cache it measures
+/// (`a_repeated_training_step_takes_no_new_device_memory`).
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    // A test that failed while holding the lock leaves nothing to repair.
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// The shared GPU, or `None` after printing why this test is skipped.
 fn gpu(test: &str) -> Option<Arc<CudaDevice>> {
@@ -125,6 +137,7 @@ fn same_steps(preset: &str, optimizer: OptimizerConfig, steps: usize) {
 
 #[test]
 fn crnn_training_steps_with_sgd_match_the_cpu() {
+    let _serial = one_at_a_time();
     if gpu("crnn_training_steps_with_sgd_match_the_cpu").is_none() {
         return;
     }
@@ -134,15 +147,29 @@ fn crnn_training_steps_with_sgd_match_the_cpu() {
 
 #[test]
 fn a_crnn_training_step_with_adam_matches_the_cpu() {
+    let _serial = one_at_a_time();
     if gpu("a_crnn_training_step_with_adam_matches_the_cpu").is_none() {
         return;
     }
-    // One step: Adam's first update is lr·sign-like, so it stays comparable.
-    same_steps("crnn-s", OptimizerConfig::adam(), 1);
+    // One step. Adam's first update of a value is lr·g / (|g| + eps): with
+    // the default eps of 1e-8, a gradient value that cancels to ~1e-8 (its
+    // rounding differs between the CPU and the GPU) can step by +lr on one
+    // and -lr on the other, far outside any tolerance, and a model of tens
+    // of thousands of values is likely to hold one. With eps 1e-3 an error
+    // in a gradient value moves its step by at most lr/eps times itself,
+    // while gradients well above eps still take Adam's sign-like steps.
+    let adam = OptimizerConfig::Adam {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-3,
+        weight_decay: 0.0,
+    };
+    same_steps("crnn-s", adam, 1);
 }
 
 #[test]
 fn a_repeated_training_step_takes_no_new_device_memory() {
+    let _serial = one_at_a_time();
     let Some(dev) = gpu("a_repeated_training_step_takes_no_new_device_memory") else {
         return;
     };
@@ -170,6 +197,7 @@ fn a_repeated_training_step_takes_no_new_device_memory() {
 
 #[test]
 fn evaluation_reads_the_same_text_and_checkpoints_hold_the_same_values() {
+    let _serial = one_at_a_time();
     if gpu("evaluation_reads_the_same_text_and_checkpoints_hold_the_same_values").is_none() {
         return;
     }
@@ -181,9 +209,68 @@ fn evaluation_reads_the_same_text_and_checkpoints_hold_the_same_values() {
     let charset = Charset::default_alnum();
     let cpu_read = recognize_batch(&mut cpu_model, &b, &charset, 1).unwrap();
     let gpu_read = recognize_batch(&mut gpu_model, &b, &charset, 1).unwrap();
-    let texts =
-        |r: &[retort::train::Recognized]| r.iter().map(|x| x.text.clone()).collect::<Vec<_>>();
-    assert_eq!(texts(&gpu_read), texts(&cpu_read));
+
+    // Greedy decoding takes each real frame's best class. An untrained
+    // model's two best logits can lie closer than CPU and GPU rounding
+    // apart, and then the texts may rightly differ: a sample's text is
+    // compared only when every real frame's best class leads the runner-up
+    // by more than twice the largest logit difference seen (which settles
+    // its argmax on both devices); each clear frame's argmax must agree.
+    let logits = |m: &mut Crnn| {
+        let out = m
+            .forward(
+                &mut Tape::no_grad(),
+                &b.images,
+                &b.widths,
+                false,
+                &mut Rng::seed(0),
+            )
+            .unwrap();
+        let dims = out.logits.dims().to_vec();
+        (out.logits.try_to_vec().unwrap(), dims, out.lengths)
+    };
+    let (cl, dims, lengths) = logits(&mut cpu_model);
+    let (gl, gdims, glengths) = logits(&mut gpu_model);
+    assert_eq!(
+        (&gdims, &glengths),
+        (&dims, &lengths),
+        "logit shape and lengths"
+    );
+    assert_close("evaluation logits", &gl, &cl, 1e-3);
+    let margin = 2.0
+        * gl.iter()
+            .zip(&cl)
+            .map(|(g, c)| (g - c).abs())
+            .fold(0.0f32, f32::max);
+    let (n, k) = (dims[1], dims[2]);
+    let best_two = |row: &[f32]| {
+        let mut order: Vec<usize> = (0..k).collect();
+        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+        (order[0], row[order[0]] - row[order[1]])
+    };
+    let mut compared = 0;
+    for (i, (g, c)) in gpu_read.iter().zip(&cpu_read).enumerate() {
+        let mut clear = true;
+        for t in 0..lengths[i] {
+            let at = (t * n + i) * k;
+            let (cb, gap) = best_two(&cl[at..at + k]);
+            if gap > margin {
+                let (gb, _) = best_two(&gl[at..at + k]);
+                assert_eq!(gb, cb, "sample {i}, frame {t}: best class (lead {gap})");
+            } else {
+                clear = false;
+            }
+        }
+        if clear {
+            assert_eq!(g.text, c.text, "sample {i}");
+            compared += 1;
+        } else {
+            eprintln!(
+                "sample {i}: a frame's two best classes are within rounding; text not compared"
+            );
+        }
+    }
+    assert!(compared > 0, "no sample was clear of near ties");
     let dir = std::env::temp_dir().join(format!("retort-cuda-ck-{}", std::process::id()));
     retort::checkpoint::save(&dir, &gpu_model, charset.symbols()).unwrap();
     let loaded = retort::checkpoint::load(&dir).unwrap().model;
@@ -241,6 +328,7 @@ fn same_loss(
 
 #[test]
 fn every_distillation_loss_matches_the_cpu() {
+    let _serial = one_at_a_time();
     if gpu("every_distillation_loss_matches_the_cpu").is_none() {
         return;
     }

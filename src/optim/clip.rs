@@ -57,29 +57,32 @@ pub fn clip_grad_norm(params: &[&Param], grads: &mut Gradients, max_norm: f32) -
         let coef = coef as f32;
         for id in ids {
             if let Some(g) = grads.get_mut(id) {
-                scale_in_place(g, coef);
+                if !scale_in_place(g, coef) {
+                    // Some gradients are scaled and others not: the caller
+                    // must skip this step, as for a non-finite norm.
+                    return f32::NAN;
+                }
             }
         }
     }
     norm
 }
 
-/// `g *= coef`, on the device `g` lives on.
-fn scale_in_place(g: &mut crate::Tensor, coef: f32) {
+/// `g *= coef`, on the device `g` lives on; `false` when the device failed.
+fn scale_in_place(g: &mut crate::Tensor, coef: f32) -> bool {
     #[cfg(feature = "cuda")]
     if let Some(dev) = g.cuda_values().map(|v| v.device().clone()) {
         use crate::cuda::elementwise::{unary_in_place, Unary};
         let scaled = g
             .cuda_buffer_mut("clip_grad_norm")
             .and_then(|buf| unary_in_place(&dev, Unary::Scale(coef), buf));
-        if let Err(e) = scaled {
-            // The loop sees the NaN and skips the step.
+        if let Err(e) = &scaled {
             eprintln!("retort: clipping a gradient on the GPU failed: {e}");
-            *g = crate::Tensor::full(g.dims(), f32::NAN).unwrap_or_else(|_| g.clone());
         }
-        return;
+        return scaled.is_ok();
     }
     g.data_mut().iter_mut().for_each(|v| *v *= coef);
+    true
 }
 
 /// The norm of gradients that all live on one GPU (`None` when they are on
