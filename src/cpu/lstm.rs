@@ -25,6 +25,8 @@
 
 use super::fastmath;
 use super::gemm::{gemm, gemm_par, transpose_into, MatRef, UNPACKED_TRANSPOSED_MIN_M};
+use super::scratch::with_scratch;
+use std::cell::Cell;
 
 /// Sizes of one LSTM direction: T steps, N samples, F input features, H hidden units.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,58 +125,65 @@ pub fn lstm_forward(
     // h·W_hhᵀ of steps whose rows are not one block (filled when needed).
     let mut recur = Vec::new();
     let max_len = lengths.iter().copied().max().unwrap_or(0);
-    // W_hhᵀ stored row-major once, so each step's small product reads its
-    // rows in place (see `gemm`'s unpacked path).
-    let w_hh_rows = transpose(p.w_hh, g4, h);
-    let w_hh_t = MatRef::row_major(&w_hh_rows, h, g4);
+    // W_hhᵀ stored row-major once, on a cache line, so each step's small
+    // product reads its rows in place (see `gemm`'s unpacked path).
+    with_scratch(&W_HH_ROWS, h * g4, |w_hh_rows| {
+        transpose_into(MatRef::row_major(p.w_hh, g4, h).t(), w_hh_rows);
+        let w_hh_t = MatRef::row_major(w_hh_rows, h, g4);
 
-    for s in 0..max_len {
-        // h_{s-1}·W_hhᵀ for the whole batch; the state is zero at s = 0.
-        // When every sample reads the same time step, its rows of `pre`
-        // are one block and the product adds straight into them (beta = 1:
-        // round(pre + acc), the bits of the separate sum below).
-        let block = same_step(s, lengths, reverse);
-        if s > 0 {
-            let h_prev = MatRef::row_major(&h_state, n, h);
-            match block {
-                Some(t) => gemm(
-                    1.0,
-                    h_prev,
-                    w_hh_t,
-                    1.0,
-                    &mut pre[t * n * g4..(t + 1) * n * g4],
-                ),
-                None => {
-                    recur.resize(n * g4, 0.0);
-                    gemm(1.0, h_prev, w_hh_t, 0.0, &mut recur);
+        for s in 0..max_len {
+            // h_{s-1}·W_hhᵀ for the whole batch; the state is zero at s = 0.
+            // When every sample reads the same time step, its rows of `pre`
+            // are one block and the product adds straight into them (beta = 1:
+            // round(pre + acc), the bits of the separate sum below).
+            let block = same_step(s, lengths, reverse);
+            if s > 0 {
+                let h_prev = MatRef::row_major(&h_state, n, h);
+                match block {
+                    Some(t) => gemm(
+                        1.0,
+                        h_prev,
+                        w_hh_t,
+                        1.0,
+                        &mut pre[t * n * g4..(t + 1) * n * g4],
+                    ),
+                    None => {
+                        recur.resize(n * g4, 0.0);
+                        gemm(1.0, h_prev, w_hh_t, 0.0, &mut recur);
+                    }
+                }
+            }
+            for (j, &len) in lengths.iter().enumerate() {
+                if s >= len {
+                    continue;
+                }
+                let row = time_of(s, len, reverse) * n + j;
+                let pre_row = &mut pre[row * g4..(row + 1) * g4];
+                if s > 0 && block.is_none() {
+                    for (a, b) in pre_row.iter_mut().zip(&recur[j * g4..(j + 1) * g4]) {
+                        *a += b;
+                    }
+                }
+                let hs = &mut h_state[j * h..(j + 1) * h];
+                let cs = &mut c_state[j * h..(j + 1) * h];
+                if let Some(cache) = cache.as_mut() {
+                    cache.h_prev[row * h..(row + 1) * h].copy_from_slice(hs);
+                }
+                let y = &mut out[row * h..(row + 1) * h];
+                cell_forward(pre_row, cs, hs, y);
+                if let Some(cache) = cache.as_mut() {
+                    cache.gates[row * g4..(row + 1) * g4].copy_from_slice(pre_row);
+                    cache.c[row * h..(row + 1) * h].copy_from_slice(cs);
                 }
             }
         }
-        for (j, &len) in lengths.iter().enumerate() {
-            if s >= len {
-                continue;
-            }
-            let row = time_of(s, len, reverse) * n + j;
-            let pre_row = &mut pre[row * g4..(row + 1) * g4];
-            if s > 0 && block.is_none() {
-                for (a, b) in pre_row.iter_mut().zip(&recur[j * g4..(j + 1) * g4]) {
-                    *a += b;
-                }
-            }
-            let hs = &mut h_state[j * h..(j + 1) * h];
-            let cs = &mut c_state[j * h..(j + 1) * h];
-            if let Some(cache) = cache.as_mut() {
-                cache.h_prev[row * h..(row + 1) * h].copy_from_slice(hs);
-            }
-            let y = &mut out[row * h..(row + 1) * h];
-            cell_forward(pre_row, cs, hs, y);
-            if let Some(cache) = cache.as_mut() {
-                cache.gates[row * g4..(row + 1) * g4].copy_from_slice(pre_row);
-                cache.c[row * h..(row + 1) * h].copy_from_slice(cs);
-            }
-        }
-    }
+    });
     (out, cache)
+}
+
+thread_local! {
+    /// W_hhᵀ of the direction being run, reused across calls.
+    static W_HH_ROWS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
 /// `X·W_ihᵀ + bias` for `rows` rows of `x` (rows x f) and `w_ih` (4H x f),
@@ -283,13 +292,6 @@ avx2_dispatch! {
             dc[k] = d * fg;
         }
     }
-}
-
-/// The transpose of the row-major `rows x cols` matrix `m`, row-major.
-fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; rows * cols];
-    transpose_into(MatRef::row_major(m, rows, cols).t(), &mut out);
-    out
 }
 
 /// Which gradients [`lstm_backward`] should compute.

