@@ -42,8 +42,10 @@ pub struct Member {
 }
 
 impl Member {
-    /// A member with a fresh optimiser as `cfg` says.
-    pub fn new(name: &str, dir: PathBuf, model: Crnn, cfg: &DistillConfig) -> Result<Member> {
+    /// A member with a fresh optimiser as `cfg` says, its model moved to
+    /// the run's device.
+    pub fn new(name: &str, dir: PathBuf, mut model: Crnn, cfg: &DistillConfig) -> Result<Member> {
+        model.to_device(cfg.device.resolve()?)?;
         Ok(Member {
             name: name.to_string(),
             dir,

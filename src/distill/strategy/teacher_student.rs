@@ -83,6 +83,8 @@ pub(crate) fn train_student(
     };
     let mut member = Member::new(name, dir.to_path_buf(), student, cfg)?;
     member.adaptors = adaptors;
+    // The adaptors were made on the host; they live where the model does.
+    member.to_device(member.model.device())?;
     let probe = probe_batch(data)?;
     {
         // Every term once, without a tape, so that a wrong layer or shape
