@@ -9,58 +9,16 @@
 //! reference, so values that cancel to near 0 are held to the tensor's scale.
 #![cfg(feature = "cuda")]
 
-use retort::cuda::CudaDevice;
+#[path = "common/gpu.rs"]
+mod gpu_common;
+use gpu_common::{assert_close, gpu, values};
+
 use retort::ops::{self, batchnorm2d::RunningStats, conv2d::Conv2dSpec, maxpool2d::Pool2dSpec};
 use retort::tensor::Device;
 use retort::{Error, Rng, Tape, Tensor};
 
 const GPU: Device = Device::Cuda(0);
 const RTOL: f32 = 1e-4;
-
-/// Whether a GPU is there; `false` after printing why this test is skipped.
-fn gpu(test: &str) -> bool {
-    match CudaDevice::get(0) {
-        Ok(_) => true,
-        Err(e) if std::env::var("RETORT_REQUIRE_GPU").as_deref() == Ok("1") => {
-            panic!("RETORT_REQUIRE_GPU=1 but no GPU: {e}")
-        }
-        Err(e) => {
-            eprintln!("skipped {test}: {e}");
-            false
-        }
-    }
-}
-
-fn values(rng: &mut Rng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-    (0..n).map(|_| rng.range(lo, hi)).collect()
-}
-
-/// Asserts that `gpu` matches `cpu` value by value to `rtol` (relative to
-/// the value, floored at the reference's root mean square); NaNs and
-/// infinities must sit at the same places.
-fn assert_close(what: &str, gpu: &[f32], cpu: &[f32], rtol: f32) {
-    assert_eq!(gpu.len(), cpu.len(), "{what}: lengths");
-    let finite: Vec<f64> = cpu
-        .iter()
-        .filter(|v| v.is_finite())
-        .map(|&v| v as f64)
-        .collect();
-    let rms =
-        (finite.iter().map(|v| v * v).sum::<f64>() / finite.len().max(1) as f64).sqrt() as f32;
-    for (i, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
-        let ok = if c.is_nan() || g.is_nan() {
-            c.is_nan() && g.is_nan()
-        } else if c.is_infinite() || g.is_infinite() {
-            c == g
-        } else {
-            (g - c).abs() <= rtol * (c.abs() + rms)
-        };
-        assert!(
-            ok,
-            "{what}: value {i}: gpu {g} vs cpu {c} (rtol {rtol}, rms {rms})"
-        );
-    }
-}
 
 /// One input of an op: values, dimensions, and whether it is a tracked leaf.
 struct Input {
@@ -170,7 +128,7 @@ fn host(t: &Tensor) -> Vec<f32> {
 
 #[test]
 fn conv2d_matches_the_cpu() {
-    if !gpu("conv2d") {
+    if gpu("conv2d").is_none() {
         return;
     }
     let mut rng = Rng::seed(11);
@@ -241,7 +199,7 @@ fn stats_on(device: Device, (mean, var): &(Vec<f32>, Vec<f32>)) -> RunningStats 
 
 #[test]
 fn conv2d_bn_relu_eval_matches_the_cpu() {
-    if !gpu("conv2d_bn_relu_eval") {
+    if gpu("conv2d_bn_relu_eval").is_none() {
         return;
     }
     let mut rng = Rng::seed(12);
@@ -337,7 +295,7 @@ fn conv2d_bn_relu_eval_matches_the_cpu() {
 
 #[test]
 fn batchnorm2d_matches_the_cpu_in_training_and_evaluation() {
-    if !gpu("batchnorm2d") {
+    if gpu("batchnorm2d").is_none() {
         return;
     }
     let mut rng = Rng::seed(13);
@@ -398,7 +356,7 @@ fn batchnorm2d_matches_the_cpu_in_training_and_evaluation() {
 
 #[test]
 fn batchnorm2d_with_running_statistics_on_another_device_is_an_error() {
-    if !gpu("batchnorm2d devices") {
+    if gpu("batchnorm2d devices").is_none() {
         return;
     }
     let mut rng = Rng::seed(14);
@@ -449,7 +407,7 @@ fn batchnorm2d_with_running_statistics_on_another_device_is_an_error() {
 
 #[test]
 fn maxpool2d_matches_the_cpu() {
-    if !gpu("maxpool2d") {
+    if gpu("maxpool2d").is_none() {
         return;
     }
     let mut rng = Rng::seed(15);
@@ -498,7 +456,7 @@ fn maxpool2d_matches_the_cpu() {
 
 #[test]
 fn dropout_matches_the_cpu() {
-    if !gpu("dropout") {
+    if gpu("dropout").is_none() {
         return;
     }
     let mut rng = Rng::seed(16);

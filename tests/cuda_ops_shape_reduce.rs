@@ -7,58 +7,15 @@
 //! `RETORT_REQUIRE_GPU=1` it fails instead.
 #![cfg(feature = "cuda")]
 
-use retort::cuda::CudaDevice;
+#[path = "common/gpu.rs"]
+mod gpu_common;
+use gpu_common::{assert_close, gpu, values};
+
 use retort::ops;
 use retort::tensor::Device;
 use retort::{Rng, Tape, Tensor};
-use std::sync::Arc;
 
 const GPU: Device = Device::Cuda(0);
-
-/// The shared GPU, or `None` after printing why this test is skipped.
-fn gpu(test: &str) -> Option<Arc<CudaDevice>> {
-    match CudaDevice::get(0) {
-        Ok(dev) => Some(dev),
-        Err(e) if std::env::var("RETORT_REQUIRE_GPU").as_deref() == Ok("1") => {
-            panic!("RETORT_REQUIRE_GPU=1 but no GPU: {e}")
-        }
-        Err(e) => {
-            eprintln!("skipped {test}: {e}");
-            None
-        }
-    }
-}
-
-fn values(rng: &mut Rng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-    (0..n).map(|_| rng.range(lo, hi)).collect()
-}
-
-/// Asserts that `gpu` matches `cpu` value by value to `rtol` (relative to
-/// the value, floored at the reference's root mean square); NaNs and
-/// infinities must sit at the same places.
-fn assert_close(what: &str, gpu: &[f32], cpu: &[f32], rtol: f32) {
-    assert_eq!(gpu.len(), cpu.len(), "{what}: lengths");
-    let finite: Vec<f64> = cpu
-        .iter()
-        .filter(|v| v.is_finite())
-        .map(|&v| v as f64)
-        .collect();
-    let rms =
-        (finite.iter().map(|v| v * v).sum::<f64>() / finite.len().max(1) as f64).sqrt() as f32;
-    for (i, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
-        let ok = if c.is_nan() || g.is_nan() {
-            c.is_nan() && g.is_nan()
-        } else if c.is_infinite() || g.is_infinite() {
-            c == g
-        } else {
-            (g - c).abs() <= rtol * (c.abs() + rms)
-        };
-        assert!(
-            ok,
-            "{what}: value {i}: gpu {g} vs cpu {c} (rtol {rtol}, rms {rms})"
-        );
-    }
-}
 
 /// One input of an op: its values, its dimensions, and whether it is tracked.
 struct Input {

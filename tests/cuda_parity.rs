@@ -8,6 +8,10 @@
 //! reference, so values that cancel to near 0 are held to the tensor's scale.
 #![cfg(feature = "cuda")]
 
+#[path = "common/gpu.rs"]
+mod gpu_common;
+use gpu_common::{assert_close, gpu, values};
+
 use retort::cpu;
 use retort::cpu::conv2d::ConvGeom;
 use retort::cuda::elementwise::{Binary, Unary};
@@ -17,27 +21,8 @@ use retort::cuda::{self, CudaDevice, DeviceBuffer};
 use retort::ops::{self, Reduction};
 use retort::tensor::{broadcast_shapes, Shape};
 use retort::{Rng, Tape, Tensor};
-use std::sync::Arc;
 
 type Buf = DeviceBuffer<f32>;
-
-/// The shared GPU, or `None` after printing why this test is skipped.
-fn gpu(test: &str) -> Option<Arc<CudaDevice>> {
-    match CudaDevice::get(0) {
-        Ok(dev) => Some(dev),
-        Err(e) if std::env::var("RETORT_REQUIRE_GPU").as_deref() == Ok("1") => {
-            panic!("RETORT_REQUIRE_GPU=1 but no GPU: {e}")
-        }
-        Err(e) => {
-            eprintln!("skipped {test}: {e}");
-            None
-        }
-    }
-}
-
-fn values(rng: &mut Rng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-    (0..n).map(|_| rng.range(lo, hi)).collect()
-}
 
 fn up(dev: &CudaDevice, v: &[f32]) -> Buf {
     dev.upload(v).unwrap()
@@ -45,33 +30,6 @@ fn up(dev: &CudaDevice, v: &[f32]) -> Buf {
 
 fn down(b: &Buf) -> Vec<f32> {
     b.to_vec().unwrap()
-}
-
-/// Asserts that `gpu` matches `cpu` value by value to `rtol` (relative to
-/// the value, floored at the reference's root mean square); NaNs and
-/// infinities must sit at the same places.
-fn assert_close(what: &str, gpu: &[f32], cpu: &[f32], rtol: f32) {
-    assert_eq!(gpu.len(), cpu.len(), "{what}: lengths");
-    let finite: Vec<f64> = cpu
-        .iter()
-        .filter(|v| v.is_finite())
-        .map(|&v| v as f64)
-        .collect();
-    let rms =
-        (finite.iter().map(|v| v * v).sum::<f64>() / finite.len().max(1) as f64).sqrt() as f32;
-    for (i, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
-        let ok = if c.is_nan() || g.is_nan() {
-            c.is_nan() && g.is_nan()
-        } else if c.is_infinite() || g.is_infinite() {
-            c == g
-        } else {
-            (g - c).abs() <= rtol * (c.abs() + rms)
-        };
-        assert!(
-            ok,
-            "{what}: value {i}: gpu {g} vs cpu {c} (rtol {rtol}, rms {rms})"
-        );
-    }
 }
 
 /// The output of `f` on tracked copies of `inputs` and the gradients of

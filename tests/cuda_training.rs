@@ -5,7 +5,10 @@
 //! it fails instead.
 #![cfg(feature = "cuda")]
 
-use retort::cuda::CudaDevice;
+#[path = "common/gpu.rs"]
+mod gpu_common;
+use gpu_common::{assert_close, gpu};
+
 use retort::data::batch::Batch;
 use retort::data::charset::Charset;
 use retort::distill::{
@@ -17,7 +20,7 @@ use retort::optim::{Optimizer, OptimizerConfig};
 use retort::train::{recognize_batch, train_step};
 use retort::{Device, Rng, Tape, Tensor};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
 const GPU: Device = Device::Cuda(0);
 
@@ -31,35 +34,6 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 fn one_at_a_time() -> MutexGuard<'static, ()> {
     // A test that failed while holding the lock leaves nothing to repair.
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The shared GPU, or `None` after printing why this test is skipped.
-fn gpu(test: &str) -> Option<Arc<CudaDevice>> {
-    match CudaDevice::get(0) {
-        Ok(dev) => Some(dev),
-        Err(e) if std::env::var("RETORT_REQUIRE_GPU").as_deref() == Ok("1") => {
-            panic!("RETORT_REQUIRE_GPU=1 but no GPU: {e}")
-        }
-        Err(e) => {
-            eprintln!("skipped {test}: {e}");
-            None
-        }
-    }
-}
-
-/// Asserts `gpu` matches `cpu` to `rtol`, per value relative to the value
-/// floored at the reference's root mean square.
-fn assert_close(what: &str, gpu: &[f32], cpu: &[f32], rtol: f32) {
-    assert_eq!(gpu.len(), cpu.len(), "{what}: lengths");
-    let rms = (cpu.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / cpu.len().max(1) as f64)
-        .sqrt() as f32;
-    for (i, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
-        let tol = rtol * c.abs().max(rms).max(1e-6);
-        assert!(
-            (g - c).abs() <= tol,
-            "{what}[{i}]: gpu {g} vs cpu {c} (tolerance {tol})"
-        );
-    }
 }
 
 fn batch(rng: &mut Rng, n: usize, w: usize) -> Batch {

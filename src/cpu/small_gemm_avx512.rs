@@ -253,30 +253,39 @@ mod x86 {
         }
     }
 
+    /// Calls `$tile!(R, V)` for the tile shape of `$m` rows and `$v`
+    /// vectors (`R` and `V` as literals, within [`max_vectors`]).
+    macro_rules! by_shape {
+        ($m:expr, $v:expr, $tile:ident) => {
+            match $m {
+                1 => by_shape!(@v $v, $tile, 1: 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16),
+                2 => by_shape!(@v $v, $tile, 2: 1 2 3 4 5 6 7 8),
+                3 => by_shape!(@v $v, $tile, 3: 1 2 3 4 5 6),
+                4 => by_shape!(@v $v, $tile, 4: 1 2 3 4 5 6),
+                5 => by_shape!(@v $v, $tile, 5: 1 2 3 4),
+                6 => by_shape!(@v $v, $tile, 6: 1 2 3 4),
+                7 => by_shape!(@v $v, $tile, 7: 1 2 3),
+                _ => by_shape!(@v $v, $tile, 8: 1 2 3),
+            }
+        };
+        (@v $v:expr, $tile:ident, $r:literal: $($n:literal)*) => {
+            match $v {
+                $($n => $tile!($r, $n),)*
+                v => unreachable!("{v} vectors for {} rows", $r),
+            }
+        };
+    }
+
     /// Calls the strided tile of `p.m` rows and `v` vectors from column `col0`.
     #[target_feature(enable = "avx512f")]
     unsafe fn dispatch_strided(p: Product<Strided>, col0: usize, v: usize, last: __mmask16) {
-        macro_rules! by_vectors {
-            ($r:literal: $($v:literal)*) => {
-                match v {
-                    $($v => tile_strided::<$r, $v>(p, col0, last),)*
-                    _ => unreachable!("{v} vectors for {} rows", $r),
-                }
+        macro_rules! strided {
+            ($r:literal, $n:literal) => {
+                tile_strided::<$r, $n>(p, col0, last)
             };
         }
         // SAFETY: forwarded from the caller.
-        unsafe {
-            match p.m {
-                1 => by_vectors!(1: 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16),
-                2 => by_vectors!(2: 1 2 3 4 5 6 7 8),
-                3 => by_vectors!(3: 1 2 3 4 5 6),
-                4 => by_vectors!(4: 1 2 3 4 5 6),
-                5 => by_vectors!(5: 1 2 3 4),
-                6 => by_vectors!(6: 1 2 3 4),
-                7 => by_vectors!(7: 1 2 3),
-                _ => by_vectors!(8: 1 2 3),
-            }
-        }
+        unsafe { by_shape!(p.m, v, strided) }
     }
 
     /// [`tile`] for `V` vectors of contiguous columns from `col0` of a
@@ -342,27 +351,13 @@ mod x86 {
     /// Calls the tile of `p.m` rows and the `v` vectors from `v0`.
     #[target_feature(enable = "avx512f")]
     unsafe fn dispatch<B: RowStarts, C: Columns>(p: Product<B>, cols: &C, v0: usize, v: usize) {
-        macro_rules! by_vectors {
-            ($r:literal: $($v:literal)*) => {
-                match v {
-                    $($v => tile::<B, $r, $v>(p, std::array::from_fn(|u| cols.lanes(v0 + u))),)*
-                    _ => unreachable!("{v} vectors for {} rows", $r),
-                }
+        macro_rules! listed {
+            ($r:literal, $n:literal) => {
+                tile::<B, $r, $n>(p, std::array::from_fn(|u| cols.lanes(v0 + u)))
             };
         }
         // SAFETY: forwarded from the caller.
-        unsafe {
-            match p.m {
-                1 => by_vectors!(1: 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16),
-                2 => by_vectors!(2: 1 2 3 4 5 6 7 8),
-                3 => by_vectors!(3: 1 2 3 4 5 6),
-                4 => by_vectors!(4: 1 2 3 4 5 6),
-                5 => by_vectors!(5: 1 2 3 4),
-                6 => by_vectors!(6: 1 2 3 4),
-                7 => by_vectors!(7: 1 2 3),
-                _ => by_vectors!(8: 1 2 3),
-            }
-        }
+        unsafe { by_shape!(p.m, v, listed) }
     }
 
     /// One tile of `R` rows of `c` and the `V` column vectors `lanes`, over all k.

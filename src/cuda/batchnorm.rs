@@ -58,12 +58,6 @@ pub fn prepare_stats(
 ) -> Result<ChannelStats> {
     let c = running_mean.len();
     expect_len("cuda::prepare_stats", "running_var", running_var, c)?;
-    let mut mean = dev.alloc(c)?;
-    let mut rstd = dev.alloc(c)?;
-    if c == 0 {
-        return Ok(ChannelStats { mean, rstd });
-    }
-    let training = i32::from(stats.is_some());
     let sp = match stats {
         Some(s) => {
             expect_len("cuda::prepare_stats", "stats", s, 2 * c)?;
@@ -72,31 +66,15 @@ pub fn prepare_stats(
         None => 0,
     };
     let unbias = count as f64 / (count.max(2) - 1) as f64;
-    let eps = eps as f64;
-    let (rm, rv, cc, mp, rp) = (
-        running_mean.ptr_mut(),
-        running_var.ptr_mut(),
-        int(c),
-        mean.ptr_mut(),
-        rstd.ptr_mut(),
-    );
-    launch!(
+    let running = (running_mean.ptr_mut(), running_var.ptr_mut());
+    launch_prepare(
         dev,
-        BATCHNORM,
-        "bn_prepare",
-        for_elements(c),
+        c,
         sp,
-        rm,
-        rv,
-        cc,
+        running,
         eps,
-        momentum,
-        unbias,
-        training,
-        mp,
-        rp
-    )?;
-    Ok(ChannelStats { mean, rstd })
+        (momentum, unbias, stats.is_some()),
+    )
 }
 
 /// The statistics evaluation mode normalises with, from the running
@@ -111,21 +89,29 @@ pub fn running_stats(
 ) -> Result<ChannelStats> {
     let c = running_mean.len();
     expect_len("cuda::running_stats", "running_var", running_var, c)?;
+    // Without `training`, bn_prepare reads the running statistics and never
+    // writes them, nor reads the batch statistics (a null pointer here).
+    let running = (running_mean.ptr(), running_var.ptr());
+    launch_prepare(dev, c, 0, running, eps, (0.0, 1.0, false))
+}
+
+/// Runs `bn_prepare` over `c` channels: batch statistics at `sp` (0 for
+/// none), running mean and variance at `running`, and, when `training`,
+/// the running update with `momentum` and the variance factor `unbias`.
+fn launch_prepare(
+    dev: &CudaDevice,
+    c: usize,
+    sp: u64,
+    (rm, rv): (u64, u64),
+    eps: f32,
+    (momentum, unbias, training): (f32, f64, bool),
+) -> Result<ChannelStats> {
     let mut mean = dev.alloc(c)?;
     let mut rstd = dev.alloc(c)?;
     if c == 0 {
         return Ok(ChannelStats { mean, rstd });
     }
-    // Without `training`, bn_prepare reads the running statistics and never
-    // writes them, nor reads the batch statistics (a null pointer here).
-    let (sp, rm, rv, cc, eps) = (
-        0u64,
-        running_mean.ptr(),
-        running_var.ptr(),
-        int(c),
-        eps as f64,
-    );
-    let (momentum, unbias, training) = (0.0f32, 1.0f64, 0i32);
+    let (cc, eps, training) = (int(c), eps as f64, i32::from(training));
     let (mp, rp) = (mean.ptr_mut(), rstd.ptr_mut());
     launch!(
         dev,

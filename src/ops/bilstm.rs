@@ -93,15 +93,7 @@ pub fn bilstm_layer(
             || direction(wf, &gf, &cf, false, &need_f),
             || direction(wr, &gr, &cr, true, &need_r),
         );
-        let with_x = |w: &[Tensor]| {
-            [
-                x.clone(),
-                w[0].clone(),
-                w[1].clone(),
-                w[2].clone(),
-                w[3].clone(),
-            ]
-        };
+        let with_x = |w: &[Tensor]| with_input(x, w);
         let mut of_f = grad_tensors(df, &need_f, &with_x(wf));
         let of_r = grad_tensors(dr, &need_r, &with_x(wr));
         let dx = match (of_f[0].take(), &of_r[0]) {
@@ -148,6 +140,17 @@ fn split(g: &[f32], h: usize) -> (Vec<f32>, Vec<f32>) {
 
 /// The GPU path: both directions one after the other on the device's
 /// stream, their outputs joined on the feature axis.
+/// The input `x` and a direction's four weights, in the order of the op's inputs.
+fn with_input(x: &Tensor, w: &[Tensor]) -> [Tensor; 5] {
+    [
+        x.clone(),
+        w[0].clone(),
+        w[1].clone(),
+        w[2].clone(),
+        w[3].clone(),
+    ]
+}
+
 #[cfg(feature = "cuda")]
 mod gpu {
     use super::super::lstm::gpu::{grad_tensors, params_of};
@@ -229,15 +232,7 @@ mod gpu {
                 &cr,
                 needs_of(&need_r),
             )?;
-            let with_x = |w: &[Tensor]| {
-                [
-                    x.clone(),
-                    w[0].clone(),
-                    w[1].clone(),
-                    w[2].clone(),
-                    w[3].clone(),
-                ]
-            };
+            let with_x = |w: &[Tensor]| super::with_input(x, w);
             let mut of_f = grad_tensors(&dev, df, &need_f, &with_x(wf))?;
             let mut of_r = grad_tensors(&dev, dr, &need_r, &with_x(wr))?;
             let dx = match (of_f[0].take(), of_r[0].take()) {

@@ -1,7 +1,7 @@
 //! The optimizer updates of a parameter that lives on a GPU: the fused
 //! kernels of `cuda::optim`, with the same rules as the CPU updates.
 
-use super::{OptimizerConfig, ParamState};
+use super::{ParamState, Rule};
 use crate::autograd::Param;
 use crate::cuda::optim::{adam_update, sgd_update, Adam, Sgd};
 use crate::cuda::CudaDevice;
@@ -10,30 +10,25 @@ use crate::tensor::Tensor;
 
 const OP: &str = "Optimizer::step";
 
-/// Updates `param` in place from `grad` with the state `st` (its buffers on
-/// the same GPU; `st.step` already counts this update).
+/// Updates `param` in place from `grad` by `rule` with the state `st` (its
+/// buffers on the same GPU; `st.step` already counts this update).
 pub(super) fn update(
     dev: &CudaDevice,
-    config: &OptimizerConfig,
+    rule: Rule,
     param: &mut Param,
     grad: &Tensor,
     st: &mut ParamState,
-    lr: f32,
     first: bool,
 ) -> Result<()> {
     let grad = grad.cuda_buffer(OP)?;
     let values = param.tensor_mut().cuda_buffer_mut(OP)?;
-    match *config {
-        OptimizerConfig::Sgd {
-            momentum,
-            weight_decay,
-            nesterov,
-        } => {
+    match rule {
+        Rule::Sgd(h) => {
             let h = Sgd {
-                lr,
-                momentum,
-                weight_decay,
-                nesterov,
+                lr: h.lr,
+                momentum: h.momentum,
+                weight_decay: h.weight_decay,
+                nesterov: h.nesterov,
             };
             let buf = match st.buffers.first_mut() {
                 Some(b) => Some(b.cuda_buffer_mut(OP)?),
@@ -41,25 +36,14 @@ pub(super) fn update(
             };
             sgd_update(dev, h, values, grad, buf, first)
         }
-        OptimizerConfig::Adam {
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-        }
-        | OptimizerConfig::AdamW {
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-        } => {
+        Rule::Adam(h) => {
             let h = Adam {
-                lr,
-                beta1,
-                beta2,
-                eps,
-                weight_decay,
-                decoupled: matches!(config, OptimizerConfig::AdamW { .. }),
+                lr: h.lr,
+                beta1: h.beta1,
+                beta2: h.beta2,
+                eps: h.eps,
+                weight_decay: h.weight_decay,
+                decoupled: h.decoupled,
             };
             let (m, v) = st.buffers.split_at_mut(1);
             adam_update(

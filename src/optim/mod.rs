@@ -148,6 +148,41 @@ impl OptimizerConfig {
     }
 
     /// Whether a per-parameter step count is part of the state (Adam's bias correction).
+    /// The hyper-parameters of one update at learning rate `lr`.
+    fn rule(&self, lr: f32) -> Rule {
+        match *self {
+            OptimizerConfig::Sgd {
+                momentum,
+                weight_decay,
+                nesterov,
+            } => Rule::Sgd(sgd::SgdHyper {
+                lr,
+                momentum,
+                weight_decay,
+                nesterov,
+            }),
+            OptimizerConfig::Adam {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            }
+            | OptimizerConfig::AdamW {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => Rule::Adam(adam::AdamHyper {
+                lr,
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+                decoupled: matches!(self, OptimizerConfig::AdamW { .. }),
+            }),
+        }
+    }
+
     fn keeps_step(&self) -> bool {
         !matches!(self, OptimizerConfig::Sgd { .. })
     }
@@ -225,6 +260,13 @@ impl OptimizerConfig {
         }
         Ok(())
     }
+}
+
+/// One update's rule and hyper-parameters, for the CPU and GPU updates alike.
+#[derive(Clone, Copy, Debug)]
+enum Rule {
+    Sgd(sgd::SgdHyper),
+    Adam(adam::AdamHyper),
 }
 
 /// Everything an [`Optimizer`] needs to continue exactly where it stopped:
@@ -377,45 +419,16 @@ impl Optimizer {
             st.step += 1;
             #[cfg(feature = "cuda")]
             if let Some(dev) = crate::tensor::cuda_device_of(OP, &[p.tensor(), g])? {
-                gpu::update(&dev, &self.config, p, g, st, lr, first)?;
+                gpu::update(&dev, self.config.rule(lr), p, g, st, first)?;
                 continue;
             }
             let values = p.values_mut();
-            match self.config {
-                OptimizerConfig::Sgd {
-                    momentum,
-                    weight_decay,
-                    nesterov,
-                } => {
-                    let h = sgd::SgdHyper {
-                        lr,
-                        momentum,
-                        weight_decay,
-                        nesterov,
-                    };
+            match self.config.rule(lr) {
+                Rule::Sgd(h) => {
                     let buf = st.buffers.first_mut().map(|b| b.data_mut());
                     sgd::update(h, values, g.data(), buf, first);
                 }
-                OptimizerConfig::Adam {
-                    beta1,
-                    beta2,
-                    eps,
-                    weight_decay,
-                }
-                | OptimizerConfig::AdamW {
-                    beta1,
-                    beta2,
-                    eps,
-                    weight_decay,
-                } => {
-                    let h = adam::AdamHyper {
-                        lr,
-                        beta1,
-                        beta2,
-                        eps,
-                        weight_decay,
-                        decoupled: matches!(self.config, OptimizerConfig::AdamW { .. }),
-                    };
+                Rule::Adam(h) => {
                     let (m, v) = st.buffers.split_at_mut(1);
                     adam::update(
                         h,
