@@ -188,12 +188,20 @@ mod x86 {
         }
     }
 
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn product<B: RowStarts, C: Columns>(p: Product<B>, cols: &C) {
-        // Rows in as few tiles as MAX_ROWS allows, of even sizes; columns
-        // likewise in as few tiles as the tile's row count allows.
+    /// Splits the `p.m` rows and `vectors` column vectors of `p` into tiles:
+    /// rows in as few tiles as MAX_ROWS allows, of even sizes; columns
+    /// likewise in as few tiles as the tile's row count allows. Calls
+    /// `tile(rows, v0, v)` for each: the tile's rows of `p`, and its `v`
+    /// vectors from vector `v0` (`v` within `max_vectors(rows.m)`).
+    ///
+    /// # Safety
+    /// `p` must satisfy the contract of [`super::product`].
+    unsafe fn for_tiles<B: RowStarts>(
+        p: Product<B>,
+        vectors: usize,
+        mut tile: impl FnMut(Product<B>, usize, usize),
+    ) {
         let row_tiles = p.m.div_ceil(MAX_ROWS);
-        let vectors = cols.count();
         let mut i = 0;
         for t in 0..row_tiles {
             let r = (p.m * (t + 1)) / row_tiles - i;
@@ -206,16 +214,22 @@ mod x86 {
                     ..p
                 }
             };
-            let per = max_vectors(r);
-            let col_tiles = vectors.div_ceil(per);
+            let col_tiles = vectors.div_ceil(max_vectors(r));
             let mut v0 = 0;
             for u in 0..col_tiles {
                 let v = (vectors * (u + 1)) / col_tiles - v0;
-                // SAFETY: forwarded; `v` is within `max_vectors(r)`.
-                unsafe { dispatch(rows, cols, v0, v) };
+                tile(rows, v0, v);
                 v0 += v;
             }
             i += r;
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn product<B: RowStarts, C: Columns>(p: Product<B>, cols: &C) {
+        // SAFETY: forwarded; each tile's `v` is within `max_vectors(r)`.
+        unsafe {
+            for_tiles(p, cols.count(), |rows, v0, v| dispatch(rows, cols, v0, v));
         }
     }
 
@@ -223,33 +237,14 @@ mod x86 {
     /// first column and the lanes of its last vector.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn strided(p: Product<Strided>, n: usize) {
-        let row_tiles = p.m.div_ceil(MAX_ROWS);
         let vectors = n.div_ceil(16);
         let tail = n - 16 * (vectors - 1);
-        let mut i = 0;
-        for t in 0..row_tiles {
-            let r = (p.m * (t + 1)) / row_tiles - i;
-            // SAFETY: rows i..i + r lie inside the operands.
-            let rows = unsafe {
-                Product {
-                    m: r,
-                    a: p.a.add(i * p.rsa),
-                    c: p.c.add(i * p.ldc),
-                    ..p
-                }
-            };
-            let per = max_vectors(r);
-            let col_tiles = vectors.div_ceil(per);
-            let mut v0 = 0;
-            for u in 0..col_tiles {
-                let v = (vectors * (u + 1)) / col_tiles - v0;
+        // SAFETY: forwarded; each tile's `v` is within `max_vectors(r)`.
+        unsafe {
+            for_tiles(p, vectors, |rows, v0, v| {
                 let lanes = if v0 + v == vectors { tail } else { 16 };
-                let last = ((1u32 << lanes) - 1) as u16;
-                // SAFETY: forwarded; `v` is within `max_vectors(r)`.
-                unsafe { dispatch_strided(rows, 16 * v0, v, last) };
-                v0 += v;
-            }
-            i += r;
+                dispatch_strided(rows, 16 * v0, v, ((1u32 << lanes) - 1) as u16)
+            });
         }
     }
 
