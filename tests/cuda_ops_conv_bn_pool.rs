@@ -11,7 +11,7 @@
 
 #[path = "common/gpu.rs"]
 mod gpu_common;
-use gpu_common::{assert_close, gpu, values};
+use gpu_common::{assert_close, gpu, values, Input};
 
 use retort::ops::{self, batchnorm2d::RunningStats, conv2d::Conv2dSpec, maxpool2d::Pool2dSpec};
 use retort::tensor::Device;
@@ -19,13 +19,6 @@ use retort::{Error, Rng, Tape, Tensor};
 
 const GPU: Device = Device::Cuda(0);
 const RTOL: f32 = 1e-4;
-
-/// One input of an op: values, dimensions, and whether it is a tracked leaf.
-struct Input {
-    values: Vec<f32>,
-    dims: Vec<usize>,
-    tracked: bool,
-}
 
 fn input(rng: &mut Rng, dims: &[usize], (lo, hi): (f32, f32), tracked: bool) -> Input {
     Input {
@@ -52,20 +45,7 @@ fn run_on(
     upstream: &[f32],
     f: impl FnOnce(&mut Tape, &[Tensor]) -> retort::Result<Tensor>,
 ) -> Run {
-    let ts: Vec<Tensor> = inputs
-        .iter()
-        .map(|i| {
-            let t = Tensor::from_vec(i.values.clone(), &i.dims)
-                .unwrap()
-                .to_device(device)
-                .unwrap();
-            if i.tracked {
-                t.tracked()
-            } else {
-                t
-            }
-        })
-        .collect();
+    let ts: Vec<Tensor> = inputs.iter().map(|i| i.on(device)).collect();
     let mut tape = Tape::new();
     let y = f(&mut tape, &ts).unwrap();
     let w = Tensor::from_vec(upstream.to_vec(), y.dims())

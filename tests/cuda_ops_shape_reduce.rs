@@ -9,20 +9,13 @@
 
 #[path = "common/gpu.rs"]
 mod gpu_common;
-use gpu_common::{assert_close, gpu, values};
+use gpu_common::{assert_close, gpu, values, Input};
 
 use retort::ops;
 use retort::tensor::Device;
 use retort::{Rng, Tape, Tensor};
 
 const GPU: Device = Device::Cuda(0);
-
-/// One input of an op: its values, its dimensions, and whether it is tracked.
-struct Input {
-    values: Vec<f32>,
-    dims: Vec<usize>,
-    tracked: bool,
-}
 
 fn input(rng: &mut Rng, dims: &[usize]) -> Input {
     input_in(rng, dims, -1.0, 1.0)
@@ -62,20 +55,7 @@ fn run(
     seed: u64,
     f: &dyn Fn(&mut Tape, &[Tensor]) -> retort::Result<Tensor>,
 ) -> Run {
-    let ts: Vec<Tensor> = inputs
-        .iter()
-        .map(|i| {
-            let t = Tensor::from_vec(i.values.clone(), &i.dims)
-                .unwrap()
-                .to_device(device)
-                .unwrap();
-            if i.tracked {
-                t.tracked()
-            } else {
-                t
-            }
-        })
-        .collect();
+    let ts: Vec<Tensor> = inputs.iter().map(|i| i.on(device)).collect();
     let mut tape = Tape::new();
     let y = f(&mut tape, &ts).unwrap();
     let w = values(&mut Rng::seed(seed), y.numel(), -1.0, 1.0);

@@ -331,10 +331,6 @@ where
 {
     let started = Instant::now();
     std::fs::create_dir_all(log_dir).map_err(|e| Error::io(log_dir, e))?;
-    let device = cfg.device.resolve()?;
-    for m in members.iter_mut() {
-        m.to_device(device)?;
-    }
     let total = data.total_steps;
     let plan = LrPlan {
         base_lr: cfg.lr,

@@ -3,7 +3,8 @@
 #![allow(dead_code)]
 
 use retort::cuda::CudaDevice;
-use retort::Rng;
+use retort::tensor::Device;
+use retort::{Rng, Tensor};
 use std::sync::Arc;
 
 /// The shared GPU, or `None` after printing why `test` is skipped; with
@@ -50,5 +51,28 @@ pub fn assert_close(what: &str, gpu: &[f32], cpu: &[f32], rtol: f32) {
             ok,
             "{what}: value {i}: gpu {g} vs cpu {c} (rtol {rtol}, rms {rms})"
         );
+    }
+}
+
+/// One input of an op: its values, its dimensions, and whether it is a
+/// tracked leaf.
+pub struct Input {
+    pub values: Vec<f32>,
+    pub dims: Vec<usize>,
+    pub tracked: bool,
+}
+
+impl Input {
+    /// The input as a tensor on `device` (tracked when it should be).
+    pub fn on(&self, device: Device) -> Tensor {
+        let t = Tensor::from_vec(self.values.clone(), &self.dims)
+            .unwrap()
+            .to_device(device)
+            .unwrap();
+        if self.tracked {
+            t.tracked()
+        } else {
+            t
+        }
     }
 }
