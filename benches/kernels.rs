@@ -450,6 +450,8 @@ criterion_group! {
 }
 
 fn main() {
+    // The same allocator setting as the `retort` binary.
+    retort::keep_freed_memory();
     let threads = std::env::var("RETORT_BENCH_THREADS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -308,6 +308,8 @@ fn model_step_row(b: &Bench, rng: &mut Rng, preset: &str) {
 }
 
 fn main() {
+    // The same allocator setting as the `retort` binary.
+    retort::keep_freed_memory();
     let filters: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
