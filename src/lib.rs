@@ -36,7 +36,7 @@ pub use malloc_tuning::keep_freed_memory;
 pub use recognizer::{Recognized, Recognizer};
 pub use rng::Rng;
 pub use tensor::{Device, Shape, Tensor, TensorId};
-pub use threads::{on_pool, set_threads};
+pub use threads::{on_pool, set_threads, set_threads_with_caller};
 
 /// The README's Rust examples, compiled and run as doctests so they stay true.
 #[cfg(doctest)]
