@@ -27,10 +27,11 @@ use std::cell::Cell;
 pub const MAX_TAPS: usize = 16;
 
 /// The most taps the AVX-512 path takes: beyond, the shifted input rows a
-/// tile streams (every tap's vectors) outgrow L1, and im2col + the packed
-/// product is as fast (`crnn-t` b4, 1152 taps at batch 32: 0.8-1.0x; up to
-/// 576 taps the direct path is 1.1-1.7x at batch 32 and 1.2-4.5x at batch 1).
-pub const MAX_TAPS_AVX512: usize = 576;
+/// tile streams (every tap's vectors) outgrow L2. Against im2col and
+/// matrixmultiply's packed product, measured in one process in alternation
+/// (one thread): `crnn-t` b4 (1152 taps) 1.13-1.16x, b2 and b3 at batch 4
+/// 1.1-1.5x, `crnn-s` layers for one line 1.5-2x.
+pub const MAX_TAPS_AVX512: usize = 1152;
 
 thread_local! {
     /// Each thread's zero-padded input sample.

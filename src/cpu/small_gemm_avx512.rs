@@ -169,9 +169,12 @@ pub(crate) unsafe fn product<B: RowStarts, C: Columns>(_: Product<B>, _: &C) {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::super::gemm::{transpose_into, MatRef};
+    use super::super::scratch::with_scratch;
     use super::super::small_gemm::KC;
     use super::{Columns, Lanes, Product, RowStarts, Strided};
     use std::arch::x86_64::*;
+    use std::cell::Cell;
 
     /// Rows of `a` per register tile.
     const MAX_ROWS: usize = 8;
@@ -225,11 +228,93 @@ mod x86 {
         }
     }
 
+    thread_local! {
+        /// Each thread's panel of the rows of `a` of one row tile.
+        static A_PANEL: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    }
+
+    /// Copies the `p.m` rows of `a` into `panel` column by column: value
+    /// (i, q) at `q * p.m + i`, so that a tile reads its rows' values of one
+    /// k step at constant offsets from one pointer.
+    ///
+    /// # Safety
+    /// As [`super::product`] for the rows of `p`; `panel` holds `p.m * p.k` values.
+    #[inline]
+    unsafe fn pack_rows<B: RowStarts>(p: Product<B>, panel: &mut [f32]) {
+        if p.csa == 1 {
+            // Rows stored contiguously: the panel is their transpose.
+            // SAFETY: the m rows of k values, rsa apart, are in bounds.
+            let a = unsafe { std::slice::from_raw_parts(p.a, (p.m - 1) * p.rsa + p.k) };
+            let rows_t = MatRef {
+                data: a,
+                rows: p.k,
+                cols: p.m,
+                rs: 1,
+                cs: p.rsa,
+            };
+            transpose_into(rows_t, panel);
+            return;
+        }
+        for (q, column) in panel.chunks_exact_mut(p.m).take(p.k).enumerate() {
+            for (i, v) in column.iter_mut().enumerate() {
+                // SAFETY: i < m and q < k (caller's contract).
+                *v = unsafe { *p.a.add(i * p.rsa + q * p.csa) };
+            }
+        }
+    }
+
+    /// Where a tile reads its rows' values of `a`: those of k step q at
+    /// `a + q * step + r`.
+    #[derive(Clone, Copy)]
+    struct Panel {
+        a: *const f32,
+        step: usize,
+    }
+
+    /// [`for_tiles`] with each tile's rows of `a` in a [`Panel`]: packed
+    /// (see [`pack_rows`]) once per row tile, before its first column tile,
+    /// or read in place for a single row.
+    ///
+    /// # Safety
+    /// As [`for_tiles`].
+    #[inline]
+    unsafe fn for_packed_tiles<B: RowStarts>(
+        p: Product<B>,
+        vectors: usize,
+        mut tile: impl FnMut(Product<B>, Panel, usize, usize),
+    ) {
+        with_scratch(&A_PANEL, MAX_ROWS * p.k, |panel| {
+            // SAFETY: forwarded; a row tile's column tiles come in order
+            // from v0 = 0, which packs the panel they read.
+            unsafe {
+                for_tiles(p, vectors, |rows, v0, v| {
+                    let at = if rows.m == 1 {
+                        Panel {
+                            a: rows.a,
+                            step: rows.csa,
+                        }
+                    } else {
+                        if v0 == 0 {
+                            pack_rows(rows, &mut panel[..rows.m * rows.k]);
+                        }
+                        Panel {
+                            a: panel.as_ptr(),
+                            step: rows.m,
+                        }
+                    };
+                    tile(rows, at, v0, v)
+                });
+            }
+        })
+    }
+
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn product<B: RowStarts, C: Columns>(p: Product<B>, cols: &C) {
         // SAFETY: forwarded; each tile's `v` is within `max_vectors(r)`.
         unsafe {
-            for_tiles(p, cols.count(), |rows, v0, v| dispatch(rows, cols, v0, v));
+            for_packed_tiles(p, cols.count(), |rows, panel, v0, v| {
+                dispatch(rows, panel, cols, v0, v)
+            });
         }
     }
 
@@ -241,9 +326,9 @@ mod x86 {
         let tail = n - 16 * (vectors - 1);
         // SAFETY: forwarded; each tile's `v` is within `max_vectors(r)`.
         unsafe {
-            for_tiles(p, vectors, |rows, v0, v| {
+            for_packed_tiles(p, vectors, |rows, panel, v0, v| {
                 let lanes = if v0 + v == vectors { tail } else { 16 };
-                dispatch_strided(rows, 16 * v0, v, ((1u32 << lanes) - 1) as u16)
+                dispatch_strided(rows, panel, 16 * v0, v, ((1u32 << lanes) - 1) as u16)
             });
         }
     }
@@ -271,12 +356,19 @@ mod x86 {
         };
     }
 
-    /// Calls the strided tile of `p.m` rows and `v` vectors from column `col0`.
+    /// Calls the strided tile of `p.m` rows and `v` vectors from column
+    /// `col0`, its rows of `a` read from `panel`.
     #[target_feature(enable = "avx512f")]
-    unsafe fn dispatch_strided(p: Product<Strided>, col0: usize, v: usize, last: __mmask16) {
+    unsafe fn dispatch_strided(
+        p: Product<Strided>,
+        panel: Panel,
+        col0: usize,
+        v: usize,
+        last: __mmask16,
+    ) {
         macro_rules! strided {
             ($r:literal, $n:literal) => {
-                tile_strided::<$r, $n>(p, col0, last)
+                tile_strided::<$r, $n>(p, panel, col0, last)
             };
         }
         // SAFETY: forwarded from the caller.
@@ -290,6 +382,7 @@ mod x86 {
     #[inline]
     unsafe fn tile_strided<const R: usize, const V: usize>(
         p: Product<Strided>,
+        panel: Panel,
         col0: usize,
         last: __mmask16,
     ) {
@@ -302,7 +395,7 @@ mod x86 {
             while k0 < p.k {
                 let kc = (p.k - k0).min(KC);
                 let mut acc = [[_mm512_setzero_ps(); V]; R];
-                let mut ap = p.a.add(k0 * p.csa);
+                let mut ap = panel.a.add(k0 * panel.step);
                 let mut bp = p.rows.b.add(k0 * p.rows.rsb + col0);
                 for _ in 0..kc {
                     let mut b = [_mm512_setzero_ps(); V];
@@ -314,12 +407,12 @@ mod x86 {
                         };
                     }
                     for (r, acc) in acc.iter_mut().enumerate() {
-                        let av = _mm512_set1_ps(*ap.add(r * p.rsa));
+                        let av = _mm512_set1_ps(*ap.add(r));
                         for (acc, &b) in acc.iter_mut().zip(&b) {
                             *acc = _mm512_fmadd_ps(av, b, *acc);
                         }
                     }
-                    ap = ap.add(p.csa);
+                    ap = ap.add(panel.step);
                     bp = bp.add(p.rows.rsb);
                 }
                 // The first block applies the caller's beta, later ones add.
@@ -343,22 +436,34 @@ mod x86 {
         }
     }
 
-    /// Calls the tile of `p.m` rows and the `v` vectors from `v0`.
+    /// Calls the tile of `p.m` rows and the `v` vectors from `v0`, its rows
+    /// of `a` read from `panel`.
     #[target_feature(enable = "avx512f")]
-    unsafe fn dispatch<B: RowStarts, C: Columns>(p: Product<B>, cols: &C, v0: usize, v: usize) {
+    unsafe fn dispatch<B: RowStarts, C: Columns>(
+        p: Product<B>,
+        panel: Panel,
+        cols: &C,
+        v0: usize,
+        v: usize,
+    ) {
         macro_rules! listed {
             ($r:literal, $n:literal) => {
-                tile::<B, $r, $n>(p, std::array::from_fn(|u| cols.lanes(v0 + u)))
+                tile::<B, $r, $n>(p, panel, std::array::from_fn(|u| cols.lanes(v0 + u)))
             };
         }
         // SAFETY: forwarded from the caller.
         unsafe { by_shape!(p.m, v, listed) }
     }
 
-    /// One tile of `R` rows of `c` and the `V` column vectors `lanes`, over all k.
+    /// One tile of `R` rows of `c` and the `V` column vectors `lanes`, over
+    /// all k, the rows of `a` read from `panel`.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn tile<B: RowStarts, const R: usize, const V: usize>(p: Product<B>, lanes: [Lanes; V]) {
+    unsafe fn tile<B: RowStarts, const R: usize, const V: usize>(
+        p: Product<B>,
+        panel: Panel,
+        lanes: [Lanes; V],
+    ) {
         let masks: [__mmask16; V] = std::array::from_fn(|v| ((1u32 << lanes[v].lanes) - 1) as u16);
         // SAFETY: every access below is masked to live lanes and stays inside
         // the tile's rows and k range (caller's contract).
@@ -368,19 +473,20 @@ mod x86 {
             while k0 < p.k {
                 let kc = (p.k - k0).min(KC);
                 let mut acc = [[_mm512_setzero_ps(); V]; R];
-                let mut ap = p.a.add(k0 * p.csa);
+                let mut ap = panel.a.add(k0 * panel.step);
                 for q in k0..k0 + kc {
                     let bp = p.rows.row(q);
-                    let b: [__m512; V] = std::array::from_fn(|v| {
-                        _mm512_maskz_loadu_ps(masks[v], bp.add(lanes[v].b))
-                    });
+                    let mut b = [_mm512_setzero_ps(); V];
+                    for (v, b) in b.iter_mut().enumerate() {
+                        *b = _mm512_maskz_loadu_ps(masks[v], bp.add(lanes[v].b));
+                    }
                     for (r, acc) in acc.iter_mut().enumerate() {
-                        let av = _mm512_set1_ps(*ap.add(r * p.rsa));
+                        let av = _mm512_set1_ps(*ap.add(r));
                         for (acc, &b) in acc.iter_mut().zip(&b) {
                             *acc = _mm512_fmadd_ps(av, b, *acc);
                         }
                     }
-                    ap = ap.add(p.csa);
+                    ap = ap.add(panel.step);
                 }
                 // The first block applies the caller's beta, later ones add.
                 let beta = if k0 == 0 { p.beta } else { 1.0 };
