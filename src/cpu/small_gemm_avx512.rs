@@ -273,7 +273,10 @@ mod x86 {
 
     /// [`for_tiles`] with each tile's rows of `a` in a [`Panel`]: packed
     /// (see [`pack_rows`]) once per row tile, before its first column tile,
-    /// or read in place for a single row.
+    /// or read in place for a single row. The generic tile needs it (with
+    /// its column offsets in registers, reading `a` at `r * rsa` spilled
+    /// accumulators: convolutions 1.1-1.5x faster packed); the strided tile
+    /// does not (packing there cost up to a third at the LSTM's shapes).
     ///
     /// # Safety
     /// As [`for_tiles`].
@@ -326,9 +329,9 @@ mod x86 {
         let tail = n - 16 * (vectors - 1);
         // SAFETY: forwarded; each tile's `v` is within `max_vectors(r)`.
         unsafe {
-            for_packed_tiles(p, vectors, |rows, panel, v0, v| {
+            for_tiles(p, vectors, |rows, v0, v| {
                 let lanes = if v0 + v == vectors { tail } else { 16 };
-                dispatch_strided(rows, panel, 16 * v0, v, ((1u32 << lanes) - 1) as u16)
+                dispatch_strided(rows, 16 * v0, v, ((1u32 << lanes) - 1) as u16)
             });
         }
     }
@@ -356,19 +359,12 @@ mod x86 {
         };
     }
 
-    /// Calls the strided tile of `p.m` rows and `v` vectors from column
-    /// `col0`, its rows of `a` read from `panel`.
+    /// Calls the strided tile of `p.m` rows and `v` vectors from column `col0`.
     #[target_feature(enable = "avx512f")]
-    unsafe fn dispatch_strided(
-        p: Product<Strided>,
-        panel: Panel,
-        col0: usize,
-        v: usize,
-        last: __mmask16,
-    ) {
+    unsafe fn dispatch_strided(p: Product<Strided>, col0: usize, v: usize, last: __mmask16) {
         macro_rules! strided {
             ($r:literal, $n:literal) => {
-                tile_strided::<$r, $n>(p, panel, col0, last)
+                tile_strided::<$r, $n>(p, col0, last)
             };
         }
         // SAFETY: forwarded from the caller.
@@ -382,7 +378,6 @@ mod x86 {
     #[inline]
     unsafe fn tile_strided<const R: usize, const V: usize>(
         p: Product<Strided>,
-        panel: Panel,
         col0: usize,
         last: __mmask16,
     ) {
@@ -395,7 +390,7 @@ mod x86 {
             while k0 < p.k {
                 let kc = (p.k - k0).min(KC);
                 let mut acc = [[_mm512_setzero_ps(); V]; R];
-                let mut ap = panel.a.add(k0 * panel.step);
+                let mut ap = p.a.add(k0 * p.csa);
                 let mut bp = p.rows.b.add(k0 * p.rows.rsb + col0);
                 for _ in 0..kc {
                     let mut b = [_mm512_setzero_ps(); V];
@@ -407,12 +402,12 @@ mod x86 {
                         };
                     }
                     for (r, acc) in acc.iter_mut().enumerate() {
-                        let av = _mm512_set1_ps(*ap.add(r));
+                        let av = _mm512_set1_ps(*ap.add(r * p.rsa));
                         for (acc, &b) in acc.iter_mut().zip(&b) {
                             *acc = _mm512_fmadd_ps(av, b, *acc);
                         }
                     }
-                    ap = ap.add(panel.step);
+                    ap = ap.add(p.csa);
                     bp = bp.add(p.rows.rsb);
                 }
                 // The first block applies the caller's beta, later ones add.
