@@ -456,7 +456,8 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
-    retort::set_threads(threads).expect("thread count");
+    // As in the `retort` binary, this thread is one of the pool's workers.
+    retort::set_threads_with_caller(Some(threads)).expect("thread count");
     // `cargo test --benches` runs this with --bench absent: list nothing slow.
     let listing = std::env::args().any(|a| a == "--list");
     if !listing {

@@ -318,12 +318,11 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(11);
-    if let Some(t) = std::env::var("RETORT_BENCH_THREADS")
+    // As in the `retort` binary, this thread is one of the pool's workers.
+    let threads = std::env::var("RETORT_BENCH_THREADS")
         .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        retort::set_threads(t).unwrap();
-    }
+        .and_then(|v| v.parse().ok());
+    retort::set_threads_with_caller(threads).expect("thread count");
     println!(
         "retort train-step bench: N = {N}, {} threads, median of {reps}",
         rayon::current_num_threads()
