@@ -510,7 +510,8 @@ mod tests {
 
     /// Each direct build gives the same bits as im2col + matrixmultiply,
     /// for ragged widths, several paddings, kernels and channel counts (up
-    /// to 33 x 9 taps, across the 256-tap blocks), with and without bias.
+    /// to 70 x 9 taps, across two 256-tap block boundaries), with and
+    /// without bias.
     #[test]
     fn direct_paths_match_im2col_gemm() {
         let mut rng = Rng::seed(11);
@@ -522,6 +523,7 @@ mod tests {
             (1, 4, 3),
             (8, 6, 33),
             (33, 4, 17),
+            (70, 3, 9),
         ] {
             for ((kh, kw), (ph, pw)) in [
                 ((3, 3), (1, 1)),
