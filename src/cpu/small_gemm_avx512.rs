@@ -241,26 +241,20 @@ mod x86 {
     /// As [`super::product`] for the rows of `p`; `panel` holds `p.m * p.k` values.
     #[inline]
     unsafe fn pack_rows<B: RowStarts>(p: Product<B>, panel: &mut [f32]) {
-        if p.csa == 1 {
-            // Rows stored contiguously: the panel is their transpose.
-            // SAFETY: the m rows of k values, rsa apart, are in bounds.
-            let a = unsafe { std::slice::from_raw_parts(p.a, (p.m - 1) * p.rsa + p.k) };
-            let rows_t = MatRef {
-                data: a,
-                rows: p.k,
-                cols: p.m,
-                rs: 1,
-                cs: p.rsa,
-            };
-            transpose_into(rows_t, panel);
-            return;
-        }
-        for (q, column) in panel.chunks_exact_mut(p.m).take(p.k).enumerate() {
-            for (i, v) in column.iter_mut().enumerate() {
-                // SAFETY: i < m and q < k (caller's contract).
-                *v = unsafe { *p.a.add(i * p.rsa + q * p.csa) };
-            }
-        }
+        // SAFETY: values (i, q) for i < m, q < k, at i * rsa + q * csa, are in
+        // bounds (caller's contract); the last of them ends the slice.
+        let a =
+            unsafe { std::slice::from_raw_parts(p.a, (p.m - 1) * p.rsa + (p.k - 1) * p.csa + 1) };
+        // The panel is the transpose of the rows (8 x 8 AVX2 blocks when
+        // they are stored contiguously, as a convolution's weight is).
+        let rows_t = MatRef {
+            data: a,
+            rows: p.k,
+            cols: p.m,
+            rs: p.csa,
+            cs: p.rsa,
+        };
+        transpose_into(rows_t, panel);
     }
 
     /// Where a tile reads its rows' values of `a`: those of k step q at
