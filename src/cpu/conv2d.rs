@@ -12,7 +12,8 @@
 //! gradient.
 
 use super::conv_direct;
-use super::gemm::{gemm, gemm_par, MatRef};
+use super::conv_weight_grad;
+use super::gemm::{gemm, gemm_par, transpose_into, MatRef};
 use super::scratch::with_scratch;
 use rayon::prelude::*;
 use std::cell::Cell;
@@ -378,62 +379,90 @@ pub fn conv2d_backward_input(dy: &[f32], g: &ConvGeom, weight: &[f32], o: usize,
 }
 
 /// Gradient of the weight: `dW = Σ_i dy_i · col_iᵀ`, with `col_i` the
-/// im2col matrix of sample i of the input `x` (n, c, h, w), rebuilt here one
-/// sample at a time (the input itself for a pointwise geometry). `dw`
-/// (o, c, kh, kw) is overwritten. The sum runs over [`WEIGHT_GRAD_CHUNKS`]
-/// fixed chunks of the batch, so the result does not depend on the number
-/// of threads.
+/// im2col matrix of sample i of the input `x` (n, c, h, w); `dw`
+/// (o, c, kh, kw) is overwritten. The result does not depend on the number
+/// of threads:
+///
+/// - stride-1 layers, where the CPU allows, are computed transposed straight
+///   from the padded input ([`super::conv_weight_grad`]): each sample's
+///   product is added to the sum of those before, in order, and threads
+///   share the taps;
+/// - the others rebuild `col_i` one sample at a time (the input itself for
+///   a pointwise geometry) and multiply on [`gemm`]; the sum runs over
+///   [`WEIGHT_GRAD_CHUNKS`] fixed chunks of the batch, one per task, summed
+///   in chunk order.
 pub fn conv2d_backward_weight(dy: &[f32], x: &[f32], g: &ConvGeom, o: usize, dw: &mut [f32]) {
     let (ck, ncols, in_len) = (g.col_rows(), g.col_cols(), g.in_len());
-    let col_len = ck * ncols;
     let dw = &mut dw[..o * ck];
     dw.fill(0.0);
-    if col_len == 0 || o == 0 || in_len == 0 {
+    if ck * ncols == 0 || o == 0 || in_len == 0 {
         return;
     }
     let n = x.len() / in_len;
     if n == 0 {
         return;
     }
+    if conv_weight_grad::applies(g) {
+        with_scratch(&COL, o * ck, |dwt| {
+            conv_weight_grad::weight_grad_t(&dy[..n * o * ncols], &x[..n * in_len], g, o, dwt);
+            transpose_into(MatRef::row_major(dwt, ck, o).t(), dw);
+        });
+        return;
+    }
     let per_chunk = n.div_ceil(WEIGHT_GRAD_CHUNKS);
     let chunks = n.div_ceil(per_chunk);
-    let pointwise = g.is_pointwise();
-    let accumulate = |first: usize, last: usize, out: &mut [f32]| {
-        let scratch_len = if pointwise { 0 } else { col_len };
-        with_scratch(&COL, scratch_len, |buf| {
-            for i in first..last {
-                let xi = &x[i * in_len..(i + 1) * in_len];
-                let col: &[f32] = if pointwise {
-                    xi
-                } else {
-                    im2col(xi, g, buf);
-                    buf
-                };
-                let dym = MatRef::row_major(&dy[i * o * ncols..(i + 1) * o * ncols], o, ncols);
-                let cm = MatRef::row_major(col, ck, ncols);
-                let beta = if i == first { 0.0 } else { 1.0 };
-                if chunks == 1 {
-                    gemm_par(1.0, dym, cm.t(), beta, out);
-                } else {
-                    gemm(1.0, dym, cm.t(), beta, out);
-                }
-            }
-        });
-    };
     if chunks == 1 {
-        accumulate(0, n, dw);
+        weight_grad_im2col(dy, x, g, o, 0..n, true, dw);
         return;
     }
     let mut partial = vec![0.0f32; chunks * o * ck];
     partial
         .par_chunks_mut(o * ck)
         .enumerate()
-        .for_each(|(j, out)| accumulate(j * per_chunk, ((j + 1) * per_chunk).min(n), out));
+        .for_each(|(j, out)| {
+            let samples = j * per_chunk..((j + 1) * per_chunk).min(n);
+            weight_grad_im2col(dy, x, g, o, samples, false, out)
+        });
     for part in partial.chunks_exact(o * ck) {
         for (d, p) in dw.iter_mut().zip(part) {
             *d += *p;
         }
     }
+}
+
+/// `out = Σ_{i in samples} dy_i · col_iᵀ` through im2col and [`gemm`]
+/// (the rows of `dy` split among threads when `split_rows`).
+fn weight_grad_im2col(
+    dy: &[f32],
+    x: &[f32],
+    g: &ConvGeom,
+    o: usize,
+    samples: std::ops::Range<usize>,
+    split_rows: bool,
+    out: &mut [f32],
+) {
+    let (ck, ncols, in_len) = (g.col_rows(), g.col_cols(), g.in_len());
+    let pointwise = g.is_pointwise();
+    let scratch_len = if pointwise { 0 } else { ck * ncols };
+    with_scratch(&COL, scratch_len, |buf| {
+        for i in samples.clone() {
+            let xi = &x[i * in_len..(i + 1) * in_len];
+            let col: &[f32] = if pointwise {
+                xi
+            } else {
+                im2col(xi, g, buf);
+                buf
+            };
+            let dym = MatRef::row_major(&dy[i * o * ncols..(i + 1) * o * ncols], o, ncols);
+            let cm = MatRef::row_major(col, ck, ncols);
+            let beta = if i == samples.start { 0.0 } else { 1.0 };
+            if split_rows {
+                gemm_par(1.0, dym, cm.t(), beta, out);
+            } else {
+                gemm(1.0, dym, cm.t(), beta, out);
+            }
+        }
+    });
 }
 
 /// Gradient of the bias: the sum of `dy` (n, o, plane) over samples and

@@ -20,7 +20,7 @@
 use super::conv2d::ConvGeom;
 use super::scratch::with_scratch;
 use super::small_gemm;
-use super::small_gemm_avx512::{self as avx512, Columns, Lanes, Listed, Product};
+use super::small_gemm_avx512::{self as avx512, Columns, Lanes, Listed, Product, StridedA};
 use std::cell::Cell;
 
 /// The most taps (`c * kh * kw`) the AVX2 path takes.
@@ -120,7 +120,7 @@ pub fn conv2d_direct_with(
 
 /// Copies sample `x` into `padded` (c planes of `rows x cols`, zero
 /// around), the input at row `ph` and column `pw` of each plane.
-fn pad(x: &[f32], g: &ConvGeom, padded: &mut [f32], rows: usize, cols: usize) {
+pub(super) fn pad(x: &[f32], g: &ConvGeom, padded: &mut [f32], rows: usize, cols: usize) {
     padded.fill(0.0);
     let plane = rows * cols;
     for c in 0..g.c {
@@ -134,7 +134,11 @@ fn pad(x: &[f32], g: &ConvGeom, padded: &mut [f32], rows: usize, cols: usize) {
 
 /// Where each tap (channel, kernel row, kernel column) of output (0, 0)
 /// reads in padded planes of `rows x cols`.
-fn tap_offsets(g: &ConvGeom, rows: usize, cols: usize) -> impl Iterator<Item = usize> + '_ {
+pub(super) fn tap_offsets(
+    g: &ConvGeom,
+    rows: usize,
+    cols: usize,
+) -> impl Iterator<Item = usize> + '_ {
     let plane = rows * cols;
     (0..g.c).flat_map(move |c| {
         (0..g.kh).flat_map(move |ki| (0..g.kw).map(move |kj| c * plane + ki * cols + kj))
@@ -192,9 +196,11 @@ fn implicit_gemm(
             m: o,
             k: offsets.len(),
             alpha: 1.0,
-            a: weight.as_ptr(),
-            rsa: offsets.len(),
-            csa: 1,
+            a: StridedA {
+                a: weight.as_ptr(),
+                rsa: offsets.len(),
+                csa: 1,
+            },
             rows: Listed {
                 b: padded.as_ptr(),
                 offsets: offsets.as_ptr(),

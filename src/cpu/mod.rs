@@ -7,6 +7,7 @@ pub(crate) mod simd;
 pub mod batchnorm2d;
 pub mod conv2d;
 pub mod conv_direct;
+pub mod conv_weight_grad;
 pub mod ctc;
 pub mod elementwise;
 pub mod fastmath;

@@ -88,16 +88,104 @@ pub(crate) trait Columns {
     fn lanes(&self, v: usize) -> Lanes;
 }
 
-/// `c = alpha * a·b + beta * c` with `b` given by row starts and columns.
+/// Where a tile reads its rows' values of `a`: those of k step q at
+/// `a + q * step + r` for its row r.
 #[derive(Clone, Copy)]
-pub(crate) struct Product<B> {
-    pub m: usize,
-    pub k: usize,
-    pub alpha: f32,
-    /// `a[i, p]` at `a + i * rsa + p * csa`.
+pub(crate) struct Panel {
+    pub a: *const f32,
+    pub step: usize,
+}
+
+/// The rows of the left-hand side `a`, as a tile reads them.
+pub(crate) trait LeftRows: Copy {
+    /// The rows from row `i` on.
+    ///
+    /// # Safety
+    /// `i` must be below the product's m.
+    unsafe fn rows_from(self, i: usize) -> Self;
+
+    /// The first `m` rows over the `k` steps as a [`Panel`]: read in place,
+    /// or copied into `scratch` (which holds at least `m * k` values).
+    ///
+    /// # Safety
+    /// The rows and steps must lie inside the product's `a`.
+    unsafe fn panel(self, m: usize, k: usize, scratch: &mut [f32]) -> Panel;
+}
+
+/// A strided left-hand side: `a[i, p]` at `a + i * rsa + p * csa`.
+#[derive(Clone, Copy)]
+pub(crate) struct StridedA {
     pub a: *const f32,
     pub rsa: usize,
     pub csa: usize,
+}
+
+impl LeftRows for StridedA {
+    #[inline(always)]
+    unsafe fn rows_from(self, i: usize) -> Self {
+        // SAFETY: the caller keeps i below m.
+        let a = unsafe { self.a.add(i * self.rsa) };
+        StridedA { a, ..self }
+    }
+
+    /// One row is read in place; more rows are copied column by column:
+    /// value (i, q) at `q * m + i`, so that a tile reads its rows' values of
+    /// one k step at constant offsets from one pointer (8 x 8 AVX2 blocks
+    /// when the rows are contiguous, as a convolution's weight is).
+    #[inline]
+    unsafe fn panel(self, m: usize, k: usize, scratch: &mut [f32]) -> Panel {
+        if m == 1 {
+            return Panel {
+                a: self.a,
+                step: self.csa,
+            };
+        }
+        // SAFETY: values (i, q) for i < m, q < k, at i * rsa + q * csa, are in
+        // bounds (caller's contract); the last of them ends the slice.
+        let a = unsafe {
+            std::slice::from_raw_parts(self.a, (m - 1) * self.rsa + (k - 1) * self.csa + 1)
+        };
+        let rows_t = super::gemm::MatRef {
+            data: a,
+            rows: k,
+            cols: m,
+            rs: self.csa,
+            cs: self.rsa,
+        };
+        super::gemm::transpose_into(rows_t, &mut scratch[..m * k]);
+        Panel {
+            a: scratch.as_ptr(),
+            step: m,
+        }
+    }
+}
+
+/// The first `n` columns of each row, 16 to a vector, at the same offsets
+/// in `b` and `c`.
+pub(crate) struct Contiguous {
+    pub n: usize,
+}
+
+impl Columns for Contiguous {
+    fn count(&self) -> usize {
+        self.n.div_ceil(16)
+    }
+    fn lanes(&self, v: usize) -> Lanes {
+        Lanes {
+            b: 16 * v,
+            c: 16 * v,
+            lanes: (self.n - 16 * v).min(16),
+        }
+    }
+}
+
+/// `c = alpha * a·b + beta * c` with `b` given by row starts and columns.
+#[derive(Clone, Copy)]
+pub(crate) struct Product<B, A = StridedA> {
+    pub m: usize,
+    pub k: usize,
+    pub alpha: f32,
+    pub a: A,
     pub rows: B,
     pub beta: f32,
     /// Row `i` of `c` starts at `c + i * ldc`.
@@ -114,9 +202,11 @@ pub(crate) unsafe fn gemm(o: Operands) {
         m: o.m,
         k: o.k,
         alpha: o.alpha,
-        a: o.a,
-        rsa: o.rsa,
-        csa: o.csa,
+        a: StridedA {
+            a: o.a,
+            rsa: o.rsa,
+            csa: o.csa,
+        },
         rows: Strided { b: o.b, rsb: o.rsb },
         beta: o.beta,
         c: o.c,
@@ -153,7 +243,7 @@ unsafe fn strided(_: Product<Strided>, _: usize) {
 /// and `c + i * ldc + lanes.c` must be in bounds of live allocations, `c`
 /// overlapping neither.
 #[cfg(target_arch = "x86_64")]
-pub(crate) unsafe fn product<B: RowStarts, C: Columns>(p: Product<B>, cols: &C) {
+pub(crate) unsafe fn product<A: LeftRows, B: RowStarts, C: Columns>(p: Product<B, A>, cols: &C) {
     // SAFETY: forwarded from the caller.
     unsafe { x86::product(p, cols) }
 }
@@ -163,19 +253,25 @@ pub(crate) unsafe fn product<B: RowStarts, C: Columns>(p: Product<B>, cols: &C) 
 /// # Safety
 /// None needed; it panics.
 #[cfg(not(target_arch = "x86_64"))]
-pub(crate) unsafe fn product<B: RowStarts, C: Columns>(_: Product<B>, _: &C) {
+pub(crate) unsafe fn product<A: LeftRows, B: RowStarts, C: Columns>(_: Product<B, A>, _: &C) {
     unreachable!("small_gemm_avx512 called on a CPU without AVX-512")
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::super::gemm::{transpose_into, MatRef};
     use super::super::scratch::with_scratch;
     use super::super::small_gemm::KC;
-    use super::{Columns, Lanes, Product, RowStarts, Strided};
+    use super::{Columns, Lanes, LeftRows, Panel, Product, RowStarts, Strided};
     use std::arch::x86_64::*;
     use std::cell::Cell;
 
+    /// The generic tile prefetches the right-hand side's row this many k
+    /// steps ahead: its rows are far apart (a convolution's shifted input
+    /// rows, the weight gradient's `dyᵀ` rows), and the hardware
+    /// prefetcher leaves the tile waiting on L2 (measured in one process in
+    /// alternation: `crnn-t` b1 forward 1.1-1.25x, weight gradients
+    /// 1.02-1.3x, the other layers within ±5%).
+    const PREFETCH_STEPS: usize = 6;
     /// Rows of `a` per register tile.
     const MAX_ROWS: usize = 8;
 
@@ -199,10 +295,10 @@ mod x86 {
     ///
     /// # Safety
     /// `p` must satisfy the contract of [`super::product`].
-    unsafe fn for_tiles<B: RowStarts>(
-        p: Product<B>,
+    unsafe fn for_tiles<A: LeftRows, B: RowStarts>(
+        p: Product<B, A>,
         vectors: usize,
-        mut tile: impl FnMut(Product<B>, usize, usize),
+        mut tile: impl FnMut(Product<B, A>, usize, usize),
     ) {
         let row_tiles = p.m.div_ceil(MAX_ROWS);
         let mut i = 0;
@@ -212,7 +308,7 @@ mod x86 {
             let rows = unsafe {
                 Product {
                     m: r,
-                    a: p.a.add(i * p.rsa),
+                    a: p.a.rows_from(i),
                     c: p.c.add(i * p.ldc),
                     ..p
                 }
@@ -233,80 +329,44 @@ mod x86 {
         static A_PANEL: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
     }
 
-    /// Copies the `p.m` rows of `a` into `panel` column by column: value
-    /// (i, q) at `q * p.m + i`, so that a tile reads its rows' values of one
-    /// k step at constant offsets from one pointer.
-    ///
-    /// # Safety
-    /// As [`super::product`] for the rows of `p`; `panel` holds `p.m * p.k` values.
-    #[inline]
-    unsafe fn pack_rows<B: RowStarts>(p: Product<B>, panel: &mut [f32]) {
-        // SAFETY: values (i, q) for i < m, q < k, at i * rsa + q * csa, are in
-        // bounds (caller's contract); the last of them ends the slice.
-        let a =
-            unsafe { std::slice::from_raw_parts(p.a, (p.m - 1) * p.rsa + (p.k - 1) * p.csa + 1) };
-        // The panel is the transpose of the rows (8 x 8 AVX2 blocks when
-        // they are stored contiguously, as a convolution's weight is).
-        let rows_t = MatRef {
-            data: a,
-            rows: p.k,
-            cols: p.m,
-            rs: p.csa,
-            cs: p.rsa,
-        };
-        transpose_into(rows_t, panel);
-    }
-
-    /// Where a tile reads its rows' values of `a`: those of k step q at
-    /// `a + q * step + r`.
-    #[derive(Clone, Copy)]
-    struct Panel {
-        a: *const f32,
-        step: usize,
-    }
-
-    /// [`for_tiles`] with each tile's rows of `a` in a [`Panel`]: packed
-    /// (see [`pack_rows`]) once per row tile, before its first column tile,
-    /// or read in place for a single row. The generic tile needs it (with
-    /// its column offsets in registers, reading `a` at `r * rsa` spilled
-    /// accumulators: convolutions 1.1-1.5x faster packed); the strided tile
-    /// does not (packing there cost up to a third at the LSTM's shapes).
+    /// [`for_tiles`] with each tile's rows of `a` in a [`Panel`]
+    /// ([`LeftRows::panel`]), made once per row tile before its first column
+    /// tile. The generic tile needs it (with its column offsets in
+    /// registers, reading `a` at `r * rsa` spilled accumulators:
+    /// convolutions 1.1-1.5x faster packed); the strided tile does not
+    /// (packing there cost up to a third at the LSTM's shapes).
     ///
     /// # Safety
     /// As [`for_tiles`].
     #[inline]
-    unsafe fn for_packed_tiles<B: RowStarts>(
-        p: Product<B>,
+    unsafe fn for_packed_tiles<A: LeftRows, B: RowStarts>(
+        p: Product<B, A>,
         vectors: usize,
-        mut tile: impl FnMut(Product<B>, Panel, usize, usize),
+        mut tile: impl FnMut(Product<B, A>, Panel, usize, usize),
     ) {
-        with_scratch(&A_PANEL, MAX_ROWS * p.k, |panel| {
+        with_scratch(&A_PANEL, MAX_ROWS * p.k, |scratch| {
+            let mut panel = Panel {
+                a: std::ptr::null(),
+                step: 0,
+            };
             // SAFETY: forwarded; a row tile's column tiles come in order
-            // from v0 = 0, which packs the panel they read.
+            // from v0 = 0, which makes the panel they read.
             unsafe {
                 for_tiles(p, vectors, |rows, v0, v| {
-                    let at = if rows.m == 1 {
-                        Panel {
-                            a: rows.a,
-                            step: rows.csa,
-                        }
-                    } else {
-                        if v0 == 0 {
-                            pack_rows(rows, &mut panel[..rows.m * rows.k]);
-                        }
-                        Panel {
-                            a: panel.as_ptr(),
-                            step: rows.m,
-                        }
-                    };
-                    tile(rows, at, v0, v)
+                    if v0 == 0 {
+                        panel = rows.a.panel(rows.m, rows.k, scratch);
+                    }
+                    tile(rows, panel, v0, v)
                 });
             }
         })
     }
 
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn product<B: RowStarts, C: Columns>(p: Product<B>, cols: &C) {
+    pub(super) unsafe fn product<A: LeftRows, B: RowStarts, C: Columns>(
+        p: Product<B, A>,
+        cols: &C,
+    ) {
         // SAFETY: forwarded; each tile's `v` is within `max_vectors(r)`.
         unsafe {
             for_packed_tiles(p, cols.count(), |rows, panel, v0, v| {
@@ -384,7 +444,7 @@ mod x86 {
             while k0 < p.k {
                 let kc = (p.k - k0).min(KC);
                 let mut acc = [[_mm512_setzero_ps(); V]; R];
-                let mut ap = p.a.add(k0 * p.csa);
+                let mut ap = p.a.a.add(k0 * p.a.csa);
                 let mut bp = p.rows.b.add(k0 * p.rows.rsb + col0);
                 for _ in 0..kc {
                     let mut b = [_mm512_setzero_ps(); V];
@@ -396,12 +456,12 @@ mod x86 {
                         };
                     }
                     for (r, acc) in acc.iter_mut().enumerate() {
-                        let av = _mm512_set1_ps(*ap.add(r * p.rsa));
+                        let av = _mm512_set1_ps(*ap.add(r * p.a.rsa));
                         for (acc, &b) in acc.iter_mut().zip(&b) {
                             *acc = _mm512_fmadd_ps(av, b, *acc);
                         }
                     }
-                    ap = ap.add(p.csa);
+                    ap = ap.add(p.a.csa);
                     bp = bp.add(p.rows.rsb);
                 }
                 // The first block applies the caller's beta, later ones add.
@@ -428,8 +488,8 @@ mod x86 {
     /// Calls the tile of `p.m` rows and the `v` vectors from `v0`, its rows
     /// of `a` read from `panel`.
     #[target_feature(enable = "avx512f")]
-    unsafe fn dispatch<B: RowStarts, C: Columns>(
-        p: Product<B>,
+    unsafe fn dispatch<A: LeftRows, B: RowStarts, C: Columns>(
+        p: Product<B, A>,
         panel: Panel,
         cols: &C,
         v0: usize,
@@ -437,7 +497,7 @@ mod x86 {
     ) {
         macro_rules! listed {
             ($r:literal, $n:literal) => {
-                tile::<B, $r, $n>(p, panel, std::array::from_fn(|u| cols.lanes(v0 + u)))
+                tile::<A, B, $r, $n>(p, panel, std::array::from_fn(|u| cols.lanes(v0 + u)))
             };
         }
         // SAFETY: forwarded from the caller.
@@ -448,8 +508,8 @@ mod x86 {
     /// all k, the rows of `a` read from `panel`.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn tile<B: RowStarts, const R: usize, const V: usize>(
-        p: Product<B>,
+    unsafe fn tile<A: LeftRows, B: RowStarts, const R: usize, const V: usize>(
+        p: Product<B, A>,
         panel: Panel,
         lanes: [Lanes; V],
     ) {
@@ -465,6 +525,12 @@ mod x86 {
                 let mut ap = panel.a.add(k0 * panel.step);
                 for q in k0..k0 + kc {
                     let bp = p.rows.row(q);
+                    if q + PREFETCH_STEPS < p.k {
+                        let np = p.rows.row(q + PREFETCH_STEPS);
+                        for l in &lanes {
+                            _mm_prefetch::<_MM_HINT_T0>(np.add(l.b).cast());
+                        }
+                    }
                     let mut b = [_mm512_setzero_ps(); V];
                     for (v, b) in b.iter_mut().enumerate() {
                         *b = _mm512_maskz_loadu_ps(masks[v], bp.add(lanes[v].b));
