@@ -293,17 +293,26 @@ pub fn conv2d_forward(
 }
 
 /// The input gradient runs as a forward convolution ([`transposed_direct`])
-/// up to this many taps (`o * kh * kw`): against `Wᵀ·dy` and col2im, 1.0-1.07x
-/// at `crnn-t` b2's 576 and 2x at `crnn-s` b2 for one line, but 0.9-0.95x at
-/// b3's and b4's 1152 (measured in one process in alternation, one thread).
+/// up to this many taps (`o * kh * kw`) at any batch size: against `Wᵀ·dy`
+/// and col2im, 1.0-1.07x at `crnn-t` b2's 576 and 2x at `crnn-s` b2 for
+/// one line (measured in one process in alternation, one thread).
 pub const TRANSPOSED_DIRECT_MAX_TAPS: usize = 576;
+
+/// ... and up to this many from [`TRANSPOSED_DIRECT_MIN_BATCH`] samples on:
+/// `crnn-t` b3 and b4 (1152 taps) at batch 32 1.1-1.2x (one thread) and
+/// 1.1x (two), at batch 4 1.04-1.08x; at batch 1 or 2 flipping the weight
+/// costs more than the product gains (0.83-1.0x).
+pub const TRANSPOSED_DIRECT_MAX_TAPS_BATCHED: usize = 1152;
+
+/// See [`TRANSPOSED_DIRECT_MAX_TAPS_BATCHED`].
+pub const TRANSPOSED_DIRECT_MIN_BATCH: usize = 4;
 
 /// The geometry of the convolution of `dy` (o, ho, wo) that gives the input
 /// gradient of a stride-1 convolution `g`, when [`conv_direct`] runs it:
 /// padding `k - 1 - p` on each side turns the output size back into the
 /// input's, and the kernel is `g`'s flipped and transposed
 /// ([`flip_transpose`]).
-fn transposed_direct(g: &ConvGeom, o: usize) -> Option<ConvGeom> {
+fn transposed_direct(g: &ConvGeom, o: usize, n: usize) -> Option<ConvGeom> {
     if g.sh != 1 || g.sw != 1 || g.ph >= g.kh || g.pw >= g.kw || g.is_pointwise() {
         return None;
     }
@@ -314,8 +323,12 @@ fn transposed_direct(g: &ConvGeom, o: usize) -> Option<ConvGeom> {
         (g.kh - 1 - g.ph, g.kw - 1 - g.pw),
     )?;
     let direct = conv_direct::Build::best_for(&gt) == Some(conv_direct::Build::Avx512);
-    (gt.ho == g.h && gt.wo == g.w && direct && gt.col_rows() <= TRANSPOSED_DIRECT_MAX_TAPS)
-        .then_some(gt)
+    let max_taps = if n >= TRANSPOSED_DIRECT_MIN_BATCH {
+        TRANSPOSED_DIRECT_MAX_TAPS_BATCHED
+    } else {
+        TRANSPOSED_DIRECT_MAX_TAPS
+    };
+    (gt.ho == g.h && gt.wo == g.w && direct && gt.col_rows() <= max_taps).then_some(gt)
 }
 
 /// `w'[c][o][i][j] = w[o][c][kh-1-i][kw-1-j]` for a weight `w` (o, c, kh, kw).
@@ -347,7 +360,7 @@ pub fn conv2d_backward_input(dy: &[f32], g: &ConvGeom, weight: &[f32], o: usize,
         return;
     }
     let n = dx.len() / in_len;
-    if let Some(gt) = transposed_direct(g, o) {
+    if let Some(gt) = transposed_direct(g, o, n) {
         let flipped = flip_transpose(weight, g, o);
         conv2d_forward(dy, &gt, &flipped, g.c, None, dx);
         return;
@@ -496,7 +509,13 @@ mod tests {
     #[test]
     fn input_gradient_matches_col2im_of_the_weight_product() {
         let mut rng = Rng::seed(12);
-        for (c, h, w, n) in [(1, 6, 9, 2), (3, 5, 17, 3), (8, 4, 33, 1), (20, 3, 7, 2)] {
+        for (c, h, w, n) in [
+            (1, 6, 9, 2),
+            (3, 5, 17, 3),
+            (8, 4, 33, 1),
+            (20, 3, 7, 2),
+            (4, 3, 18, TRANSPOSED_DIRECT_MIN_BATCH),
+        ] {
             for ((kh, kw), (ph, pw)) in [
                 ((3, 3), (1, 1)),
                 ((3, 3), (0, 0)),
@@ -505,7 +524,8 @@ mod tests {
                 ((5, 3), (2, 1)),
                 ((3, 1), (1, 0)),
             ] {
-                for o in [1, 7, 18] {
+                // 70 x 9 taps: the batched limit only.
+                for o in [1, 7, 18, 70] {
                     let Some(g) = ConvGeom::new((c, h, w), (kh, kw), (1, 1), (ph, pw)) else {
                         continue;
                     };
