@@ -6,10 +6,11 @@
 //! `W (O x C*kh*kw) · col (C*kh*kw x Ho*Wo)`. The im2col matrices live in
 //! per-thread scratch buffers, reused from call to call: the weight
 //! gradient rebuilds them from the input rather than keeping a whole batch
-//! of them from the forward pass. Stride-1 layers skip im2col in the
-//! forward pass where the CPU allows ([`super::conv_direct`]), and narrow
-//! ones compute the input gradient as a forward convolution of the output
-//! gradient.
+//! of them from the forward pass. Where the CPU allows (AVX-512), stride-1
+//! layers skip im2col altogether: in the forward pass
+//! ([`super::conv_direct`]), in the weight gradient
+//! ([`super::conv_weight_grad`]), and in the input gradient, which they
+//! compute as a forward convolution of the output gradient.
 
 use super::conv_direct;
 use super::conv_weight_grad;

@@ -10,6 +10,10 @@
 //! case; a convolution read straight from its zero-padded input (row `p` =
 //! tap `p`, shifted by the tap's offset; columns = output positions, row by
 //! output row) is another ([`super::conv_direct`]): an implicit im2col.
+//! Nor need the left-hand side: the generic tile reads each row tile's rows
+//! of `a` from a panel that [`LeftRows`] fills, a strided matrix's rows
+//! ([`StridedA`]) or a convolution's input rows shifted by each tap
+//! ([`super::conv_weight_grad`], whose `a` is the im2col matrix itself).
 //!
 //! Every output value is the same chain of operations as in
 //! [`super::small_gemm`] (FMAs over k from zero in blocks of
