@@ -234,6 +234,29 @@ fn bench_conv(c: &mut Criterion) {
                 conv2d_backward_weight(&dy, &x, &g, o, black_box(&mut dw));
             })
         });
+        // The weight gradient alone, and what its im2col-free path
+        // replaces: im2col and matrixmultiply's `dy·colᵀ` per sample.
+        group.throughput(Throughput::Elements(flops));
+        group.bench_function(BenchmarkId::new("backward weight", name), |bench| {
+            bench.iter(|| conv2d_backward_weight(&dy, &x, &g, o, black_box(&mut dw)))
+        });
+        group.bench_function(
+            BenchmarkId::new("backward weight im2col+matrixmultiply", name),
+            |bench| {
+                bench.iter(|| {
+                    for (i, xi) in x.chunks_exact(g.in_len()).enumerate() {
+                        im2col(xi, &g, &mut col);
+                        gemm_packed(
+                            1.0,
+                            MatRef::row_major(&dy[i * out..(i + 1) * out], o, g.col_cols()),
+                            MatRef::row_major(&col, g.col_rows(), g.col_cols()).t(),
+                            if i == 0 { 0.0 } else { 1.0 },
+                            black_box(&mut dw),
+                        );
+                    }
+                })
+            },
+        );
     }
     group.finish();
 }
