@@ -25,8 +25,9 @@ thread_local! {
     static COL: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
-/// The weight gradient is accumulated over at most this many contiguous
-/// chunks of the batch, each into its own buffer, then the buffers are summed
+/// The weight gradient through im2col (layers and CPUs that
+/// [`super::conv_weight_grad`] does not take) is accumulated over at most
+/// this many contiguous chunks of the batch, each into its own buffer, then the buffers are summed
 /// in chunk order: the result is the same for every thread count.
 pub const WEIGHT_GRAD_CHUNKS: usize = 16;
 

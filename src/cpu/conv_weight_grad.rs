@@ -96,6 +96,10 @@ pub fn weight_grad_t(dy: &[f32], x: &[f32], g: &ConvGeom, o: usize, dwt: &mut [f
         })
     };
     let dwt = &mut dwt[..taps * o];
+    if n == 0 {
+        dwt.fill(0.0);
+        return;
+    }
     if threads <= 1 || per_thread >= taps {
         run(0, dwt);
     } else {
@@ -151,7 +155,9 @@ impl LeftRows for ShiftedRows {
 /// clobbered; the caller's buffer has room).
 ///
 /// # Safety
-/// Each row must hold `len` values; `out` must hold `len * m + 8` values.
+/// The CPU must have AVX2 (every AVX-512F CPU has, and [`applies`] checks
+/// for AVX-512F); each row must hold `len` values; `out` must hold
+/// `len * m + 8` values.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn interleave(rows: [*const f32; 8], m: usize, len: usize, out: *mut f32) {
