@@ -1,12 +1,13 @@
 //! batchnorm2d: gradient checks in training and evaluation mode over random
 //! shapes, running statistics and outputs worked out by hand as PyTorch
-//! computes them, and the errors on bad shapes.
+//! computes them, and the errors on bad shapes; batchnorm2d_relu: gradient
+//! checks away from the ReLU's kink, and the bits of batchnorm2d then relu.
 
 mod common;
 
 use common::{cases, check_gradients, tensor, tensor_in, Tol};
 use proptest::prelude::*;
-use retort::ops::batchnorm2d::{batchnorm2d, RunningStats};
+use retort::ops::batchnorm2d::{batchnorm2d, batchnorm2d_relu, RunningStats};
 use retort::{ops, Error, Tape, Tensor};
 
 /// The smallest biased variance over the channels of `x` (N, C, H, W).
@@ -72,6 +73,110 @@ proptest! {
         );
         prop_assert!(check.is_ok(), "{}", check.unwrap_err());
         prop_assert_eq!(c, stats.mean.numel());
+    }
+}
+
+/// Small inputs (the ReLU's kink must miss every value) with gamma and beta.
+fn small_bn_case() -> impl Strategy<Value = (Tensor, Tensor, Tensor)> {
+    (1..=2usize, 1..=2usize, 1..=3usize, 1..=3usize)
+        .prop_filter("training needs two values per channel", |&(n, _, h, w)| {
+            n * h * w >= 2
+        })
+        .prop_flat_map(|(n, c, h, w)| (tensor(vec![n, c, h, w]), tensor(vec![c]), tensor(vec![c])))
+}
+
+/// The smallest |value| of the BatchNorm's output, the ReLU's input.
+fn closest_to_the_kink(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    stats: &RunningStats,
+    training: bool,
+) -> f32 {
+    let mut s = stats.clone();
+    let z = batchnorm2d(&mut Tape::new(), x, gamma, beta, &mut s, training).unwrap();
+    z.data().iter().fold(f32::INFINITY, |m, v| m.min(v.abs()))
+}
+
+proptest! {
+    #![proptest_config(cases(24))]
+
+    #[test]
+    fn fused_relu_gradients_match_finite_differences(
+        ((x, gamma, beta), mean, var, training) in small_bn_case().prop_flat_map(|(x, g, b)| {
+            let c = g.numel();
+            (Just((x, g, b)), tensor_in(vec![c], -1.0, 1.0), tensor_in(vec![c], 0.5, 2.0), any::<bool>())
+        })
+    ) {
+        prop_assume!(!training || min_channel_var(&x) >= 0.25);
+        let stats = RunningStats { mean, var, momentum: 0.1, eps: 1e-5 };
+        // A finite-difference step of 1e-2 moves the ReLU's input by at most
+        // ~0.04 here: keep every value 0.1 from the kink.
+        prop_assume!(closest_to_the_kink(&x, &gamma, &beta, &stats, training) >= 0.1);
+        let check = check_gradients(
+            &[x, gamma, beta],
+            |tape, t| batchnorm2d_relu(tape, &t[0], &t[1], &t[2], &mut stats.clone(), training),
+            Tol::default(),
+        );
+        prop_assert!(check.is_ok(), "{}", check.unwrap_err());
+    }
+}
+
+/// The fused op gives the bits of batchnorm2d then relu: outputs, running
+/// statistics and the gradients of x, gamma and beta, in training and in
+/// evaluation, on shapes large enough for the vector and parallel paths.
+#[test]
+fn fused_relu_matches_batchnorm_then_relu_bit_for_bit() {
+    let mut rng = retort::Rng::seed(17);
+    let mut values =
+        |n: usize, lo: f32, hi: f32| -> Vec<f32> { (0..n).map(|_| rng.range(lo, hi)).collect() };
+    for (n, c, h, w) in [(2, 3, 5, 7), (4, 8, 16, 33), (1, 2, 1, 2)] {
+        let len = n * c * h * w;
+        let x = Tensor::from_vec(values(len, -2.0, 2.0), &[n, c, h, w]).unwrap();
+        let gamma = Tensor::from_vec(values(c, -1.5, 1.5), &[c]).unwrap();
+        let beta = Tensor::from_vec(values(c, -0.5, 0.5), &[c]).unwrap();
+        let weights = Tensor::from_vec(values(len, -1.0, 1.0), &[n, c, h, w]).unwrap();
+        let start = RunningStats {
+            mean: Tensor::from_vec(values(c, -1.0, 1.0), &[c]).unwrap(),
+            var: Tensor::from_vec(values(c, 0.5, 2.0), &[c]).unwrap(),
+            momentum: 0.1,
+            eps: 1e-5,
+        };
+        for training in [true, false] {
+            let run = |fused: bool| {
+                let (x, g, b) = (
+                    x.detach().tracked(),
+                    gamma.detach().tracked(),
+                    beta.detach().tracked(),
+                );
+                let mut stats = start.clone();
+                let mut tape = Tape::new();
+                let y = if fused {
+                    batchnorm2d_relu(&mut tape, &x, &g, &b, &mut stats, training).unwrap()
+                } else {
+                    let z = batchnorm2d(&mut tape, &x, &g, &b, &mut stats, training).unwrap();
+                    ops::relu(&mut tape, &z).unwrap()
+                };
+                let weighted = ops::mul(&mut tape, &y, &weights).unwrap();
+                let loss = ops::sum_all(&mut tape, &weighted).unwrap();
+                let grads = tape.backward(&loss).unwrap();
+                let mut out = vec![y.to_vec(), stats.mean.to_vec(), stats.var.to_vec()];
+                for t in [&x, &g, &b] {
+                    out.push(grads.get(t).unwrap().to_vec());
+                }
+                out
+            };
+            let bits = |v: Vec<Vec<f32>>| -> Vec<Vec<u32>> {
+                v.into_iter()
+                    .map(|t| t.iter().map(|x| x.to_bits()).collect())
+                    .collect()
+            };
+            assert_eq!(
+                bits(run(true)),
+                bits(run(false)),
+                "{n}x{c}x{h}x{w} training {training}"
+            );
+        }
     }
 }
 

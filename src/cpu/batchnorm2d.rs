@@ -128,6 +128,37 @@ avx2_dispatch! {
     }
 }
 
+avx2_dispatch! {
+    /// `y = max((x - m) * scale + b, 0)` over one plane: [`affine_plane`]
+    /// and a ReLU after it, in one pass.
+    fn affine_relu_plane_from(y: &mut [MaybeUninit<f32>], x: &[f32], m: f32, scale: f32, b: f32) {
+        let x = &x[..y.len()];
+        for (o, &v) in y.iter_mut().zip(x) {
+            o.write(((v - m) * scale + b).max(0.0));
+        }
+    }
+}
+
+/// [`batchnorm2d_forward`] followed by a ReLU, in one pass: the same bits
+/// as the two.
+pub fn batchnorm2d_relu_forward(
+    x: &[f32],
+    c: usize,
+    plane: usize,
+    mean: &[f32],
+    rstd: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+) -> Vec<f32> {
+    if c == 0 || plane == 0 {
+        return vec![0.0; x.len()];
+    }
+    build_planes(x.len(), c, plane, |ch, p, yp| {
+        let xp = &x[p * plane..(p + 1) * plane];
+        affine_relu_plane_from(yp, xp, mean[ch], rstd[ch] * gamma[ch], beta[ch]);
+    })
+}
+
 /// `y = (x - mean) * rstd * gamma + beta` per channel of `x` (n, c,
 /// plane); returns `y`, the same size as `x`.
 pub fn batchnorm2d_forward(
@@ -169,6 +200,40 @@ avx2_dispatch! {
     }
 }
 
+/// The gradient that reaches the BatchNorm's output through a ReLU after
+/// it: `dy` where the ReLU's input `(x - m) * scale + b` (recomputed, the
+/// forward's bits) is positive, else `dy * 0`, as the ReLU's own backward.
+#[inline(always)]
+fn through_relu(d: f32, v: f32, m: f32, scale: f32, b: f32) -> f32 {
+    d * if (v - m) * scale + b > 0.0 { 1.0 } else { 0.0 }
+}
+
+avx2_dispatch! {
+    /// [`channel_grad_sums`] of the gradient through a ReLU after the
+    /// BatchNorm ([`through_relu`], its affine `scale` and `b`).
+    fn channel_grad_sums_relu(
+        dy: &[f32],
+        x: &[f32],
+        c: usize,
+        plane: usize,
+        ch: usize,
+        m: f32,
+        r: f32,
+        scale: f32,
+        b: f32,
+    ) -> (f64, f64) {
+        let mut acc_dy = [0.0f64; LANES];
+        let mut acc_dx = [0.0f64; LANES];
+        for (dp, xp) in channel_planes(dy, c, plane, ch).zip(channel_planes(x, c, plane, ch)) {
+            add_lanes2(&mut acc_dy, dp, xp, |d, v| through_relu(d, v, m, scale, b) as f64);
+            add_lanes2(&mut acc_dx, dp, xp, |d, v| {
+                (through_relu(d, v, m, scale, b) * ((v - m) * r)) as f64
+            });
+        }
+        (lanes_total(&acc_dy), lanes_total(&acc_dx))
+    }
+}
+
 avx2_dispatch! {
     /// `dx = scale * (dy - mean_dy - xhat * mean_dy_xhat)` over one plane,
     /// with `xhat = (x - m) * r`, when the statistics came from the batch
@@ -199,6 +264,37 @@ avx2_dispatch! {
     }
 }
 
+avx2_dispatch! {
+    /// [`dx_plane`] of the gradient through a ReLU after the BatchNorm
+    /// ([`through_relu`], its affine `scale` and `b`).
+    fn dx_plane_relu(
+        dx: &mut [MaybeUninit<f32>],
+        dy: &[f32],
+        x: &[f32],
+        batch: bool,
+        m: f32,
+        r: f32,
+        scale: f32,
+        b: f32,
+        mean_dy: f32,
+        mean_dy_xhat: f32,
+    ) {
+        let n = dx.len();
+        let (dy, x) = (&dy[..n], &x[..n]);
+        if batch {
+            for k in 0..n {
+                let g = through_relu(dy[k], x[k], m, scale, b);
+                let xhat = (x[k] - m) * r;
+                dx[k].write(scale * (g - mean_dy - xhat * mean_dy_xhat));
+            }
+        } else {
+            for k in 0..n {
+                dx[k].write(scale * through_relu(dy[k], x[k], m, scale, b));
+            }
+        }
+    }
+}
+
 /// Gradients of [`batchnorm2d_forward`] given the output gradient `dy`.
 ///
 /// With `batch_stats` the mean and `rstd` were computed from `x` itself
@@ -206,8 +302,12 @@ avx2_dispatch! {
 /// `dx = gamma * rstd * (dy - mean(dy) - xhat * mean(dy * xhat))`; without,
 /// they were constants (evaluation) and `dx = gamma * rstd * dy`. Always
 /// `dgamma = Σ dy * xhat` and `dbeta = Σ dy` per channel, with
-/// `xhat = (x - mean) * rstd`. `dgamma` and `dbeta` are overwritten; `dx`
-/// is returned when `want_dx`.
+/// `xhat = (x - mean) * rstd`. With `relu_beta` (the BatchNorm's `beta`,
+/// for [`batchnorm2d_relu_forward`]) a ReLU followed it and `dy` is the
+/// ReLU's output gradient: each value first goes through the ReLU's
+/// backward, its input recomputed from `x`, the bits of the two ops run one
+/// after the other. `dgamma` and `dbeta` are overwritten; `dx` is returned
+/// when `want_dx`.
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm2d_backward(
     dy: &[f32],
@@ -219,6 +319,7 @@ pub fn batchnorm2d_backward(
     gamma: &[f32],
     batch_stats: bool,
     want_dx: bool,
+    relu_beta: Option<&[f32]>,
     dgamma: &mut [f32],
     dbeta: &mut [f32],
 ) -> Option<Vec<f32>> {
@@ -228,7 +329,13 @@ pub fn batchnorm2d_backward(
     let count = (x.len() / c) as f32;
     let sums: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
-        .map(|ch| channel_grad_sums(dy, x, c, plane, ch, mean[ch], rstd[ch]))
+        .map(|ch| {
+            let (m, r) = (mean[ch], rstd[ch]);
+            match relu_beta {
+                Some(b) => channel_grad_sums_relu(dy, x, c, plane, ch, m, r, r * gamma[ch], b[ch]),
+                None => channel_grad_sums(dy, x, c, plane, ch, m, r),
+            }
+        })
         .collect();
     for (ch, &(sdy, sdx)) in sums.iter().enumerate() {
         dbeta[ch] = sdy as f32;
@@ -246,17 +353,22 @@ pub fn batchnorm2d_backward(
         } else {
             (0.0, 0.0)
         };
-        dx_plane(
-            dxp,
-            &dy[range.clone()],
-            &x[range],
-            batch_stats,
-            m,
-            r,
-            scale,
-            mean_dy,
-            mean_dy_xhat,
-        );
+        let (dy, x) = (&dy[range.clone()], &x[range]);
+        match relu_beta {
+            Some(b) => dx_plane_relu(
+                dxp,
+                dy,
+                x,
+                batch_stats,
+                m,
+                r,
+                scale,
+                b[ch],
+                mean_dy,
+                mean_dy_xhat,
+            ),
+            None => dx_plane(dxp, dy, x, batch_stats, m, r, scale, mean_dy, mean_dy_xhat),
+        }
     }))
 }
 

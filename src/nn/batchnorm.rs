@@ -2,7 +2,7 @@
 
 use crate::autograd::{Param, Tape};
 use crate::error::{Error, Result};
-use crate::ops::batchnorm2d::{batchnorm2d, RunningStats};
+use crate::ops::batchnorm2d::{batchnorm2d, batchnorm2d_relu, RunningStats};
 use crate::tensor::Tensor;
 
 /// A BatchNorm2d: affine `weight` (gamma) and `bias` (beta) per channel and
@@ -43,6 +43,19 @@ impl BatchNorm2d {
     /// of the running ones when `training`, with the running ones otherwise.
     pub fn forward(&mut self, tape: &mut Tape, x: &Tensor, training: bool) -> Result<Tensor> {
         batchnorm2d(
+            tape,
+            x,
+            self.weight.tensor(),
+            self.bias.tensor(),
+            &mut self.stats,
+            training,
+        )
+    }
+
+    /// [`BatchNorm2d::forward`] and a ReLU, as one op
+    /// ([`batchnorm2d_relu`]: fewer passes over the values, the same result).
+    pub fn forward_relu(&mut self, tape: &mut Tape, x: &Tensor, training: bool) -> Result<Tensor> {
+        batchnorm2d_relu(
             tape,
             x,
             self.weight.tensor(),

@@ -9,7 +9,7 @@ use crate::autograd::{Param, Tape};
 use crate::error::{Error, Result};
 use crate::ops::conv2d::{conv2d_bn_relu_eval, Conv2dSpec};
 use crate::ops::maxpool2d::{maxpool2d, Pool2dSpec};
-use crate::ops::{dropout, permute, relu, reshape};
+use crate::ops::{dropout, permute, reshape};
 use crate::rng::Rng;
 use crate::tensor::{Device, Tensor};
 use std::collections::{BTreeMap, HashMap};
@@ -291,11 +291,11 @@ impl Crnn {
         for (i, ((conv, bn), pool)) in self.blocks.iter_mut().zip(pools).take(count).enumerate() {
             x = if training {
                 let y = conv.forward(tape, &x)?;
-                let y = bn.forward(tape, &y, true)?;
-                relu(tape, &y)?
+                bn.forward_relu(tape, &y, true)?
             } else {
                 // One pass over the output instead of three (the same bits);
-                // recorded as the three ops when a gradient is wanted.
+                // recorded as conv2d and batchnorm2d_relu when a gradient
+                // is wanted.
                 conv2d_bn_relu_eval(
                     tape,
                     &x,

@@ -11,8 +11,7 @@ use crate::cpu::conv2d::{
     conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight, conv2d_forward, ConvGeom,
 };
 use crate::error::{Error, Result};
-use crate::ops::batchnorm2d::{batchnorm2d, expect_stats_on_input_device, RunningStats};
-use crate::ops::relu;
+use crate::ops::batchnorm2d::{batchnorm2d_relu, expect_stats_on_input_device, RunningStats};
 use crate::tensor::{Shape, Tensor};
 
 /// Stride and zero padding of a convolution, (height, width) each.
@@ -188,8 +187,8 @@ pub fn conv2d(
 /// training = false))`: a conv block in evaluation mode, as one pass over
 /// the output when nothing needs a gradient.
 ///
-/// When the tape records and an input is tracked, this is exactly the three
-/// ops above, recorded as usual. Otherwise (inference on a no-grad tape,
+/// When the tape records and an input is tracked, this is conv2d and
+/// [`batchnorm2d_relu`] (the same bits as the three ops), recorded as usual. Otherwise (inference on a no-grad tape,
 /// or untracked tensors) the BatchNorm's running-statistics affine map and
 /// the ReLU run in place on the convolution's output, without the two
 /// intermediate tensors; the values are bit for bit those of the three ops.
@@ -209,8 +208,7 @@ pub fn conv2d_bn_relu_eval(
     inputs.extend(bias);
     if tape.wants_grad(&inputs) {
         let y = conv2d(tape, x, weight, bias, spec)?;
-        let y = batchnorm2d(tape, &y, gamma, beta, &mut stats.clone(), false)?;
-        return relu(tape, &y);
+        return batchnorm2d_relu(tape, &y, gamma, beta, &mut stats.clone(), false);
     }
     let g = geometry(x, weight, bias, spec)?;
     let (n, o) = (x.dims()[0], weight.dims()[0]);
@@ -407,11 +405,13 @@ mod gpu {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::batchnorm2d::batchnorm2d;
+    use crate::ops::relu;
     use crate::rng::Rng;
 
     /// The fused evaluation block gives the bits of conv2d, batchnorm2d
-    /// (running statistics) and relu, and records the three ops when a
-    /// gradient is wanted.
+    /// (running statistics) and relu, and records conv2d and
+    /// batchnorm2d_relu when a gradient is wanted.
     #[test]
     fn fused_eval_block_matches_the_three_ops() {
         let mut rng = Rng::seed(9);
