@@ -191,14 +191,8 @@ fn greedy_sample(
             ));
         }
         let e = &mut exps[t * k..(t + 1) * k];
-        for (e, &v) in e.iter_mut().zip(r) {
-            // -inf scores have probability 0 (the fast exp clamps its input).
-            *e = if v == f32::NEG_INFINITY {
-                0.0
-            } else {
-                fastmath::exp(v - max)
-            };
-        }
+        // -inf scores have probability 0 (the fast exp clamps its input).
+        fastmath::exp_shifted(r, max, e);
         inv_sums.push(1.0 / e.iter().map(|&v| v as f64).sum::<f64>());
         if best != 0 && best != prev {
             classes.push(best);

@@ -99,6 +99,18 @@ impl ClampNan for f32 {
     }
 }
 
+avx2_dispatch! {
+    /// `out[i] = e^(x[i] - shift)` ([`exp`]), and exactly 0 where `x[i]` is
+    /// -inf, over `out.len()` values; vectorised where the CPU allows.
+    pub fn exp_shifted(x: &[f32], shift: f32, out: &mut [f32]) {
+        let x = &x[..out.len()];
+        for (o, &v) in out.iter_mut().zip(x) {
+            let e = exp(v - shift);
+            *o = if v == f32::NEG_INFINITY { 0.0 } else { e };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +124,30 @@ mod tests {
             .chain([
                 0.0, -0.0, 1e-30, -1e-30, 4e-4, -4e-4, 7.9, -7.9, 88.0, -87.0,
             ])
+    }
+
+    /// The slice version gives the scalar bits, 0 for -inf and NaN for NaN.
+    #[test]
+    fn exp_shifted_matches_exp_of_each_value() {
+        let x: Vec<f32> = samples(200.0)
+            .step_by(97)
+            .chain([f32::NEG_INFINITY, f32::NAN, 3.5])
+            .collect();
+        for shift in [0.0, 2.5, -7.0] {
+            let mut out = vec![1.0; x.len()];
+            exp_shifted(&x, shift, &mut out);
+            for (&v, &o) in x.iter().zip(&out) {
+                let want = if v == f32::NEG_INFINITY {
+                    0.0
+                } else {
+                    exp(v - shift)
+                };
+                assert!(
+                    o.to_bits() == want.to_bits() || (o.is_nan() && want.is_nan()),
+                    "{v}: {o} vs {want}"
+                );
+            }
+        }
     }
 
     fn rel(a: f32, b: f64) -> f64 {
