@@ -30,6 +30,12 @@ pub const UNPACKED_AVX512_B: usize = 192 * 1024;
 /// LSTM's 1024 x 128 x 192 input projection: 1.2x; at 32 rows packing wins).
 pub const UNPACKED_TRANSPOSED_MIN_M: usize = 64;
 
+/// ... or, with the AVX-512 build, whatever the number of rows when it holds
+/// at most this many values: the copy is then a few µs at most. A linear
+/// layer for one line (32 x 96 x 37, the `crnn-s` head): 1.55x; 32 x 256 x
+/// 37: 1.2x; 32 x 96 x 128: 1.25x (in one process in alternation).
+pub const UNPACKED_TRANSPOSED_SMALL_B: usize = 16 * 1024;
+
 /// Whether `a·b` (`m x k x n`) runs on the unpacked kernel `kernel`.
 fn unpacked_wins(kernel: small_gemm::Kernel, a: MatRef, b: MatRef) -> bool {
     let (m, k, n) = (a.rows, a.cols, b.cols);
@@ -37,7 +43,7 @@ fn unpacked_wins(kernel: small_gemm::Kernel, a: MatRef, b: MatRef) -> bool {
     m <= SMALL_M
         || (kernel == small_gemm::Kernel::Avx512
             && k * n <= UNPACKED_AVX512_B
-            && (!copies_b || m >= UNPACKED_TRANSPOSED_MIN_M))
+            && (!copies_b || m >= UNPACKED_TRANSPOSED_MIN_M || k * n <= UNPACKED_TRANSPOSED_SMALL_B))
 }
 
 /// A read-only matrix view: element (i, j) is `data[i * rs + j * cs]`.
