@@ -43,7 +43,9 @@ fn unpacked_wins(kernel: small_gemm::Kernel, a: MatRef, b: MatRef) -> bool {
     m <= SMALL_M
         || (kernel == small_gemm::Kernel::Avx512
             && k * n <= UNPACKED_AVX512_B
-            && (!copies_b || m >= UNPACKED_TRANSPOSED_MIN_M || k * n <= UNPACKED_TRANSPOSED_SMALL_B))
+            && (!copies_b
+                || m >= UNPACKED_TRANSPOSED_MIN_M
+                || k * n <= UNPACKED_TRANSPOSED_SMALL_B))
 }
 
 /// A read-only matrix view: element (i, j) is `data[i * rs + j * cs]`.
