@@ -179,24 +179,57 @@ pub fn batchnorm2d_forward(
     })
 }
 
-avx2_dispatch! {
-    /// Σ dy and Σ dy * xhat over channel `ch`, with xhat = (x - m) * r.
-    fn channel_grad_sums(
-        dy: &[f32],
-        x: &[f32],
-        c: usize,
-        plane: usize,
-        ch: usize,
-        m: f32,
-        r: f32,
-    ) -> (f64, f64) {
-        let mut acc_dy = [0.0f64; LANES];
-        let mut acc_dx = [0.0f64; LANES];
-        for (dp, xp) in channel_planes(dy, c, plane, ch).zip(channel_planes(x, c, plane, ch)) {
-            add_lanes(&mut acc_dy, dp, |d| d as f64);
-            add_lanes2(&mut acc_dx, dp, xp, |d, v| (d * ((v - m) * r)) as f64);
+/// Σ g and Σ g * xhat over channel `ch`, with xhat = (x - m) * r and
+/// `g = grad(dy, x)` the gradient at the BatchNorm's output.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn grad_sums(
+    dy: &[f32],
+    x: &[f32],
+    c: usize,
+    plane: usize,
+    ch: usize,
+    m: f32,
+    r: f32,
+    grad: impl Fn(f32, f32) -> f32,
+) -> (f64, f64) {
+    let mut acc_dy = [0.0f64; LANES];
+    let mut acc_dx = [0.0f64; LANES];
+    for (dp, xp) in channel_planes(dy, c, plane, ch).zip(channel_planes(x, c, plane, ch)) {
+        add_lanes2(&mut acc_dy, dp, xp, |d, v| grad(d, v) as f64);
+        add_lanes2(&mut acc_dx, dp, xp, |d, v| {
+            (grad(d, v) * ((v - m) * r)) as f64
+        });
+    }
+    (lanes_total(&acc_dy), lanes_total(&acc_dx))
+}
+
+/// `dx = scale * (g - mean_dy - xhat * mean_dy_xhat)` over one plane, with
+/// `xhat = (x - m) * r` and `g = grad(dy, x)`, when the statistics came from
+/// the batch (`batch`); `dx = scale * g` when they were constants.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn dx_values(
+    dx: &mut [MaybeUninit<f32>],
+    dy: &[f32],
+    x: &[f32],
+    batch: bool,
+    (m, r, scale): (f32, f32, f32),
+    mean_dy: f32,
+    mean_dy_xhat: f32,
+    grad: impl Fn(f32, f32) -> f32,
+) {
+    let n = dx.len();
+    let (dy, x) = (&dy[..n], &x[..n]);
+    if batch {
+        for k in 0..n {
+            let xhat = (x[k] - m) * r;
+            dx[k].write(scale * (grad(dy[k], x[k]) - mean_dy - xhat * mean_dy_xhat));
         }
-        (lanes_total(&acc_dy), lanes_total(&acc_dx))
+    } else {
+        for k in 0..n {
+            dx[k].write(scale * grad(dy[k], x[k]));
+        }
     }
 }
 
@@ -209,8 +242,23 @@ fn through_relu(d: f32, v: f32, m: f32, scale: f32, b: f32) -> f32 {
 }
 
 avx2_dispatch! {
-    /// [`channel_grad_sums`] of the gradient through a ReLU after the
-    /// BatchNorm ([`through_relu`], its affine `scale` and `b`).
+    /// [`grad_sums`] of `dy` itself.
+    fn channel_grad_sums(
+        dy: &[f32],
+        x: &[f32],
+        c: usize,
+        plane: usize,
+        ch: usize,
+        m: f32,
+        r: f32,
+    ) -> (f64, f64) {
+        grad_sums(dy, x, c, plane, ch, m, r, |d, _| d)
+    }
+}
+
+avx2_dispatch! {
+    /// [`grad_sums`] of the gradient through a ReLU after the BatchNorm
+    /// ([`through_relu`], its affine `scale` and `b`).
     fn channel_grad_sums_relu(
         dy: &[f32],
         x: &[f32],
@@ -222,22 +270,12 @@ avx2_dispatch! {
         scale: f32,
         b: f32,
     ) -> (f64, f64) {
-        let mut acc_dy = [0.0f64; LANES];
-        let mut acc_dx = [0.0f64; LANES];
-        for (dp, xp) in channel_planes(dy, c, plane, ch).zip(channel_planes(x, c, plane, ch)) {
-            add_lanes2(&mut acc_dy, dp, xp, |d, v| through_relu(d, v, m, scale, b) as f64);
-            add_lanes2(&mut acc_dx, dp, xp, |d, v| {
-                (through_relu(d, v, m, scale, b) * ((v - m) * r)) as f64
-            });
-        }
-        (lanes_total(&acc_dy), lanes_total(&acc_dx))
+        grad_sums(dy, x, c, plane, ch, m, r, |d, v| through_relu(d, v, m, scale, b))
     }
 }
 
 avx2_dispatch! {
-    /// `dx = scale * (dy - mean_dy - xhat * mean_dy_xhat)` over one plane,
-    /// with `xhat = (x - m) * r`, when the statistics came from the batch
-    /// (`batch`); `dx = scale * dy` when they were constants.
+    /// [`dx_values`] of `dy` itself.
     fn dx_plane(
         dx: &mut [MaybeUninit<f32>],
         dy: &[f32],
@@ -249,23 +287,12 @@ avx2_dispatch! {
         mean_dy: f32,
         mean_dy_xhat: f32,
     ) {
-        let n = dx.len();
-        let (dy, x) = (&dy[..n], &x[..n]);
-        if batch {
-            for k in 0..n {
-                let xhat = (x[k] - m) * r;
-                dx[k].write(scale * (dy[k] - mean_dy - xhat * mean_dy_xhat));
-            }
-        } else {
-            for k in 0..n {
-                dx[k].write(scale * dy[k]);
-            }
-        }
+        dx_values(dx, dy, x, batch, (m, r, scale), mean_dy, mean_dy_xhat, |d, _| d)
     }
 }
 
 avx2_dispatch! {
-    /// [`dx_plane`] of the gradient through a ReLU after the BatchNorm
+    /// [`dx_values`] of the gradient through a ReLU after the BatchNorm
     /// ([`through_relu`], its affine `scale` and `b`).
     fn dx_plane_relu(
         dx: &mut [MaybeUninit<f32>],
@@ -279,19 +306,8 @@ avx2_dispatch! {
         mean_dy: f32,
         mean_dy_xhat: f32,
     ) {
-        let n = dx.len();
-        let (dy, x) = (&dy[..n], &x[..n]);
-        if batch {
-            for k in 0..n {
-                let g = through_relu(dy[k], x[k], m, scale, b);
-                let xhat = (x[k] - m) * r;
-                dx[k].write(scale * (g - mean_dy - xhat * mean_dy_xhat));
-            }
-        } else {
-            for k in 0..n {
-                dx[k].write(scale * through_relu(dy[k], x[k], m, scale, b));
-            }
-        }
+        let grad = |d, v| through_relu(d, v, m, scale, b);
+        dx_values(dx, dy, x, batch, (m, r, scale), mean_dy, mean_dy_xhat, grad)
     }
 }
 
