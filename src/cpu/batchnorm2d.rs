@@ -139,6 +139,30 @@ avx2_dispatch! {
     }
 }
 
+/// The value maps of one plane: `y = f((x - m) * scale + b)`.
+type PlaneMap = fn(&mut [MaybeUninit<f32>], &[f32], f32, f32, f32);
+
+/// `map` over each plane of `x` (n, c, plane) with its channel's
+/// `m = mean`, `scale = rstd * gamma` and `b = beta`.
+fn per_channel(
+    x: &[f32],
+    c: usize,
+    plane: usize,
+    (mean, rstd, gamma, beta): Affine,
+    map: PlaneMap,
+) -> Vec<f32> {
+    if c == 0 || plane == 0 {
+        return vec![0.0; x.len()];
+    }
+    build_planes(x.len(), c, plane, |ch, p, yp| {
+        let xp = &x[p * plane..(p + 1) * plane];
+        map(yp, xp, mean[ch], rstd[ch] * gamma[ch], beta[ch]);
+    })
+}
+
+/// Per channel: mean, rstd, gamma, beta.
+type Affine<'a> = (&'a [f32], &'a [f32], &'a [f32], &'a [f32]);
+
 /// [`batchnorm2d_forward`] followed by a ReLU, in one pass: the same bits
 /// as the two.
 pub fn batchnorm2d_relu_forward(
@@ -150,13 +174,13 @@ pub fn batchnorm2d_relu_forward(
     gamma: &[f32],
     beta: &[f32],
 ) -> Vec<f32> {
-    if c == 0 || plane == 0 {
-        return vec![0.0; x.len()];
-    }
-    build_planes(x.len(), c, plane, |ch, p, yp| {
-        let xp = &x[p * plane..(p + 1) * plane];
-        affine_relu_plane_from(yp, xp, mean[ch], rstd[ch] * gamma[ch], beta[ch]);
-    })
+    per_channel(
+        x,
+        c,
+        plane,
+        (mean, rstd, gamma, beta),
+        affine_relu_plane_from,
+    )
 }
 
 /// `y = (x - mean) * rstd * gamma + beta` per channel of `x` (n, c,
@@ -170,13 +194,7 @@ pub fn batchnorm2d_forward(
     gamma: &[f32],
     beta: &[f32],
 ) -> Vec<f32> {
-    if c == 0 || plane == 0 {
-        return vec![0.0; x.len()];
-    }
-    build_planes(x.len(), c, plane, |ch, p, yp| {
-        let xp = &x[p * plane..(p + 1) * plane];
-        affine_plane(yp, xp, mean[ch], rstd[ch] * gamma[ch], beta[ch]);
-    })
+    per_channel(x, c, plane, (mean, rstd, gamma, beta), affine_plane)
 }
 
 /// Σ g and Σ g * xhat over channel `ch`, with xhat = (x - m) * r and
