@@ -139,52 +139,10 @@ avx2_dispatch! {
     }
 }
 
-/// The value maps of one plane: `y = f((x - m) * scale + b)`.
-type PlaneMap = fn(&mut [MaybeUninit<f32>], &[f32], f32, f32, f32);
-
-/// `map` over each plane of `x` (n, c, plane) with its channel's
-/// `m = mean`, `scale = rstd * gamma` and `b = beta`.
-fn per_channel(
-    x: &[f32],
-    c: usize,
-    plane: usize,
-    (mean, rstd, gamma, beta): Affine,
-    map: PlaneMap,
-) -> Vec<f32> {
-    if c == 0 || plane == 0 {
-        return vec![0.0; x.len()];
-    }
-    build_planes(x.len(), c, plane, |ch, p, yp| {
-        let xp = &x[p * plane..(p + 1) * plane];
-        map(yp, xp, mean[ch], rstd[ch] * gamma[ch], beta[ch]);
-    })
-}
-
-/// Per channel: mean, rstd, gamma, beta.
-type Affine<'a> = (&'a [f32], &'a [f32], &'a [f32], &'a [f32]);
-
-/// [`batchnorm2d_forward`] followed by a ReLU, in one pass: the same bits
-/// as the two.
-pub fn batchnorm2d_relu_forward(
-    x: &[f32],
-    c: usize,
-    plane: usize,
-    mean: &[f32],
-    rstd: &[f32],
-    gamma: &[f32],
-    beta: &[f32],
-) -> Vec<f32> {
-    per_channel(
-        x,
-        c,
-        plane,
-        (mean, rstd, gamma, beta),
-        affine_relu_plane_from,
-    )
-}
-
 /// `y = (x - mean) * rstd * gamma + beta` per channel of `x` (n, c,
-/// plane); returns `y`, the same size as `x`.
+/// plane), followed by a ReLU when `relu` (in the same pass, the bits of
+/// the two); returns `y`, the same size as `x`.
+#[allow(clippy::too_many_arguments)]
 pub fn batchnorm2d_forward(
     x: &[f32],
     c: usize,
@@ -193,8 +151,20 @@ pub fn batchnorm2d_forward(
     rstd: &[f32],
     gamma: &[f32],
     beta: &[f32],
+    relu: bool,
 ) -> Vec<f32> {
-    per_channel(x, c, plane, (mean, rstd, gamma, beta), affine_plane)
+    if c == 0 || plane == 0 {
+        return vec![0.0; x.len()];
+    }
+    let map = if relu {
+        affine_relu_plane_from
+    } else {
+        affine_plane
+    };
+    build_planes(x.len(), c, plane, |ch, p, yp| {
+        let xp = &x[p * plane..(p + 1) * plane];
+        map(yp, xp, mean[ch], rstd[ch] * gamma[ch], beta[ch]);
+    })
 }
 
 /// Σ g and Σ g * xhat over channel `ch`, with xhat = (x - m) * r and
@@ -337,7 +307,7 @@ avx2_dispatch! {
 /// they were constants (evaluation) and `dx = gamma * rstd * dy`. Always
 /// `dgamma = Σ dy * xhat` and `dbeta = Σ dy` per channel, with
 /// `xhat = (x - mean) * rstd`. With `relu_beta` (the BatchNorm's `beta`,
-/// for [`batchnorm2d_relu_forward`]) a ReLU followed it and `dy` is the
+/// for [`batchnorm2d_forward`] with `relu`) a ReLU followed it and `dy` is the
 /// ReLU's output gradient: each value first goes through the ReLU's
 /// backward, its input recomputed from `x`, the bits of the two ops run one
 /// after the other. `dgamma` and `dbeta` are overwritten; `dx` is returned

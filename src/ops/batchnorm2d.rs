@@ -7,9 +7,7 @@
 //! standard deviation for the backward pass.
 
 use crate::autograd::Tape;
-use crate::cpu::batchnorm2d::{
-    batch_stats, batchnorm2d_backward, batchnorm2d_forward, batchnorm2d_relu_forward,
-};
+use crate::cpu::batchnorm2d::{batch_stats, batchnorm2d_backward, batchnorm2d_forward};
 use crate::error::{Error, Result};
 use crate::tensor::{Shape, Tensor};
 
@@ -184,12 +182,16 @@ fn batchnorm(
             .collect();
         (stats.mean.to_vec(), rstd)
     };
-    let forward = if relu {
-        batchnorm2d_relu_forward
-    } else {
-        batchnorm2d_forward
-    };
-    let y = forward(x.data(), c, plane, &mean, &rstd, gamma.data(), beta.data());
+    let y = batchnorm2d_forward(
+        x.data(),
+        c,
+        plane,
+        &mean,
+        &rstd,
+        gamma.data(),
+        beta.data(),
+        relu,
+    );
     let y = Tensor::from_shape_vec(*x.shape(), y);
     let (x2, g2, c_shape) = (x.clone(), gamma.clone(), *gamma.shape());
     let relu_beta = relu.then(|| beta.clone());
