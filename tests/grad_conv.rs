@@ -114,6 +114,45 @@ proptest! {
     }
 }
 
+/// 3x3 stride-1 convolutions large enough (channels, tiles) for the
+/// Winograd path of the CPU engine, where the CPU has AVX-512.
+fn winograd_case() -> impl Strategy<Value = (Conv2dSpec, Tensor, Tensor, Tensor)> {
+    (
+        32..=34usize,
+        8..=10usize,
+        32..=38usize,
+        32..=34usize,
+        1..=2usize,
+    )
+        .prop_flat_map(|(c, h, w, o, pad)| {
+            (
+                Just(Conv2dSpec::new((1, 1), (pad, pad))),
+                tensor(vec![4, c, h, w]),
+                tensor(vec![o, c, 3, 3]),
+                tensor(vec![o]),
+            )
+        })
+}
+
+proptest! {
+    #![proptest_config(cases(3))]
+
+    /// The Winograd forward pass, input gradient and weight gradient: the
+    /// convolution up to rounding, and gradients that match finite
+    /// differences.
+    #[test]
+    fn winograd_sized_conv2d_matches_direct_and_finite_differences((spec, x, w, b) in winograd_case()) {
+        let y = conv2d(&mut Tape::no_grad(), &x, &w, Some(&b), spec).unwrap();
+        assert_close(y.data(), &naive_conv(&x, &w, Some(&b), spec), 1e-4);
+        let check = check_gradients(
+            &[x, w, b],
+            |tape, t| conv2d(tape, &t[0], &t[1], Some(&t[2]), spec),
+            Tol { max_checks: 16, ..Tol::default() },
+        );
+        prop_assert!(check.is_ok(), "{spec:?}: {}", check.unwrap_err());
+    }
+}
+
 proptest! {
     #![proptest_config(cases(12))]
 

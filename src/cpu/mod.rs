@@ -20,3 +20,4 @@ pub(crate) mod scratch;
 pub mod small_gemm;
 pub mod small_gemm_avx512;
 pub mod softmax;
+pub mod winograd;
