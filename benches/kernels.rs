@@ -19,8 +19,10 @@
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use retort::cpu::conv2d::{
-    conv2d_backward_input, conv2d_backward_weight, conv2d_forward, im2col, ConvGeom,
+    conv2d_backward_input, conv2d_backward_weight, conv2d_forward, conv2d_forward_tapwise, im2col,
+    ConvGeom,
 };
+use retort::cpu::conv_weight_grad;
 use retort::cpu::gemm::{gemm, gemm_packed, MatRef};
 use retort::cpu::lstm::{lstm_backward, lstm_forward, LstmDims, LstmNeeds, LstmParams};
 use retort::cpu::peak::{self, Peak};
@@ -195,6 +197,11 @@ fn bench_conv(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("forward", name), |bench| {
             bench.iter(|| conv2d_forward(&x, &g, &wt, o, None, black_box(&mut y)))
         });
+        // Tap by tap (the direct or im2col path, im2col's bits), what the
+        // Winograd path replaces on b2 and b4.
+        group.bench_function(BenchmarkId::new("forward tap by tap", name), |bench| {
+            bench.iter(|| conv2d_forward_tapwise(&x, &g, &wt, o, None, black_box(&mut y)))
+        });
         // What the direct (implicit im2col) path replaces, for comparison:
         // an explicit im2col matrix and matrixmultiply per sample.
         let mut col = vec![0.0; g.col_rows() * g.col_cols()];
@@ -240,6 +247,18 @@ fn bench_conv(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("backward weight", name), |bench| {
             bench.iter(|| conv2d_backward_weight(&dy, &x, &g, o, black_box(&mut dw)))
         });
+        if conv_weight_grad::applies(&g) {
+            // The im2col-free tap-by-tap path that Winograd replaces on b2 and b4.
+            let mut dwt = vec![0.0; dw.len()];
+            group.bench_function(
+                BenchmarkId::new("backward weight tap by tap", name),
+                |bench| {
+                    bench.iter(|| {
+                        conv_weight_grad::weight_grad_t(&dy, &x, &g, o, black_box(&mut dwt))
+                    })
+                },
+            );
+        }
         group.bench_function(
             BenchmarkId::new("backward weight im2col+matrixmultiply", name),
             |bench| {
