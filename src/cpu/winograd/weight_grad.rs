@@ -4,22 +4,25 @@
 //! Each entry's `dU_e` (o x c) is a product over all tiles of the batch,
 //! `DY_e · V_eᵀ`, accumulated block by block in order. The four columns j
 //! of the 4x4 entries are independent down to the transforms (column j of
-//! `Bᵀ d B` needs only column j of `d B`), so each block's columns are four
-//! tasks: each value is summed in one thread, block after block.
+//! `Bᵀ d B` needs only column j of `d B`), so each block's columns are split
+//! into one group per thread (at most four): each value is summed in one
+//! thread, block after block, and the grouping changes no value.
 
 use super::{block_rows_len, input_block, runs, skewed, split_block_rows, x86, Tiles, M, ROWS, V};
 use crate::cpu::conv2d::ConvGeom;
 use crate::cpu::gemm::{gemm, MatRef};
 use crate::cpu::scratch::with_scratch;
 use rayon::prelude::*;
+use std::ops::Range;
 
-/// Tiles per block: the depth of each block's products.
+/// Tiles per block: the depth of each block's products (against 64 and
+/// 256, `crnn-t` b2 1.05x).
 pub const BLOCK_TILES: usize = 128;
 
 /// Weight gradients with fewer kernels (`o * c`) keep the direct
-/// computation: the products are then too small for the transforms to pay
-/// (`crnn-s` b3, 16 -> 32 channels at batch 32: 0.96x; b4, 32 -> 32: 1.2x).
-pub const MIN_KERNELS: usize = 1024;
+/// computation: the products are then too small for the transforms to pay.
+/// `crnn-s` b3 (16 -> 32 channels, 512 kernels) at batch 32: 1.2x.
+pub const MIN_KERNELS: usize = 512;
 
 /// Whether [`weight_grad_winograd`] takes the gradient of `n` samples of this
 /// geometry with `o` output channels: [`applies`](super::applies), and at
@@ -41,8 +44,17 @@ pub fn weight_grad_winograd(dy: &[f32], x: &[f32], g: &ConvGeom, o: usize, dw: &
     let n = x.len() / in_len;
     assert!(dy.len() >= n * out_len && dw.len() >= o * c * 9);
     let t = Tiles::of(g, BLOCK_TILES);
-    // dU, column j of the entries at [j][i][o][c].
+    // dU, column j of the entries at [j][i][o][c]; the columns split into
+    // one group per thread (at most four), each summing its own entries.
     let mut du = vec![0.0f32; 16 * o * c];
+    let groups = column_groups(rayon::current_num_threads());
+    let mut parts: Vec<(Range<usize>, &mut [f32])> = Vec::with_capacity(groups.len());
+    let mut rest = &mut du[..];
+    for js in groups {
+        let (part, tail) = rest.split_at_mut(4 * js.len() * o * c);
+        parts.push((js, part));
+        rest = tail;
+    }
     for (xs, dys) in x.chunks_exact(in_len).zip(dy.chunks_exact(out_len)).take(n) {
         for block in t.blocks() {
             let tiles = block.len() * t.cols;
@@ -50,29 +62,37 @@ pub fn weight_grad_winograd(dy: &[f32], x: &[f32], g: &ConvGeom, o: usize, dw: &
             with_scratch(&ROWS, block_rows_len(g, &t, block.len()), |rows| {
                 split_block_rows(xs, g, &t, block.clone(), rows);
                 let rows: &[f32] = rows;
-                du.par_chunks_mut(4 * o * c)
-                    .enumerate()
-                    .for_each(|(j, du)| {
-                        with_scratch(&V, 4 * v_stride, |v| {
-                            with_scratch(&M, 4 * m_stride, |dm| {
-                                input_block(rows, g, &t, block.len(), j..j + 1, v, v_stride);
-                                output_grad_block(dys, g, o, &t, block.clone(), j, dm, m_stride);
-                                for (i, du) in du.chunks_exact_mut(o * c).enumerate() {
-                                    let dm = MatRef::row_major(
-                                        &dm[i * m_stride..][..o * tiles],
-                                        o,
-                                        tiles,
-                                    );
-                                    let v = MatRef::row_major(
-                                        &v[i * v_stride..][..c * tiles],
-                                        c,
-                                        tiles,
-                                    );
-                                    gemm(1.0, dm, v.t(), 1.0, du);
-                                }
-                            })
-                        });
+                parts.par_iter_mut().for_each(|(js, du)| {
+                    let slots = 4 * js.len();
+                    with_scratch(&V, slots * v_stride, |v| {
+                        with_scratch(&M, slots * m_stride, |dm| {
+                            input_block(rows, g, &t, block.len(), js.clone(), v, v_stride);
+                            output_grad_block(
+                                dys,
+                                g,
+                                o,
+                                &t,
+                                block.clone(),
+                                js.clone(),
+                                dm,
+                                m_stride,
+                            );
+                            // Entry (i, j) is in slot i * js.len() + j - js.start of
+                            // v and dm, and at (j - js.start) * 4 + i of du.
+                            for (k, du) in du.chunks_exact_mut(o * c).enumerate() {
+                                let slot = (k % 4) * js.len() + k / 4;
+                                let dm = MatRef::row_major(
+                                    &dm[slot * m_stride..][..o * tiles],
+                                    o,
+                                    tiles,
+                                );
+                                let v =
+                                    MatRef::row_major(&v[slot * v_stride..][..c * tiles], c, tiles);
+                                gemm(1.0, dm, v.t(), 1.0, du);
+                            }
+                        })
                     });
+                });
             });
         }
     }
@@ -98,30 +118,43 @@ pub fn weight_grad_winograd(dy: &[f32], x: &[f32], g: &ConvGeom, o: usize, dw: &
     }
 }
 
-/// Column `j` of `A dY Aᵀ` for the tiles of `block` (rows of tiles) of one
-/// sample's output gradient `dy` (o, ho, wo): entry (i, j) of output
-/// channel oc and tile t of the block goes to `dm[i * stride + oc * tiles + t]`.
+/// The columns 0..4 of the entries in `threads` (at most four) contiguous
+/// groups, as even as can be. Grouping changes no value: each entry is
+/// transformed and summed the same way in any group.
+fn column_groups(threads: usize) -> Vec<Range<usize>> {
+    let groups = threads.clamp(1, 4);
+    (0..groups)
+        .map(|k| (4 * k / groups)..(4 * (k + 1) / groups))
+        .collect()
+}
+
+/// Columns `js` of `A dY Aᵀ` for the tiles of `block` (rows of tiles) of
+/// one sample's output gradient `dy` (o, ho, wo): entry (i, j) of output
+/// channel oc and tile t of the block goes to
+/// `dm[slot * stride + oc * tiles + t]`, slot `i * js.len() + j - js.start`.
 #[allow(clippy::too_many_arguments)]
 fn output_grad_block(
     dy: &[f32],
     g: &ConvGeom,
     o: usize,
     t: &Tiles,
-    block: std::ops::Range<usize>,
-    j: usize,
+    block: Range<usize>,
+    js: Range<usize>,
     dm: &mut [f32],
     stride: usize,
 ) {
     let (plane, tiles) = (g.ho * g.wo, block.len() * t.cols);
-    assert!(j < 4 && block.end <= t.rows && t.cols == g.wo.div_ceil(2));
-    assert!(dm.len() >= 3 * stride + o * tiles && dy.len() >= o * plane);
+    assert!(js.end <= 4 && !js.is_empty() && block.end <= t.rows && t.cols == g.wo.div_ceil(2));
+    assert!(dm.len() >= (4 * js.len() - 1) * stride + o * tiles && dy.len() >= o * plane);
     for (oc, dy) in dy.chunks_exact(plane).take(o).enumerate() {
         for r in block.clone() {
             let at = oc * tiles + (r - block.start) * t.cols;
             // SAFETY: runs() (AVX-512F) was asserted by the caller; loads
             // are masked to rows 2r and 2r + 1 (< ho) of the plane, stores
-            // to the block's tiles of entry rows 0..4 (asserted above).
-            unsafe { x86::output_grad_tiles(dy, (g.ho, g.wo), r, t.cols, j, dm, stride, at) }
+            // to the block's tiles of the slots (asserted above).
+            unsafe {
+                x86::output_grad_tiles(dy, (g.ho, g.wo), r, t.cols, js.clone(), dm, stride, at)
+            }
         }
     }
 }

@@ -95,7 +95,7 @@ fn a_row(i: usize, v0: __m512, v1: __m512) -> __m512 {
     }
 }
 
-/// Column `j` of `A dY Aᵀ`; see `super::output_grad_tiles`.
+/// Columns `js` of `A dY Aᵀ`; see `super::weight_grad`'s `output_grad_block`.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn output_grad_tiles(
@@ -103,7 +103,7 @@ pub(super) unsafe fn output_grad_tiles(
     (ho, wo): (usize, usize),
     r: usize,
     cols: usize,
-    j: usize,
+    js: Range<usize>,
     dm: &mut [f32],
     stride: usize,
     at: usize,
@@ -113,22 +113,28 @@ pub(super) unsafe fn output_grad_tiles(
     let (p, out) = (dy.as_ptr(), dm.as_mut_ptr());
     for t in (0..cols).step_by(LANES) {
         let width = (wo - 2 * t).min(2 * LANES);
-        // z[a]: row a of the tiles of dY times column j of Aᵀ (zero past the plane).
-        let z = [0, 1].map(|a| {
+        // Row a of the tiles of dY: its left and right columns (zero past the plane).
+        let rows = [0, 1].map(|a| {
             let oh = 2 * r + a;
             if oh >= ho {
-                return _mm512_setzero_ps();
+                return [_mm512_setzero_ps(); 2];
             }
             let src = p.add(oh * wo + 2 * t);
             let lo = _mm512_maskz_loadu_ps(mask(width), src);
             let hi = _mm512_maskz_loadu_ps(mask(width.saturating_sub(LANES)), src.add(LANES));
-            let left = _mm512_permutex2var_ps(lo, evens, hi);
-            let right = _mm512_permutex2var_ps(lo, odds, hi);
-            a_row(j, left, right)
+            [
+                _mm512_permutex2var_ps(lo, evens, hi),
+                _mm512_permutex2var_ps(lo, odds, hi),
+            ]
         });
         let k = mask(cols - t);
-        for i in 0..4 {
-            _mm512_mask_storeu_ps(out.add(i * stride + at + t), k, a_row(i, z[0], z[1]));
+        for j in js.clone() {
+            // Row a of dY times column j of Aᵀ, then A times that column.
+            let z = rows.map(|[left, right]| a_row(j, left, right));
+            for i in 0..4 {
+                let slot = i * js.len() + j - js.start;
+                _mm512_mask_storeu_ps(out.add(slot * stride + at + t), k, a_row(i, z[0], z[1]));
+            }
         }
     }
 }
