@@ -4,9 +4,10 @@
 //! Each entry's `dU_e` (o x c) is a product over all tiles of the batch,
 //! `DY_e · V_eᵀ`, accumulated block by block in order. The four columns j
 //! of the 4x4 entries are independent down to the transforms (column j of
-//! `Bᵀ d B` needs only column j of `d B`), so each block's columns are split
-//! into one group per thread (at most four): each value is summed in one
-//! thread, block after block, and the grouping changes no value.
+//! `Bᵀ d B` needs only column j of `d B`), so the columns are split into one
+//! group per thread (at most four), each a task that runs through the whole
+//! batch: each value is summed in one thread, block after block, and the
+//! grouping changes no value.
 
 use super::{block_rows_len, input_block, runs, skewed, split_block_rows, x86, Tiles, M, ROWS, V};
 use crate::cpu::conv2d::ConvGeom;
@@ -55,47 +56,37 @@ pub fn weight_grad_winograd(dy: &[f32], x: &[f32], g: &ConvGeom, o: usize, dw: &
         parts.push((js, part));
         rest = tail;
     }
-    for (xs, dys) in x.chunks_exact(in_len).zip(dy.chunks_exact(out_len)).take(n) {
-        for block in t.blocks() {
-            let tiles = block.len() * t.cols;
-            let (v_stride, m_stride) = (skewed(c * tiles), skewed(o * tiles));
-            with_scratch(&ROWS, block_rows_len(g, &t, block.len()), |rows| {
-                split_block_rows(xs, g, &t, block.clone(), rows);
-                let rows: &[f32] = rows;
-                parts.par_iter_mut().for_each(|(js, du)| {
-                    let slots = 4 * js.len();
+    parts.par_iter_mut().for_each(|(js, du)| {
+        let slots = 4 * js.len();
+        for (xs, dys) in x.chunks_exact(in_len).zip(dy.chunks_exact(out_len)).take(n) {
+            for block in t.blocks() {
+                let tiles = block.len() * t.cols;
+                let (v_stride, m_stride) = (skewed(c * tiles), skewed(o * tiles));
+                with_scratch(&ROWS, block_rows_len(g, &t, block.len()), |rows| {
                     with_scratch(&V, slots * v_stride, |v| {
                         with_scratch(&M, slots * m_stride, |dm| {
+                            split_block_rows(xs, g, &t, block.clone(), rows);
                             input_block(rows, g, &t, block.len(), js.clone(), v, v_stride);
-                            output_grad_block(
-                                dys,
-                                g,
-                                o,
-                                &t,
-                                block.clone(),
-                                js.clone(),
-                                dm,
-                                m_stride,
-                            );
+                            let b = block.clone();
+                            output_grad_block(dys, g, o, &t, b, js.clone(), dm, m_stride);
                             // Entry (i, j) is in slot i * js.len() + j - js.start of
                             // v and dm, and at (j - js.start) * 4 + i of du.
                             for (k, du) in du.chunks_exact_mut(o * c).enumerate() {
                                 let slot = (k % 4) * js.len() + k / 4;
-                                let dm = MatRef::row_major(
-                                    &dm[slot * m_stride..][..o * tiles],
-                                    o,
-                                    tiles,
+                                let dm = &dm[slot * m_stride..][..o * tiles];
+                                let v = &v[slot * v_stride..][..c * tiles];
+                                let (dm, v) = (
+                                    MatRef::row_major(dm, o, tiles),
+                                    MatRef::row_major(v, c, tiles),
                                 );
-                                let v =
-                                    MatRef::row_major(&v[slot * v_stride..][..c * tiles], c, tiles);
                                 gemm(1.0, dm, v.t(), 1.0, du);
                             }
                         })
-                    });
+                    })
                 });
-            });
+            }
         }
-    }
+    });
     for (oc, dw) in dw[..o * c * 9].chunks_exact_mut(c * 9).enumerate() {
         for (ic, dk) in dw.chunks_exact_mut(9).enumerate() {
             let entry = |i: usize, j: usize| du[((4 * j + i) * o + oc) * c + ic];
