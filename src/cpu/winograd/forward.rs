@@ -67,7 +67,7 @@ avx2_dispatch! {
 
 /// Convolves `n` samples `x` (n, c, h, w) with a 3x3 `weight` (o, c, 3, 3)
 /// and an optional `bias` (o) into `y` (n, o, ho, wo), stride 1, padding
-/// from `g`. Panics unless the geometry is one [`applies`] takes (any
+/// from `g`. Panics unless the geometry is one [`applies`](super::applies) takes (any
 /// number of tiles). Samples run in parallel; with fewer
 /// samples than threads, each block's output channels are split instead.
 pub fn conv2d_winograd(

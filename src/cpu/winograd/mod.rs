@@ -18,7 +18,7 @@
 //! depend on the geometry only, and each value is summed by one thread in
 //! a fixed order, so results do not depend on the thread count.
 //!
-//! The transforms are AVX-512 kernels ([`x86`]), 16 tiles per vector.
+//! The transforms are AVX-512 kernels (module `x86`), 16 tiles per vector.
 
 mod forward;
 mod weight_grad;

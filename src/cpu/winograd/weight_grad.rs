@@ -27,7 +27,7 @@ pub const MIN_KERNELS: usize = 512;
 
 /// Whether [`weight_grad_winograd`] takes the gradient of `n` samples of this
 /// geometry with `o` output channels: [`applies`](super::applies), and at
-/// least [`MIN_KERNELS`] kernels.
+/// least `MIN_KERNELS` (512) kernels.
 pub fn weight_grad_applies(g: &ConvGeom, o: usize, n: usize) -> bool {
     super::applies(g, n) && g.c * o >= MIN_KERNELS
 }
