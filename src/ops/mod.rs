@@ -11,6 +11,7 @@ pub mod conv2d;
 mod cross_entropy;
 pub mod ctc;
 mod dropout;
+mod frozen_weights;
 mod kl_div;
 pub mod lstm;
 mod matmul;

@@ -243,6 +243,13 @@ impl Tensor {
         &self.storage
     }
 
+    /// The shared storage itself: caches of values derived from a tensor
+    /// key on it, and keep it alive so that an in-place update
+    /// ([`Tensor::data_mut`]) copies it rather than changing it under them.
+    pub(crate) fn storage_arc(&self) -> &Arc<Storage> {
+        &self.storage
+    }
+
     /// A copy of the values in host memory; unlike [`Tensor::to_vec`], a
     /// failed copy from a GPU is an error.
     pub fn try_to_vec(&self) -> Result<Vec<f32>> {

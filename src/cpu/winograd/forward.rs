@@ -1,7 +1,7 @@
 //! The forward pass: `Y = Aᵀ [U ⊙ V] A` for every tile.
 
 use super::{
-    block_rows_len, input_block, runs, skewed, split_block_rows, x86, Tiles, LANES, M, ROWS, V,
+    block_rows_len, computes, input_block, skewed, split_block_rows, x86, Tiles, LANES, M, ROWS, V,
 };
 use crate::cpu::conv2d::ConvGeom;
 use crate::cpu::gemm::{gemm, MatRef};
@@ -15,7 +15,7 @@ pub const BLOCK_TILES: usize = 128;
 
 /// `U`, 16 matrices (o x c): entry e = 4a + b of `G k Gᵀ` for every kernel
 /// `k` (3x3) of `weight` (o, c, 3, 3).
-fn transform_weight(weight: &[f32], o: usize, c: usize) -> Vec<f32> {
+pub fn transform_weight(weight: &[f32], o: usize, c: usize) -> Vec<f32> {
     let mut u = vec![0.0f32; 16 * o * c];
     for (oc, kernels) in weight[..o * c * 9].chunks_exact(c * 9).enumerate() {
         transform_kernels(kernels, c, &mut u, oc * c, o * c);
@@ -67,8 +67,8 @@ avx2_dispatch! {
 
 /// Convolves `n` samples `x` (n, c, h, w) with a 3x3 `weight` (o, c, 3, 3)
 /// and an optional `bias` (o) into `y` (n, o, ho, wo), stride 1, padding
-/// from `g`. Panics unless the geometry is one [`applies`](super::applies) takes (any
-/// number of tiles). Samples run in parallel; with fewer
+/// from `g`. Panics unless [`computes`](super::computes) (a 3x3 stride-1
+/// layer on an AVX-512 CPU); [`applies`](super::applies) says when it pays. Samples run in parallel; with fewer
 /// samples than threads, each block's output channels are split instead.
 pub fn conv2d_winograd(
     x: &[f32],
@@ -79,22 +79,38 @@ pub fn conv2d_winograd(
     y: &mut [f32],
 ) {
     assert!(
-        runs(g),
+        weight.len() >= o * g.c * 9,
+        "conv2d_winograd: weight too short"
+    );
+    conv2d_winograd_with(x, g, &transform_weight(weight, o, g.c), o, bias, y);
+}
+
+/// [`conv2d_winograd`] with the weight already transformed by
+/// [`transform_weight`] (a frozen model can keep it from call to call).
+pub fn conv2d_winograd_with(
+    x: &[f32],
+    g: &ConvGeom,
+    u: &[f32],
+    o: usize,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    assert!(
+        computes(g),
         "conv2d_winograd: {g:?} is not a 3x3 stride-1 layer"
     );
     let (in_len, out_len) = (g.in_len(), o * g.ho * g.wo);
     let n = x.len() / in_len;
-    assert!(y.len() >= n * out_len && weight.len() >= o * g.c * 9);
+    assert!(y.len() >= n * out_len && u.len() >= 16 * o * g.c);
     assert!(bias.is_none_or(|b| b.len() >= o));
     if o == 0 || n == 0 {
         return;
     }
-    let u = transform_weight(weight, o, g.c);
     let split = n < rayon::current_num_threads();
     y[..n * out_len]
         .par_chunks_mut(out_len)
         .zip(x.par_chunks(in_len))
-        .for_each(|(ys, xs)| sample(xs, g, &u, o, bias, split, ys));
+        .for_each(|(ys, xs)| sample(xs, g, u, o, bias, split, ys));
 }
 
 /// One sample, block by block.
@@ -172,7 +188,7 @@ fn output_tiles(
 ) {
     assert!(cols == 0 || m.len() >= 15 * stride + at + cols.next_multiple_of(LANES));
     assert!(2 * r < ho && cols == wo.div_ceil(2) && y.len() >= ho * wo);
-    // SAFETY: conv2d_winograd asserted runs() (AVX-512F); loads are bounded by the first
+    // SAFETY: conv2d_winograd_with asserted computes() (AVX-512F); loads are bounded by the first
     // assert, stores are masked to the plane's row `2r` (and `2r + 1` if < ho).
     unsafe { x86::output_tiles(m, stride, at, cols, bias, (ho, wo), r, y) }
 }

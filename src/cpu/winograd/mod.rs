@@ -24,7 +24,7 @@ mod forward;
 mod weight_grad;
 mod x86;
 
-pub use forward::conv2d_winograd;
+pub use forward::{conv2d_winograd, conv2d_winograd_with, transform_weight};
 pub use weight_grad::{weight_grad_applies, weight_grad_winograd};
 
 use super::conv2d::ConvGeom;
@@ -60,16 +60,31 @@ pub fn applies(g: &ConvGeom, n: usize) -> bool {
     n * g.ho.div_ceil(2) * g.wo.div_ceil(2) >= MIN_TILES && runs(g)
 }
 
+/// Fewer tiles than [`MIN_TILES`], but at least this many, run the Winograd
+/// algorithm when the weight's transform is kept from call to call
+/// ([`applies_frozen`]).
+pub const MIN_TILES_FROZEN: usize = 64;
+
+/// Whether `n` samples of this geometry are better convolved with a weight
+/// transformed once and kept (a frozen model's evaluation on a few lines):
+/// as [`applies`], but from [`MIN_TILES_FROZEN`] tiles up to (not
+/// including) [`MIN_TILES`], where [`applies`] takes over, and with at
+/// least one sample per worker thread (a `crnn-s` line on 2 threads, its
+/// output channels split between them: 0.77x the direct convolution).
+pub fn applies_frozen(g: &ConvGeom, n: usize) -> bool {
+    let tiles = n * g.ho.div_ceil(2) * g.wo.div_ceil(2);
+    (MIN_TILES_FROZEN..MIN_TILES).contains(&tiles) && n >= rayon::current_num_threads() && runs(g)
+}
+
 /// [`applies`] but for the number of tiles.
 fn runs(g: &ConvGeom) -> bool {
-    g.kh == 3
-        && g.kw == 3
-        && g.sh == 1
-        && g.sw == 1
-        && g.c >= MIN_CHANNELS
-        && g.ho > 0
-        && g.wo > 0
-        && simd::has_avx512()
+    g.c >= MIN_CHANNELS && computes(g)
+}
+
+/// Whether the Winograd kernels compute this geometry on this CPU, fast or
+/// not: a 3x3 kernel, stride 1, a non-empty output, AVX-512F.
+pub fn computes(g: &ConvGeom) -> bool {
+    g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.ho > 0 && g.wo > 0 && simd::has_avx512()
 }
 
 /// The tiling of one sample's output.
@@ -158,7 +173,7 @@ fn input_block(
     for (ch, rows) in rows.chunks_exact(per_channel).take(g.c).enumerate() {
         for r in 0..block_rows {
             let four = &rows[2 * r * row_len..(2 * r + 4) * row_len];
-            // SAFETY: runs() (AVX-512F) was asserted by both callers; the
+            // SAFETY: computes() (AVX-512F) was asserted by both callers; the
             // halves hold cols + 16 values, so the 16-value loads from
             // index t + 1 <= cols stay in `four`; stores reach slot
             // 4 * js.len() - 1 at offset < c * tiles (asserted above).
@@ -206,7 +221,7 @@ fn split_padded_rows(x: &[f32], g: &ConvGeom, t: &Tiles, first: usize, rows: &mu
 fn deinterleave(x: &[f32], a: &mut [f32], b: &mut [f32]) {
     let pairs = x.len() / 2;
     assert!(a.len() >= x.len().div_ceil(2) && b.len() >= pairs);
-    // SAFETY: runs() (AVX-512F) was asserted by the callers; stores stay within the first
+    // SAFETY: computes() (AVX-512F) was asserted by the callers; stores stay within the first
     // `pairs` values of `a` and `b` (asserted above), loads within `x`.
     let done = unsafe { x86::deinterleave(x, a, b) };
     for k in done..pairs {

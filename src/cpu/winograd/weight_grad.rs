@@ -9,7 +9,9 @@
 //! batch: each value is summed in one thread, block after block, and the
 //! grouping changes no value.
 
-use super::{block_rows_len, input_block, runs, skewed, split_block_rows, x86, Tiles, M, ROWS, V};
+use super::{
+    block_rows_len, computes, input_block, skewed, split_block_rows, x86, Tiles, M, ROWS, V,
+};
 use crate::cpu::conv2d::ConvGeom;
 use crate::cpu::gemm::{gemm, MatRef};
 use crate::cpu::scratch::with_scratch;
@@ -38,7 +40,7 @@ pub fn weight_grad_applies(g: &ConvGeom, o: usize, n: usize) -> bool {
 /// [`applies`](super::applies) takes (any number of tiles).
 pub fn weight_grad_winograd(dy: &[f32], x: &[f32], g: &ConvGeom, o: usize, dw: &mut [f32]) {
     assert!(
-        runs(g),
+        computes(g),
         "weight_grad_winograd: {g:?} is not a 3x3 stride-1 layer"
     );
     let (c, in_len, out_len) = (g.c, g.in_len(), o * g.ho * g.wo);
@@ -140,7 +142,7 @@ fn output_grad_block(
     for (oc, dy) in dy.chunks_exact(plane).take(o).enumerate() {
         for r in block.clone() {
             let at = oc * tiles + (r - block.start) * t.cols;
-            // SAFETY: runs() (AVX-512F) was asserted by the caller; loads
+            // SAFETY: computes() (AVX-512F) was asserted by the caller; loads
             // are masked to rows 2r and 2r + 1 (< ho) of the plane, stores
             // to the block's tiles of the slots (asserted above).
             unsafe {
@@ -203,7 +205,7 @@ mod tests {
                 let Some(g) = ConvGeom::new((c, h, w), (3, 3), (1, 1), (pad, pad)) else {
                     continue;
                 };
-                if !runs(&g) {
+                if !computes(&g) {
                     continue;
                 }
                 let x = values(n * g.in_len(), &mut rng);
@@ -236,7 +238,7 @@ mod tests {
     fn same_bits_on_any_thread_count() {
         let mut rng = Rng::seed(24);
         let g = ConvGeom::new((16, 8, 32), (3, 3), (1, 1), (1, 1)).unwrap();
-        if !runs(&g) {
+        if !computes(&g) {
             eprintln!("skipped: no AVX-512F");
             return;
         }
