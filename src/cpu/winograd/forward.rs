@@ -68,8 +68,9 @@ avx2_dispatch! {
 /// Convolves `n` samples `x` (n, c, h, w) with a 3x3 `weight` (o, c, 3, 3)
 /// and an optional `bias` (o) into `y` (n, o, ho, wo), stride 1, padding
 /// from `g`. Panics unless [`computes`](super::computes) (a 3x3 stride-1
-/// layer on an AVX-512 CPU); [`applies`](super::applies) says when it pays. Samples run in parallel; with fewer
-/// samples than threads, each block's output channels are split instead.
+/// layer on an AVX-512 CPU); [`applies`](super::applies) says when it
+/// pays. Samples run in parallel; with fewer samples than threads, each
+/// block's output channels are split instead.
 pub fn conv2d_winograd(
     x: &[f32],
     g: &ConvGeom,

@@ -12,8 +12,8 @@
 //!
 //! The transforms only add, subtract and halve, so the result is the
 //! convolution up to rounding, but not the bits of the direct sum: the
-//! tests hold it to im2col + GEMM within a few ulps of the sum of the
-//! magnitudes. Tiles are taken a block (whole rows of tiles of one sample)
+//! tests hold it to im2col + GEMM within 8e-6 of the sum of the magnitudes
+//! of each output's terms. Tiles are taken a block (whole rows of tiles of one sample)
 //! at a time, so that the transforms and the products stay in L2; blocks
 //! depend on the geometry only, and each value is summed by one thread in
 //! a fixed order, so results do not depend on the thread count.

@@ -36,8 +36,8 @@ pub fn weight_grad_applies(g: &ConvGeom, o: usize, n: usize) -> bool {
 
 /// The gradient `dw` (o, c, 3, 3) of a 3x3 stride-1 convolution of `x`
 /// (n, c, h, w) with output gradient `dy` (n, o, ho, wo); `dw` is
-/// overwritten. Panics unless the geometry is one
-/// [`applies`](super::applies) takes (any number of tiles).
+/// overwritten. Panics unless [`computes`](super::computes) (a 3x3 stride-1
+/// layer on an AVX-512 CPU); [`weight_grad_applies`] says when it pays.
 pub fn weight_grad_winograd(dy: &[f32], x: &[f32], g: &ConvGeom, o: usize, dw: &mut [f32]) {
     assert!(
         computes(g),
