@@ -319,7 +319,7 @@ pub fn conv2d_forward_tapwise(
         .for_each(|(i, out)| run(i, out, split));
 }
 
-/// The input gradient runs as a forward convolution ([`transposed_direct`])
+/// The input gradient runs as a forward convolution ([`transposed_wins`])
 /// up to this many taps (`o * kh * kw`) at any batch size: against `Wᵀ·dy`
 /// and col2im, 1.0-1.07x at `crnn-t` b2's 576 and 2x at `crnn-s` b2 for
 /// one line (measured in one process in alternation, one thread).
@@ -351,17 +351,21 @@ fn transposed(g: &ConvGeom, o: usize) -> Option<ConvGeom> {
     (gt.ho == g.h && gt.wo == g.w).then_some(gt)
 }
 
-/// [`transposed`] when [`conv_direct`] runs it with AVX-512 and it has few
-/// enough taps for the batch size `n`.
-fn transposed_direct(g: &ConvGeom, o: usize, n: usize) -> Option<ConvGeom> {
-    let gt = transposed(g, o)?;
-    let direct = conv_direct::Build::best_for(&gt) == Some(conv_direct::Build::Avx512);
+/// Whether the forward convolution `gt` of `n` samples ([`transposed`]) is
+/// the faster way to the input gradient: [`conv2d_forward`] runs it through
+/// [`winograd`], or [`conv_direct`] runs it with AVX-512 and it has few
+/// enough taps for the batch size.
+fn transposed_wins(gt: &ConvGeom, n: usize) -> bool {
+    if winograd::applies(gt, n) {
+        return true;
+    }
+    let direct = conv_direct::Build::best_for(gt) == Some(conv_direct::Build::Avx512);
     let max_taps = if n >= TRANSPOSED_DIRECT_MIN_BATCH {
         TRANSPOSED_DIRECT_MAX_TAPS_BATCHED
     } else {
         TRANSPOSED_DIRECT_MAX_TAPS
     };
-    (direct && gt.col_rows() <= max_taps).then_some(gt)
+    direct && gt.col_rows() <= max_taps
 }
 
 /// `w'[c][o][i][j] = w[o][c][kh-1-i][kw-1-j]` for a weight `w` (o, c, kh, kw).
@@ -383,10 +387,10 @@ fn flip_transpose(weight: &[f32], g: &ConvGeom, o: usize) -> Vec<f32> {
 
 /// Gradient of the input: for each sample `dx_i = col2im(Wᵀ · dy_i)`, or
 /// the same sums as a forward convolution of `dy` with the flipped,
-/// transposed kernel ([`transposed`]) where that is faster: through
-/// [`winograd`] where it applies (equal up to rounding), else, for a
-/// stride-1 convolution that [`conv_direct`] runs with AVX-512, tap by tap
-/// ([`transposed_direct`]; no im2col-sized gradient matrix).
+/// transposed kernel ([`transposed`]) where that is faster
+/// ([`transposed_wins`]): through [`winograd`] where it applies (equal up
+/// to rounding), else tap by tap on [`conv_direct`]'s AVX-512 kernel (no
+/// im2col-sized gradient matrix).
 /// `dy` is (n, o, ho, wo), `weight` (o, c, kh, kw), `dx` (n, c, h, w) is overwritten.
 pub fn conv2d_backward_input(dy: &[f32], g: &ConvGeom, weight: &[f32], o: usize, dx: &mut [f32]) {
     let (ck, ncols) = (g.col_rows(), g.col_cols());
@@ -395,14 +399,9 @@ pub fn conv2d_backward_input(dy: &[f32], g: &ConvGeom, weight: &[f32], o: usize,
         return;
     }
     let n = dx.len() / in_len;
-    if let Some(gt) = transposed(g, o).filter(|gt| winograd::applies(gt, n)) {
+    if let Some(gt) = transposed(g, o).filter(|gt| transposed_wins(gt, n)) {
         let flipped = flip_transpose(weight, g, o);
-        winograd::conv2d_winograd(&dy[..n * o * ncols], &gt, &flipped, g.c, None, dx);
-        return;
-    }
-    if let Some(gt) = transposed_direct(g, o, n) {
-        let flipped = flip_transpose(weight, g, o);
-        conv2d_forward_tapwise(dy, &gt, &flipped, g.c, None, dx);
+        conv2d_forward(&dy[..n * o * ncols], &gt, &flipped, g.c, None, dx);
         return;
     }
     let split = n < rayon::current_num_threads();
