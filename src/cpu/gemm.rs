@@ -220,8 +220,17 @@ fn operands(
 /// values). A transposed row-major matrix (`b.rs == 1`) goes in 8 x 8
 /// blocks through AVX registers when the CPU has AVX2.
 pub(crate) fn transpose_into(b: MatRef, out: &mut [f32]) {
+    transpose_to(b, out, b.cols);
+}
+
+/// [`transpose_into`] with the rows of `out` `ldo >= b.cols` values apart.
+pub(crate) fn transpose_to(b: MatRef, out: &mut [f32], ldo: usize) {
     let (rows, cols) = (b.rows, b.cols);
-    let out = &mut out[..rows * cols];
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    assert!(ldo >= cols, "transpose_to: rows overlap");
+    let out = &mut out[..(rows - 1) * ldo + cols];
     let (mut p0, mut j0) = (0, 0);
     #[cfg(target_arch = "x86_64")]
     if b.rs == 1 && super::simd::has_avx2() {
@@ -230,13 +239,13 @@ pub(crate) fn transpose_into(b: MatRef, out: &mut [f32]) {
         assert!(p0 == 0 || j0 == 0 || (j0 - 1) * b.cs + p0 <= b.data.len());
         // SAFETY: AVX2 is present; block (p, j) reads b.data[(j + t) * cs + p
         // .. + 8] for t < 8, inside the view (checked above), and writes
-        // out[(p + t) * cols + j .. + 8], inside `out`.
-        unsafe { transpose_blocks(b.data.as_ptr(), b.cs, out.as_mut_ptr(), cols, p0, j0) };
+        // out[(p + t) * ldo + j .. + 8], inside `out`.
+        unsafe { transpose_blocks(b.data.as_ptr(), b.cs, out.as_mut_ptr(), ldo, p0, j0) };
     }
     for p in 0..rows {
         let from = if p < p0 { j0 } else { 0 };
         for j in from..cols {
-            out[p * cols + j] = b.data[p * b.rs + j * b.cs];
+            out[p * ldo + j] = b.data[p * b.rs + j * b.cs];
         }
     }
 }
@@ -275,14 +284,15 @@ pub(crate) fn transpose8x8(r: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86
     ]
 }
 
-/// The 8 x 8 blocks of `transpose_into` for `p < p_end`, `j < j_end`.
+/// The 8 x 8 blocks of `transpose_to` for `p < p_end`, `j < j_end`, the
+/// rows of `dst` `ldo` values apart.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn transpose_blocks(
     src: *const f32,
     ld: usize,
     dst: *mut f32,
-    cols: usize,
+    ldo: usize,
     p_end: usize,
     j_end: usize,
 ) {
@@ -295,7 +305,7 @@ unsafe fn transpose_blocks(
                     std::array::from_fn(|t| _mm256_loadu_ps(src.add((j + t) * ld + p)));
                 let o = transpose8x8(r);
                 for (t, v) in o.into_iter().enumerate() {
-                    _mm256_storeu_ps(dst.add((p + t) * cols + j), v);
+                    _mm256_storeu_ps(dst.add((p + t) * ldo + j), v);
                 }
             }
         }
