@@ -87,6 +87,16 @@ fn time_of(s: usize, len: usize, reverse: bool) -> usize {
     }
 }
 
+/// The transposes of one direction's weight matrices, row-major, as a
+/// frozen model keeps them from call to call (`ops::frozen_weights`).
+#[derive(Clone, Copy)]
+pub struct KeptTransposes<'a> {
+    /// W_ihᵀ (F, 4H).
+    pub w_ih: &'a [f32],
+    /// W_hhᵀ (H, 4H).
+    pub w_hh: &'a [f32],
+}
+
 /// Runs one direction over `x` (T, N, F) from a zero state. Returns the
 /// output (T, N, H), zero at padding steps, and with `save` the cache the
 /// backward pass needs. Callers check that every slice fits `dims` and that
@@ -94,6 +104,20 @@ fn time_of(s: usize, len: usize, reverse: bool) -> usize {
 pub fn lstm_forward(
     x: &[f32],
     p: LstmParams,
+    dims: LstmDims,
+    lengths: &[usize],
+    reverse: bool,
+    save: bool,
+) -> (Vec<f32>, Option<LstmCache>) {
+    lstm_forward_kept(x, p, None, dims, lengths, reverse, save)
+}
+
+/// [`lstm_forward`] reading the weights' transposes from `kept` when given
+/// instead of making them: the same values.
+pub fn lstm_forward_kept(
+    x: &[f32],
+    p: LstmParams,
+    kept: Option<KeptTransposes>,
     dims: LstmDims,
     lengths: &[usize],
     reverse: bool,
@@ -112,7 +136,15 @@ pub fn lstm_forward(
 
     // Hoisted input projection: G = X·W_ihᵀ + b_ih + b_hh over all rows.
     let bias: Vec<f32> = p.b_ih.iter().zip(p.b_hh).map(|(a, b)| a + b).collect();
-    let mut pre = input_projection(x, p.w_ih, &bias, rows, f);
+    let mut pre = match kept {
+        Some(k) => {
+            let mut pre = bias.repeat(rows);
+            let w_ih_t = MatRef::row_major(k.w_ih, f, g4);
+            gemm_par(1.0, MatRef::row_major(x, rows, f), w_ih_t, 1.0, &mut pre);
+            pre
+        }
+        None => input_projection(x, p.w_ih, &bias, rows, f),
+    };
 
     let mut out = vec![0.0f32; rows * h];
     let mut cache = save.then(|| LstmCache {
@@ -127,9 +159,15 @@ pub fn lstm_forward(
     let max_len = lengths.iter().copied().max().unwrap_or(0);
     // W_hhᵀ stored row-major once, on a cache line, so each step's small
     // product reads its rows in place (see `gemm`'s unpacked path).
-    with_scratch(&W_HH_ROWS, h * g4, |w_hh_rows| {
-        transpose_into(MatRef::row_major(p.w_hh, g4, h).t(), w_hh_rows);
-        let w_hh_t = MatRef::row_major(w_hh_rows, h, g4);
+    let rows_of_w_hh = if kept.is_some() { 0 } else { h * g4 };
+    with_scratch(&W_HH_ROWS, rows_of_w_hh, |w_hh_rows| {
+        let w_hh_t = match kept {
+            Some(k) => MatRef::row_major(k.w_hh, h, g4),
+            None => {
+                transpose_into(MatRef::row_major(p.w_hh, g4, h).t(), w_hh_rows);
+                MatRef::row_major(w_hh_rows, h, g4)
+            }
+        };
 
         for s in 0..max_len {
             // h_{s-1}·W_hhᵀ for the whole batch; the state is zero at s = 0.

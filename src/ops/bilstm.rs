@@ -9,9 +9,11 @@
 //! inputs, and the input gradient is the sum of the two directions' (one
 //! addition, as the tape's accumulation does).
 
-use super::lstm::{grad_tensors, needs_of, params_of, sequence_dims, LstmWeights};
+use super::lstm::{
+    grad_tensors, kept_transposes, kept_views, needs_of, params_of, sequence_dims, LstmWeights,
+};
 use crate::autograd::Tape;
-use crate::cpu::lstm::{lstm_backward, lstm_forward, LstmDims};
+use crate::cpu::lstm::{lstm_backward, lstm_forward_kept, LstmDims};
 use crate::error::{Error, Result};
 use crate::tensor::{Shape, Tensor};
 
@@ -59,9 +61,24 @@ pub fn bilstm_layer(
         return gpu::bilstm_layer(tape, &dev, &inputs, dims, lengths);
     }
     let save = tape.wants_grad(&inputs);
+    let (kept_f, kept_r) = (
+        kept_transposes(tape, [&wf[0], &wf[1]]),
+        kept_transposes(tape, [&wr[0], &wr[1]]),
+    );
+    let run = |w: &[Tensor; 4], kept, reverse| {
+        lstm_forward_kept(
+            x.data(),
+            params_of(refs(w)),
+            kept,
+            dims,
+            lengths,
+            reverse,
+            save,
+        )
+    };
     let ((yf, cf), (yr, cr)) = rayon::join(
-        || lstm_forward(x.data(), params_of(refs(&wf)), dims, lengths, false, save),
-        || lstm_forward(x.data(), params_of(refs(&wr)), dims, lengths, true, save),
+        || run(&wf, kept_views(&kept_f), false),
+        || run(&wr, kept_views(&kept_r), true),
     );
     let y = Tensor::from_shape_vec(Shape::new(&[t, n, 2 * h])?, interleave(&yf, &yr, h));
     let (Some(cf), Some(cr)) = (cf, cr) else {

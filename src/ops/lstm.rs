@@ -9,10 +9,14 @@
 //! The kernels are in [`crate::cpu::lstm`].
 
 use crate::autograd::Tape;
-use crate::cpu::lstm::{lstm_backward, lstm_forward, LstmDims, LstmGrads, LstmNeeds, LstmParams};
+use crate::cpu::lstm::{
+    lstm_backward, lstm_forward_kept, KeptTransposes, LstmDims, LstmGrads, LstmNeeds, LstmParams,
+};
 use crate::error::{Error, Result};
 use crate::ops::bilstm::bilstm_layer;
+use crate::ops::frozen_weights::{self, Kept};
 use crate::tensor::{Shape, Tensor};
+use std::sync::Arc;
 
 /// Weights of one direction of one LSTM layer, as `torch.nn.LSTM`: gate
 /// order i, f, g, o in every 4H axis (`weight_ih_l{k}`, `weight_hh_l{k}`,
@@ -147,7 +151,16 @@ pub fn lstm_direction(
     }
     let save = tape.wants_grad(&inputs);
     let params = params_of([w_ih, w_hh, b_ih, b_hh]);
-    let (out, cache) = lstm_forward(x.data(), params, dims, lengths, reverse, save);
+    let kept = kept_transposes(tape, [w_ih, w_hh]);
+    let (out, cache) = lstm_forward_kept(
+        x.data(),
+        params,
+        kept_views(&kept),
+        dims,
+        lengths,
+        reverse,
+        save,
+    );
     let y = Tensor::from_shape_vec(Shape::new(&[t, n, h])?, out);
     let Some(cache) = cache else {
         // Nothing tracked or no recording tape: there is no backward to keep.
@@ -184,6 +197,21 @@ pub(crate) fn params_of(w: [&Tensor; 4]) -> LstmParams<'_> {
         b_ih: w[2].data(),
         b_hh: w[3].data(),
     }
+}
+
+/// The kept transposes of a direction's `[w_ih, w_hh]` when neither wants a
+/// gradient (a frozen model: `ops::frozen_weights`).
+pub(crate) fn kept_transposes(tape: &Tape, w: [&Tensor; 2]) -> Option<[Arc<Kept>; 2]> {
+    if tape.wants_grad(&w) {
+        return None;
+    }
+    Some(w.map(|w| frozen_weights::transposed(w, w.dims()[0], w.dims()[1])))
+}
+
+/// The kernel's view of [`kept_transposes`].
+pub(crate) fn kept_views(kept: &Option<[Arc<Kept>; 2]>) -> Option<KeptTransposes<'_>> {
+    kept.as_ref()
+        .map(|[w_ih, w_hh]| KeptTransposes { w_ih, w_hh })
 }
 
 /// Which gradients one direction needs, from its inputs' flags `[x, w_ih, w_hh, b_ih, b_hh]`.

@@ -4,6 +4,7 @@
 use crate::autograd::Tape;
 use crate::cpu::gemm::{gemm, gemm_par, MatRef};
 use crate::error::{Error, Result};
+use crate::ops::frozen_weights;
 use crate::tensor::{Shape, Tensor};
 use rayon::prelude::*;
 
@@ -119,8 +120,15 @@ pub fn linear(
         None => vec![0.0; rows * out_f],
     };
     let xm = MatRef::row_major(x.data(), rows, in_f);
-    let wm = MatRef::row_major(weight.data(), out_f, in_f);
-    gemm_par(1.0, xm, wm.t(), 1.0, &mut y);
+    if tape.wants_grad(&[weight]) {
+        let wm = MatRef::row_major(weight.data(), out_f, in_f);
+        gemm_par(1.0, xm, wm.t(), 1.0, &mut y);
+    } else {
+        // A frozen layer reads its kept Wᵀ (the same values as the copy
+        // the product would make).
+        let wt = frozen_weights::transposed(weight, out_f, in_f);
+        gemm_par(1.0, xm, MatRef::row_major(&wt, in_f, out_f), 1.0, &mut y);
+    }
     let y = Tensor::from_shape_vec(out_shape, y);
     let (x2, w2) = (x.clone(), weight.clone());
     let bias_shape = bias.map(|b| *b.shape());
