@@ -144,10 +144,14 @@ proptest! {
     fn winograd_sized_conv2d_matches_direct_and_finite_differences((spec, x, w, b) in winograd_case()) {
         let y = conv2d(&mut Tape::no_grad(), &x, &w, Some(&b), spec).unwrap();
         assert_close(y.data(), &naive_conv(&x, &w, Some(&b), spec), 1e-4);
+        // The convolution is linear in each operand, so a large step costs
+        // no truncation error, and it keeps the f32 rounding of the ~60K
+        // summed outputs (about 4e-3 in a difference quotient over 1e-2)
+        // below the tolerance.
         let check = check_gradients(
             &[x, w, b],
             |tape, t| conv2d(tape, &t[0], &t[1], Some(&t[2]), spec),
-            Tol { max_checks: 16, ..Tol::default() },
+            Tol { max_checks: 16, step: 0.25, ..Tol::default() },
         );
         prop_assert!(check.is_ok(), "{spec:?}: {}", check.unwrap_err());
     }
