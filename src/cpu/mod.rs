@@ -20,4 +20,5 @@ pub(crate) mod scratch;
 pub mod small_gemm;
 pub mod small_gemm_avx512;
 pub mod softmax;
+pub mod thin_block;
 pub mod winograd;

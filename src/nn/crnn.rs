@@ -7,7 +7,7 @@
 use super::{BatchNorm2d, Conv2d, CrnnConfig, Linear, Lstm};
 use crate::autograd::{Param, Tape};
 use crate::error::{Error, Result};
-use crate::ops::conv2d::{conv2d_bn_relu_eval, Conv2dSpec};
+use crate::ops::conv2d::{conv_block_eval, Conv2dSpec};
 use crate::ops::maxpool2d::{maxpool2d, Pool2dSpec};
 use crate::ops::{dropout, permute, reshape};
 use crate::rng::Rng;
@@ -289,14 +289,19 @@ impl Crnn {
         // Batches come in from host memory; the model computes where it lives.
         let mut x = images.to_device(self.device())?;
         for (i, ((conv, bn), pool)) in self.blocks.iter_mut().zip(pools).take(count).enumerate() {
+            let pool = pool.map(|k| Pool2dSpec::new(k, k));
             x = if training {
                 let y = conv.forward(tape, &x)?;
-                bn.forward_relu(tape, &y, true)?
+                let y = bn.forward_relu(tape, &y, true)?;
+                match pool {
+                    Some(p) => maxpool2d(tape, &y, p)?,
+                    None => y,
+                }
             } else {
-                // One pass over the output instead of three (the same bits);
-                // recorded as conv2d and batchnorm2d_relu when a gradient
-                // is wanted.
-                conv2d_bn_relu_eval(
+                // One pass over the output instead of three (a first block
+                // with its pool: one pass over the input); the same bits,
+                // and recorded as the separate ops when a gradient is wanted.
+                conv_block_eval(
                     tape,
                     &x,
                     conv.weight.tensor(),
@@ -305,11 +310,9 @@ impl Crnn {
                     bn.weight.tensor(),
                     bn.bias.tensor(),
                     &bn.stats,
+                    pool,
                 )?
             };
-            if let Some(k) = pool {
-                x = maxpool2d(tape, &x, Pool2dSpec::new(k, k))?;
-            }
             features.insert(format!("b{}", i + 1), x.clone());
         }
         Ok(x)

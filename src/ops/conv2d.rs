@@ -10,11 +10,13 @@ use crate::cpu::batchnorm2d::batchnorm2d_relu_inplace;
 use crate::cpu::conv2d::{
     conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight, conv2d_forward, ConvGeom,
 };
+use crate::cpu::thin_block::{self, ChannelAffine};
 use crate::cpu::winograd;
 use crate::error::{Error, Result};
 use crate::ops::batchnorm2d::{batchnorm2d_relu, expect_stats_on_input_device, RunningStats};
 use crate::ops::frozen_weights;
-use crate::tensor::{Shape, Tensor};
+use crate::ops::maxpool2d::{maxpool2d, Pool2dSpec};
+use crate::tensor::{Device, Shape, Tensor};
 
 /// Stride and zero padding of a convolution, (height, width) each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -235,6 +237,39 @@ pub fn conv2d_bn_relu_eval(
         let y = conv2d(tape, x, weight, bias, spec)?;
         return batchnorm2d_relu(tape, &y, gamma, beta, &mut stats.clone(), false);
     }
+    let (g, out_shape) = eval_block_geometry(x, weight, bias, spec, gamma, beta, stats)?;
+    #[cfg(feature = "cuda")]
+    if let Some(dev) = crate::tensor::cuda_device_of("conv2d_bn_relu_eval", &inputs)? {
+        return gpu::conv2d_bn_relu_eval(&dev, &inputs, g, out_shape, stats);
+    }
+    let o = weight.dims()[0];
+    let mut y = vec![0.0f32; out_shape.numel()];
+    forward_values(x, &g, weight, bias, true, &mut y);
+    let rstd = eval_rstd(stats);
+    batchnorm2d_relu_inplace(
+        &mut y,
+        o,
+        g.ho * g.wo,
+        stats.mean.data(),
+        &rstd,
+        gamma.data(),
+        beta.data(),
+    );
+    Ok(Tensor::from_shape_vec(out_shape, y))
+}
+
+/// The convolution's geometry and output shape for an evaluation block,
+/// after checking the BatchNorm's operands against it.
+#[allow(clippy::too_many_arguments)]
+fn eval_block_geometry(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    spec: Conv2dSpec,
+    gamma: &Tensor,
+    beta: &Tensor,
+    stats: &RunningStats,
+) -> Result<(ConvGeom, Shape)> {
     let g = geometry(x, weight, bias, spec)?;
     let (n, o) = (x.dims()[0], weight.dims()[0]);
     let out_shape = Shape::new(&[n, o, g.ho, g.wo])?;
@@ -262,30 +297,66 @@ pub fn conv2d_bn_relu_eval(
         ));
     }
     expect_stats_on_input_device("conv2d_bn_relu_eval", x, stats)?;
-    #[cfg(feature = "cuda")]
-    if let Some(dev) = crate::tensor::cuda_device_of("conv2d_bn_relu_eval", &inputs)? {
-        return gpu::conv2d_bn_relu_eval(&dev, &inputs, g, out_shape, stats);
-    }
-    let mut y = vec![0.0f32; out_shape.numel()];
-    forward_values(x, &g, weight, bias, true, &mut y);
-    // The same rstd as batchnorm2d's evaluation mode.
+    Ok((g, out_shape))
+}
+
+/// `1 / sqrt(var + eps)` per channel, as batchnorm2d's evaluation mode.
+fn eval_rstd(stats: &RunningStats) -> Vec<f32> {
     let eps = stats.eps as f64;
-    let rstd: Vec<f32> = stats
+    stats
         .var
         .data()
         .iter()
         .map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32)
-        .collect();
-    batchnorm2d_relu_inplace(
-        &mut y,
-        o,
-        g.ho * g.wo,
-        stats.mean.data(),
-        &rstd,
-        gamma.data(),
-        beta.data(),
-    );
-    Ok(Tensor::from_shape_vec(out_shape, y))
+        .collect()
+}
+
+/// An evaluation-mode CRNN block: [`conv2d_bn_relu_eval`], then with
+/// `pool` a [`maxpool2d`]; recorded as those ops when a gradient is wanted.
+/// Otherwise a first block (one input channel, 3x3, stride 1, padding 1,
+/// no bias, a 2x2 pool of stride 2, even sizes) on an AVX-512 CPU runs in
+/// one pass ([`crate::cpu::thin_block`]), with the same bits. Errors as
+/// the ops.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_block_eval(
+    tape: &mut Tape,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    spec: Conv2dSpec,
+    gamma: &Tensor,
+    beta: &Tensor,
+    stats: &RunningStats,
+    pool: Option<Pool2dSpec>,
+) -> Result<Tensor> {
+    let fused = bias.is_none()
+        && pool == Some(Pool2dSpec::new((2, 2), (2, 2)))
+        && [x, weight, gamma, beta]
+            .iter()
+            .all(|t| t.device() == Device::Cpu)
+        && !tape.wants_grad(&[x, weight, gamma, beta]);
+    if fused {
+        let (g, _) = eval_block_geometry(x, weight, bias, spec, gamma, beta, stats)?;
+        if thin_block::applies(&g) {
+            let (n, o) = (x.dims()[0], weight.dims()[0]);
+            let rstd = eval_rstd(stats);
+            let scale: Vec<f32> = rstd.iter().zip(gamma.data()).map(|(r, g)| r * g).collect();
+            let affine = ChannelAffine {
+                mean: stats.mean.data(),
+                scale: &scale,
+                beta: beta.data(),
+            };
+            let out_shape = Shape::new(&[n, o, g.ho / 2, g.wo / 2])?;
+            let mut y = vec![0.0f32; out_shape.numel()];
+            thin_block::thin_block_eval(x.data(), &g, weight.data(), o, affine, &mut y);
+            return Ok(Tensor::from_shape_vec(out_shape, y));
+        }
+    }
+    let y = conv2d_bn_relu_eval(tape, x, weight, bias, spec, gamma, beta, stats)?;
+    match pool {
+        Some(p) => maxpool2d(tape, &y, p),
+        None => Ok(y),
+    }
 }
 
 #[cfg(feature = "cuda")]

@@ -1,0 +1,273 @@
+//! The first block of a CRNN in evaluation mode, in one pass: a
+//! one-channel 3x3 convolution (stride 1, padding 1, no bias), BatchNorm
+//! on running statistics, ReLU and a 2x2 max-pool of stride 2, on AVX-512.
+//!
+//! Separately, the convolution writes O full-size planes, BatchNorm and
+//! ReLU read and write them again and the pool reads them a third time;
+//! with one input channel the convolution itself is only nine
+//! multiply-adds per value, so those passes and the zeroing of the planes
+//! were most of the block (a `crnn-s` line: 30 µs of its 240). Here two
+//! rows of 32 output columns of every channel are computed from the input
+//! rows held in registers, normalised, and pooled to 16 values before
+//! anything is stored.
+//!
+//! Every value is computed as the separate ops compute it: the fused
+//! multiply-add chain over the nine taps in (kernel row, kernel column)
+//! order from zero, padding taps included as zeros; then
+//! `max((v - mean) * scale + beta, 0)` with `scale = rstd * gamma`; then the
+//! window's maximum (after the ReLU there is no NaN and no -0, so the order
+//! of the maxima does not matter). The block gives their bits (tested).
+
+use super::conv2d::ConvGeom;
+use super::scratch::with_scratch;
+use rayon::prelude::*;
+use std::cell::Cell;
+
+/// The per-channel affine map of an evaluation-mode BatchNorm:
+/// `y = (x - mean) * scale + beta`.
+#[derive(Clone, Copy)]
+pub struct ChannelAffine<'a> {
+    /// Running mean per channel.
+    pub mean: &'a [f32],
+    /// `rstd * gamma` per channel.
+    pub scale: &'a [f32],
+    /// Shift per channel.
+    pub beta: &'a [f32],
+}
+
+/// Whether [`thin_block_eval`] runs the convolution `g` followed by a 2x2
+/// stride-2 pool on this CPU: one input channel, 3x3, stride 1, padding 1,
+/// even height and width, and AVX-512F.
+pub fn applies(g: &ConvGeom) -> bool {
+    g.c == 1
+        && (g.kh, g.kw, g.sh, g.sw, g.ph, g.pw) == (3, 3, 1, 1, 1, 1)
+        && g.h >= 2
+        && g.w >= 2
+        && g.h % 2 == 0
+        && g.w % 2 == 0
+        && super::small_gemm_avx512::available()
+}
+
+thread_local! {
+    /// Each thread's zero-padded input plane.
+    static PADDED: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// Row length of the padded plane for width `w`: 16 zeros on the left (so
+/// the data starts on a cache line), the row, at least 32 zeros on the
+/// right (the last 32-column group reads up to 31 columns past the row).
+fn padded_row(w: usize) -> usize {
+    (16 + w + 32).next_multiple_of(16)
+}
+
+/// `y` (N, O, H/2, W/2) = pool(relu(affine(conv(x, weight)))) for `x`
+/// (N, 1, H, W) and `weight` (O, 1, 3, 3), samples in parallel.
+///
+/// Panics unless [`applies`] holds for `g` and the slices fit.
+pub fn thin_block_eval(
+    x: &[f32],
+    g: &ConvGeom,
+    weight: &[f32],
+    o: usize,
+    affine: ChannelAffine,
+    y: &mut [f32],
+) {
+    assert!(applies(g), "thin_block_eval: geometry {g:?} not handled");
+    let (in_len, out_len) = (g.h * g.w, o * (g.h / 2) * (g.w / 2));
+    assert!(weight.len() >= 9 * o && affine.mean.len() >= o);
+    assert!(affine.scale.len() >= o && affine.beta.len() >= o);
+    let n = y.len() / out_len.max(1);
+    assert!(x.len() >= n * in_len && y.len() == n * out_len);
+    let run = |(xs, ys): (&[f32], &mut [f32])| {
+        let len = (g.h + 2) * padded_row(g.w) + 16;
+        with_scratch(&PADDED, len, |padded| {
+            // SAFETY: AVX-512F is present (`applies`); the slices fit (checked).
+            unsafe { x86::sample(xs, g.h, g.w, weight, o, affine, ys, padded) }
+        })
+    };
+    if n == 1 {
+        run((&x[..in_len], y));
+    } else {
+        x.par_chunks(in_len)
+            .zip(y.par_chunks_mut(out_len))
+            .for_each(run);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{padded_row, ChannelAffine};
+    use std::arch::x86_64::*;
+
+    /// One sample: `x` (H, W) into `y` (O, H/2, W/2), through the zeroed
+    /// padded plane `padded` ((H + 2) padded rows).
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn sample(
+        x: &[f32],
+        h: usize,
+        w: usize,
+        weight: &[f32],
+        o: usize,
+        affine: ChannelAffine,
+        y: &mut [f32],
+        padded: &mut [f32],
+    ) {
+        let ld = padded_row(w);
+        padded.fill(0.0);
+        for (r, row) in x.chunks_exact(w).take(h).enumerate() {
+            padded[(r + 1) * ld + 16..(r + 1) * ld + 16 + w].copy_from_slice(row);
+        }
+        let (ho, wo) = (h / 2, w / 2);
+        let even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+        let odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+        let zero = _mm512_setzero_ps();
+        // SAFETY: every load reads padded rows 2 pr ..= 2 pr + 3 <= H + 1 at
+        // columns 15 ..= 16 + x0 + 32 < ld (x0 < w); stores are masked to the
+        // live pooled columns of row pr of each channel's plane in `y`.
+        unsafe {
+            for pr in 0..ho {
+                let top = padded.as_ptr().add(2 * pr * ld + 16);
+                for x0 in (0..w).step_by(32) {
+                    // Input rows 0..4 of this row pair, vectors of 16 columns
+                    // from x0 and x0 + 16, shifted by kernel column - 1.
+                    let inp: [[[__m512; 3]; 2]; 4] = std::array::from_fn(|r| {
+                        std::array::from_fn(|v| {
+                            std::array::from_fn(|s| {
+                                _mm512_loadu_ps(top.add(r * ld + x0 + 16 * v + s).sub(1))
+                            })
+                        })
+                    });
+                    let live = (wo - x0 / 2).min(16);
+                    let mask = ((1u32 << live) - 1) as __mmask16;
+                    for ch in 0..o {
+                        let k = weight.as_ptr().add(9 * ch);
+                        let mut acc = [[zero; 2]; 2];
+                        for ky in 0..3 {
+                            for kx in 0..3 {
+                                let wv = _mm512_set1_ps(*k.add(3 * ky + kx));
+                                for (cr, acc) in acc.iter_mut().enumerate() {
+                                    for (v, acc) in acc.iter_mut().enumerate() {
+                                        *acc = _mm512_fmadd_ps(wv, inp[cr + ky][v][kx], *acc);
+                                    }
+                                }
+                            }
+                        }
+                        let m = _mm512_set1_ps(*affine.mean.get_unchecked(ch));
+                        let s = _mm512_set1_ps(*affine.scale.get_unchecked(ch));
+                        let b = _mm512_set1_ps(*affine.beta.get_unchecked(ch));
+                        let act = |v: __m512| {
+                            _mm512_max_ps(
+                                _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(v, m), s), b),
+                                zero,
+                            )
+                        };
+                        let rows: [__m512; 2] =
+                            std::array::from_fn(|v| _mm512_max_ps(act(acc[0][v]), act(acc[1][v])));
+                        let pooled = _mm512_max_ps(
+                            _mm512_permutex2var_ps(rows[0], even, rows[1]),
+                            _mm512_permutex2var_ps(rows[0], odd, rows[1]),
+                        );
+                        let at = y.as_mut_ptr().add(ch * ho * wo + pr * wo + x0 / 2);
+                        _mm512_mask_storeu_ps(at, mask, pooled);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod x86 {
+    use super::ChannelAffine;
+
+    /// Never called: [`super::applies`] is false off x86-64.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn sample(
+        _: &[f32],
+        _: usize,
+        _: usize,
+        _: &[f32],
+        _: usize,
+        _: ChannelAffine,
+        _: &mut [f32],
+        _: &mut [f32],
+    ) {
+        unreachable!("thin_block_eval called without AVX-512")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::batchnorm2d::batchnorm2d_relu_inplace;
+    use crate::cpu::conv2d::conv2d_forward_tapwise;
+    use crate::cpu::maxpool2d::maxpool2d_forward;
+    use crate::rng::Rng;
+
+    fn values(n: usize, rng: &mut Rng, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| rng.range(-scale, scale)).collect()
+    }
+
+    /// The separate kernels: convolution, BatchNorm + ReLU in place, pool.
+    fn separate(x: &[f32], g: &ConvGeom, w: &[f32], o: usize, a: ChannelAffine) -> Vec<f32> {
+        let n = x.len() / (g.h * g.w);
+        let mut y = vec![0.0; n * o * g.h * g.w];
+        conv2d_forward_tapwise(x, g, w, o, None, &mut y);
+        let ones = vec![1.0; o];
+        batchnorm2d_relu_inplace(&mut y, o, g.h * g.w, a.mean, a.scale, &ones, a.beta);
+        let pool = ConvGeom::new((o, g.h, g.w), (2, 2), (2, 2), (0, 0)).unwrap();
+        let mut pooled = vec![0.0; n * o * (g.h / 2) * (g.w / 2)];
+        maxpool2d_forward(&y, &pool, &mut pooled, None);
+        pooled
+    }
+
+    #[test]
+    fn one_pass_gives_the_bits_of_the_separate_kernels() {
+        let mut rng = Rng::seed(17);
+        for (n, o, h, w) in [
+            (1, 8, 32, 128),
+            (3, 5, 6, 34),
+            (2, 1, 2, 2),
+            (1, 32, 4, 64),
+            (4, 3, 8, 18),
+        ] {
+            let g = ConvGeom::new((1, h, w), (3, 3), (1, 1), (1, 1)).unwrap();
+            if !applies(&g) {
+                eprintln!("no AVX-512: the one-pass block is not run here");
+                return;
+            }
+            let x = values(n * h * w, &mut rng, 1.0);
+            let wt = values(o * 9, &mut rng, 0.5);
+            let (mean, scale, beta) = (
+                values(o, &mut rng, 0.2),
+                values(o, &mut rng, 2.0),
+                values(o, &mut rng, 0.3),
+            );
+            let a = ChannelAffine {
+                mean: &mean,
+                scale: &scale,
+                beta: &beta,
+            };
+            let mut y = vec![f32::NAN; n * o * (h / 2) * (w / 2)];
+            thin_block_eval(&x, &g, &wt, o, a, &mut y);
+            let want = separate(&x, &g, &wt, o, a);
+            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&y), bits(&want), "n {n} o {o} {h}x{w}");
+            assert!(y.iter().any(|&v| v > 0.0) && y.contains(&0.0));
+        }
+    }
+
+    #[test]
+    fn other_geometries_are_not_taken() {
+        for (c, h, w, k, p) in [
+            (2, 8, 8, 3, 1),
+            (1, 7, 8, 3, 1),
+            (1, 8, 9, 3, 1),
+            (1, 8, 8, 5, 2),
+        ] {
+            let g = ConvGeom::new((c, h, w), (k, k), (1, 1), (p, p)).unwrap();
+            assert!(!applies(&g), "{g:?}");
+        }
+    }
+}
