@@ -43,8 +43,8 @@ pub fn applies(g: &ConvGeom) -> bool {
         && (g.kh, g.kw, g.sh, g.sw, g.ph, g.pw) == (3, 3, 1, 1, 1, 1)
         && g.h >= 2
         && g.w >= 2
-        && g.h % 2 == 0
-        && g.w % 2 == 0
+        && g.h.is_multiple_of(2)
+        && g.w.is_multiple_of(2)
         && super::small_gemm_avx512::available()
 }
 
@@ -143,13 +143,13 @@ mod x86 {
                     for ch in 0..o {
                         let k = weight.as_ptr().add(9 * ch);
                         let mut acc = [[zero; 2]; 2];
-                        for ky in 0..3 {
-                            for kx in 0..3 {
-                                let wv = _mm512_set1_ps(*k.add(3 * ky + kx));
-                                for (cr, acc) in acc.iter_mut().enumerate() {
-                                    for (v, acc) in acc.iter_mut().enumerate() {
-                                        *acc = _mm512_fmadd_ps(wv, inp[cr + ky][v][kx], *acc);
-                                    }
+                        // Taps in (kernel row, kernel column) order.
+                        for tap in 0..9 {
+                            let (ky, kx) = (tap / 3, tap % 3);
+                            let wv = _mm512_set1_ps(*k.add(tap));
+                            for (cr, acc) in acc.iter_mut().enumerate() {
+                                for (v, acc) in acc.iter_mut().enumerate() {
+                                    *acc = _mm512_fmadd_ps(wv, inp[cr + ky][v][kx], *acc);
                                 }
                             }
                         }
