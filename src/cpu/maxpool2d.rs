@@ -173,6 +173,17 @@ fn pool_plane_two_rows(g: &ConvGeom, xp: &[f32], yp: &mut [f32], mut ap: Option<
     } else {
         pool_row_2x1
     };
+    #[cfg(target_arch = "x86_64")]
+    if ap.is_none() && super::simd::has_avx512() {
+        for oh in 0..g.ho {
+            let base = 2 * oh * w;
+            let (r0, r1) = (&xp[base..base + w], &xp[base + w..base + 2 * w]);
+            // SAFETY: AVX-512F is present; the rows hold `kw * wo` values each
+            // (the windows lie inside the plane) and the row of `yp` holds wo.
+            unsafe { x86::pool_row_values(r0, r1, g.kw, &mut yp[oh * wo..(oh + 1) * wo]) };
+        }
+        return;
+    }
     for oh in 0..g.ho {
         let base = 2 * oh * w;
         let y = &mut yp[oh * wo..(oh + 1) * wo];
@@ -185,6 +196,77 @@ fn pool_plane_two_rows(g: &ConvGeom, xp: &[f32], yp: &mut [f32], mut ap: Option<
             y,
             a,
         );
+    }
+}
+
+/// The values alone (no argmax) of rows of 2x2 or 2x1 windows, 16 windows
+/// a vector: the same choices as [`takes`] in the same order, so the same
+/// bits as the scalar rows.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// `best` replaced by `v` where [`super::takes`] holds.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn take(v: __m512, best: __m512) -> __m512 {
+        let larger = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best);
+        let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+        _mm512_mask_mov_ps(best, larger | nan, v)
+    }
+
+    /// One output row `y` from input rows `r0`, `r1` through windows two
+    /// rows high and `kw` (1 or 2) columns wide.
+    ///
+    /// # Safety
+    /// AVX-512F must be present, and `r0`, `r1` must hold `kw * y.len()` values.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) unsafe fn pool_row_values(r0: &[f32], r1: &[f32], kw: usize, y: &mut [f32]) {
+        let wo = y.len();
+        debug_assert!(r0.len() >= kw * wo && r1.len() >= kw * wo);
+        let even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+        let odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+        let mask_of = |lanes: usize| ((1u32 << lanes.min(16)) - 1) as __mmask16;
+        let (p0, p1) = (r0.as_ptr(), r1.as_ptr());
+        // SAFETY: loads are masked to the first kw * wo values of each row,
+        // stores to the first wo of `y`.
+        unsafe {
+            for j in (0..wo).step_by(16) {
+                let out = mask_of(wo - j);
+                let best = if kw == 1 {
+                    let a = _mm512_maskz_loadu_ps(out, p0.add(j));
+                    let b = _mm512_maskz_loadu_ps(out, p1.add(j));
+                    if _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(b, b) == 0 {
+                        _mm512_max_ps(b, a)
+                    } else {
+                        take(b, a)
+                    }
+                } else {
+                    let left = mask_of(2 * (wo - j));
+                    let right = mask_of((2 * (wo - j)).saturating_sub(16));
+                    let row = |p: *const f32| {
+                        let lo = _mm512_maskz_loadu_ps(left, p.add(2 * j));
+                        let hi = _mm512_maskz_loadu_ps(right, p.add(2 * j + 16));
+                        (
+                            _mm512_permutex2var_ps(lo, even, hi),
+                            _mm512_permutex2var_ps(lo, odd, hi),
+                        )
+                    };
+                    let ((a, b), (c, d)) = (row(p0), row(p1));
+                    // Without NaNs `take` is `max` (the first of equals
+                    // stays, as vmaxps keeps its second operand).
+                    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(a, b)
+                        | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(c, d);
+                    if nan == 0 {
+                        _mm512_max_ps(d, _mm512_max_ps(c, _mm512_max_ps(b, a)))
+                    } else {
+                        take(d, take(c, take(b, a)))
+                    }
+                };
+                _mm512_mask_storeu_ps(y.as_mut_ptr().add(j), out, best);
+            }
+        }
     }
 }
 
@@ -277,19 +359,36 @@ mod tests {
     use super::*;
 
     /// The fast paths pick the same value and index as the general one,
-    /// with ties, infinities and NaNs in the windows.
+    /// and without indices the same value, with ties, signed zeros,
+    /// infinities and NaNs of several payloads in the windows.
     #[test]
     fn fast_paths_match_the_general_path() {
-        let specials = [0.0, 1.0, -1.0, f32::NAN, f32::NEG_INFINITY, f32::INFINITY];
+        let with_nans = [
+            0.0,
+            1.0,
+            -1.0,
+            f32::NAN,
+            f32::NEG_INFINITY,
+            f32::INFINITY,
+            -0.0,
+            f32::from_bits(0xffc0_0001),
+        ];
+        // Whole vectors without a NaN take the vector paths' plain maxima.
+        let without_nans = [0.0, -0.0, 1.0, -1.0, f32::NEG_INFINITY, f32::INFINITY];
         let mut state = 12345u64;
         let mut next = move || {
             state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
             (state >> 33) as usize
         };
-        for (kh, kw) in [(2, 2), (2, 1), (3, 2), (1, 3)] {
-            for (h, w) in [(4, 6), (5, 7), (6, 3)] {
+        for (specials, (kh, kw)) in [&with_nans[..], &without_nans[..]]
+            .into_iter()
+            .flat_map(|s| [(2, 2), (2, 1), (3, 2), (1, 3)].map(|k| (s, k)))
+        {
+            for (h, w) in [(4, 6), (5, 7), (6, 3), (4, 70), (3, 37), (4, 64)] {
                 let g = ConvGeom::new((1, h, w), (kh, kw), (kh, kw), (0, 0)).unwrap();
-                let x: Vec<f32> = (0..h * w).map(|_| specials[next() % 6]).collect();
+                let x: Vec<f32> = (0..h * w)
+                    .map(|_| specials[next() % specials.len()])
+                    .collect();
                 let n = g.ho * g.wo;
                 let (mut y0, mut a0) = (vec![0.0; n], vec![0u32; n]);
                 pool_plane_general(&g, &x, &mut y0, Some(&mut a0));
@@ -298,6 +397,9 @@ mod tests {
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&y0), bits(&y1), "{kh}x{kw} on {h}x{w}");
                 assert_eq!(a0, a1, "{kh}x{kw} on {h}x{w}");
+                let mut y2 = vec![0.0; n];
+                maxpool2d_forward(&x, &g, &mut y2, None);
+                assert_eq!(bits(&y0), bits(&y2), "{kh}x{kw} on {h}x{w}, values only");
             }
         }
     }
