@@ -182,8 +182,7 @@ fn greedy_sample(
                 format!("scores of sample {i}, frame {t} contain NaN or +inf"),
             ));
         }
-        let (best, max) = argmax(r.iter().map(|&v| v as f64));
-        let max = max as f32;
+        let (best, max) = argmax_f32(r);
         if max == f32::NEG_INFINITY {
             return Err(Error::invalid(
                 op,
@@ -193,7 +192,7 @@ fn greedy_sample(
         let e = &mut exps[t * k..(t + 1) * k];
         // -inf scores have probability 0 (the fast exp clamps its input).
         fastmath::exp_shifted(r, max, e);
-        inv_sums.push(1.0 / e.iter().map(|&v| v as f64).sum::<f64>());
+        inv_sums.push(1.0 / sum_in_lanes(e));
         if best != 0 && best != prev {
             classes.push(best);
         }
@@ -205,6 +204,46 @@ fn greedy_sample(
         confidence: confidence(lp, len),
         classes,
     })
+}
+
+/// The first largest of `values` (no NaN among them) and its index; (0,
+/// -inf) when none is above -inf. The maximum is found in eight lanes, so
+/// that no single chain of comparisons runs through a frame.
+fn argmax_f32(values: &[f32]) -> (usize, f32) {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let chunks = values.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for l in 0..8 {
+            lanes[l] = if c[l] > lanes[l] { c[l] } else { lanes[l] };
+        }
+    }
+    for (lane, &v) in lanes.iter_mut().zip(rest) {
+        *lane = if v > *lane { v } else { *lane };
+    }
+    let max = lanes
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    let best = values.iter().position(|&v| v == max).unwrap_or(0);
+    (best, values.get(best).copied().unwrap_or(f32::NEG_INFINITY))
+}
+
+/// The sum of `values` in four interleaved partial sums: short dependency
+/// chains for a per-frame sum of a few dozen terms (a line's decoding was
+/// bound by the latency of one chain).
+fn sum_in_lanes<T: Copy + Into<f64>>(values: &[T]) -> f64 {
+    let mut lanes = [0.0f64; 4];
+    let chunks = values.chunks_exact(4);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for l in 0..4 {
+            lanes[l] += c[l].into();
+        }
+    }
+    for (lane, &v) in lanes.iter_mut().zip(rest) {
+        *lane += v.into();
+    }
+    (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
 }
 
 /// `log P(labels | frames)` by the CTC forward recursion over `len` frames,
@@ -233,26 +272,33 @@ fn scaled_sequence_log_prob(
     let skip: Vec<bool> = (0..s)
         .map(|j| j >= 2 && j % 2 == 1 && ext[j] != ext[j - 2])
         .collect();
+    // Per frame, the probability of each state's class, then the recursion
+    // on plain slices (short, branch-free inner loop).
+    let mut probs = Vec::with_capacity(len * s);
+    for t in 0..len {
+        probs.extend(ext.iter().map(|&c| prob(t, c)));
+    }
+    let skips: Vec<f64> = skip.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect();
     let mut alpha = vec![0.0f64; s];
-    alpha[0] = prob(0, 0);
+    alpha[0] = probs[0];
     if s > 1 {
-        alpha[1] = prob(0, ext[1]);
+        alpha[1] = probs[1];
     }
     let mut next = vec![0.0f64; s];
     let mut log_scale = 0.0;
-    for t in 0..len {
+    for (t, p) in probs.chunks_exact(s).enumerate() {
         if t > 0 {
-            next[0] = alpha[0] * prob(t, 0);
-            for j in 1..s {
-                let mut a = alpha[j] + alpha[j - 1];
-                if skip[j] {
-                    a += alpha[j - 2];
-                }
-                next[j] = a * prob(t, ext[j]);
+            next[0] = alpha[0] * p[0];
+            if s > 1 {
+                next[1] = (alpha[1] + alpha[0]) * p[1];
+            }
+            for j in 2..s {
+                // alpha (finite, >= 0) times 0 adds nothing where no skip.
+                next[j] = (alpha[j] + alpha[j - 1] + skips[j] * alpha[j - 2]) * p[j];
             }
             std::mem::swap(&mut alpha, &mut next);
         }
-        let total: f64 = alpha.iter().sum();
+        let total = sum_in_lanes(&alpha);
         if total == 0.0 {
             return NEG_INF;
         }
@@ -383,4 +429,37 @@ pub fn beam_search(log_probs: &Tensor, lengths: &[usize], beam: usize) -> Result
         .enumerate()
         .map(|(i, &len)| Ok(beam_one(&frames(OP, log_probs, dims, i, len)?, beam)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// The first largest value wins, as a scan with `>` from -inf picks it,
+    /// with ties, zeros of both signs and -inf among the values.
+    #[test]
+    fn argmax_in_lanes_is_the_first_largest() {
+        let picks = [0.0, -0.0, 1.0, -1.0, 2.5, f32::NEG_INFINITY];
+        let mut rng = Rng::seed(9);
+        for len in [1, 5, 8, 9, 37, 64] {
+            for _ in 0..200 {
+                let v: Vec<f32> = (0..len)
+                    .map(|_| picks[(rng.uniform() * picks.len() as f32) as usize % picks.len()])
+                    .collect();
+                let want = argmax(v.iter().map(|&x| x as f64));
+                let (i, m) = argmax_f32(&v);
+                assert_eq!((i, m.to_bits()), (want.0, v[want.0].to_bits()), "{v:?}");
+            }
+        }
+        assert_eq!(argmax_f32(&[f32::NEG_INFINITY; 3]), (0, f32::NEG_INFINITY));
+    }
+
+    #[test]
+    fn sums_in_lanes_add_up() {
+        let v: Vec<f32> = (0..41).map(|i| i as f32 * 0.25).collect();
+        let want: f64 = v.iter().map(|&x| x as f64).sum();
+        assert_eq!(sum_in_lanes(&v), want);
+        assert_eq!(sum_in_lanes::<f64>(&[]), 0.0);
+    }
 }
