@@ -386,6 +386,18 @@ avx2_dispatch! {
     }
 }
 
+/// The per-channel affine map of an evaluation-mode BatchNorm:
+/// `y = (x - mean) * scale + beta`.
+#[derive(Clone, Copy)]
+pub struct ChannelAffine<'a> {
+    /// Running mean per channel.
+    pub mean: &'a [f32],
+    /// `rstd * gamma` per channel.
+    pub scale: &'a [f32],
+    /// Shift per channel.
+    pub beta: &'a [f32],
+}
+
 /// Evaluation-mode BatchNorm followed by ReLU, in place on `y` (n, c,
 /// plane): `y = max((y - mean) * (rstd * gamma) + beta, 0)` per channel,
 /// bit for bit what [`batchnorm2d_forward`] then a ReLU give.

@@ -18,22 +18,11 @@
 //! window's maximum (after the ReLU there is no NaN and no -0, so the order
 //! of the maxima does not matter). The block gives their bits (tested).
 
+use super::batchnorm2d::ChannelAffine;
 use super::conv2d::ConvGeom;
 use super::scratch::with_scratch;
 use rayon::prelude::*;
 use std::cell::Cell;
-
-/// The per-channel affine map of an evaluation-mode BatchNorm:
-/// `y = (x - mean) * scale + beta`.
-#[derive(Clone, Copy)]
-pub struct ChannelAffine<'a> {
-    /// Running mean per channel.
-    pub mean: &'a [f32],
-    /// `rstd * gamma` per channel.
-    pub scale: &'a [f32],
-    /// Shift per channel.
-    pub beta: &'a [f32],
-}
 
 /// Whether [`thin_block_eval`] runs the convolution `g` followed by a 2x2
 /// stride-2 pool on this CPU: one input channel, 3x3, stride 1, padding 1,

@@ -6,11 +6,11 @@
 //! the sum of `dY`.
 
 use crate::autograd::Tape;
-use crate::cpu::batchnorm2d::batchnorm2d_relu_inplace;
+use crate::cpu::batchnorm2d::{batchnorm2d_relu_inplace, ChannelAffine};
 use crate::cpu::conv2d::{
     conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight, conv2d_forward, ConvGeom,
 };
-use crate::cpu::thin_block::{self, ChannelAffine};
+use crate::cpu::thin_block;
 use crate::cpu::winograd;
 use crate::error::{Error, Result};
 use crate::ops::batchnorm2d::{batchnorm2d_relu, expect_stats_on_input_device, RunningStats};
@@ -123,23 +123,32 @@ fn geometry(
 /// gradient wanted: `ops::frozen_weights`), else transformed for the call:
 /// the same values either way, so that the evaluation block, the separate
 /// ops and a recorded forward pass give the same bits.
+///
+/// With `relu_affine` (an evaluation BatchNorm's map, then a ReLU), the
+/// Winograd paths apply it in their output transform and this returns
+/// true; the other paths return false and leave it to the caller.
 fn forward_values(
     x: &Tensor,
     g: &ConvGeom,
     weight: &Tensor,
     bias: Option<&Tensor>,
     frozen: bool,
+    relu_affine: Option<ChannelAffine>,
     y: &mut [f32],
-) {
+) -> bool {
     let (n, o) = (x.dims()[0], weight.dims()[0]);
     let bias = bias.map(|b| b.data());
-    if !winograd::applies_frozen(g, n) {
-        conv2d_forward(x.data(), g, weight.data(), o, bias, y);
-    } else if frozen {
-        let u = frozen_weights::winograd_weight(weight, o, g.c);
-        winograd::conv2d_winograd_with(x.data(), g, &u, o, bias, y);
+    let winograd_with = |u: &[f32], y: &mut [f32]| {
+        winograd::conv2d_winograd_then(x.data(), g, u, o, bias, relu_affine, y);
+        relu_affine.is_some()
+    };
+    if winograd::applies_frozen(g, n) && frozen {
+        winograd_with(&frozen_weights::winograd_weight(weight, o, g.c), y)
+    } else if winograd::applies_frozen(g, n) || winograd::applies(g, n) {
+        winograd_with(&winograd::transform_weight(weight.data(), o, g.c), y)
     } else {
-        winograd::conv2d_winograd(x.data(), g, weight.data(), o, bias, y);
+        conv2d_forward(x.data(), g, weight.data(), o, bias, y);
+        false
     }
 }
 
@@ -169,7 +178,7 @@ pub fn conv2d(
     }
     let mut y = vec![0.0f32; out_shape.numel()];
     let frozen = !tape.wants_grad(&[weight]);
-    forward_values(x, &g, weight, bias, frozen, &mut y);
+    forward_values(x, &g, weight, bias, frozen, None, &mut y);
     let y = Tensor::from_shape_vec(out_shape, y);
     let saved_input = keep_input.then(|| x.detach());
     let (x_shape, w) = (*x.shape(), weight.clone());
@@ -244,17 +253,24 @@ pub fn conv2d_bn_relu_eval(
     }
     let o = weight.dims()[0];
     let mut y = vec![0.0f32; out_shape.numel()];
-    forward_values(x, &g, weight, bias, true, &mut y);
     let rstd = eval_rstd(stats);
-    batchnorm2d_relu_inplace(
-        &mut y,
-        o,
-        g.ho * g.wo,
-        stats.mean.data(),
-        &rstd,
-        gamma.data(),
-        beta.data(),
-    );
+    let scale: Vec<f32> = rstd.iter().zip(gamma.data()).map(|(r, g)| r * g).collect();
+    let affine = ChannelAffine {
+        mean: stats.mean.data(),
+        scale: &scale,
+        beta: beta.data(),
+    };
+    if !forward_values(x, &g, weight, bias, true, Some(affine), &mut y) {
+        batchnorm2d_relu_inplace(
+            &mut y,
+            o,
+            g.ho * g.wo,
+            stats.mean.data(),
+            &rstd,
+            gamma.data(),
+            beta.data(),
+        );
+    }
     Ok(Tensor::from_shape_vec(out_shape, y))
 }
 
@@ -499,9 +515,12 @@ mod tests {
     use crate::rng::Rng;
 
     /// The fused evaluation block gives the bits of conv2d, batchnorm2d
-    /// (running statistics) and relu (also where both run Winograd, c 16 ->
-    /// 32 on 80 tiles, the block on a kept weight transform), and records
-    /// conv2d and batchnorm2d_relu when a gradient is wanted.
+    /// (running statistics) and relu (also where both run Winograd: c 16 ->
+    /// 32 on 80 tiles, the block on a kept weight transform; on 640 tiles,
+    /// transformed per call; the BatchNorm and ReLU in the block's output
+    /// transform), with a 2x2 pool the bits of maxpool2d after them (the
+    /// one-pass first block among them), and records conv2d and
+    /// batchnorm2d_relu when a gradient is wanted.
     #[test]
     fn fused_eval_block_matches_the_three_ops() {
         let mut rng = Rng::seed(9);
@@ -510,8 +529,14 @@ mod tests {
             Tensor::from_vec((0..n).map(|_| rng.range(lo, hi)).collect(), dims).unwrap()
         };
         let spec = Conv2dSpec::new((1, 1), (1, 1));
-        for (c, o) in [(1, 8), (8, 16), (16, 32)] {
-            let x = t(&[2, c, 8, 20], -1.0, 1.0);
+        let pool = Pool2dSpec::new((2, 2), (2, 2));
+        for (n, c, o, h, wd) in [
+            (2, 1, 8, 8, 20),
+            (2, 8, 16, 8, 20),
+            (2, 16, 32, 8, 20),
+            (4, 16, 32, 16, 40),
+        ] {
+            let x = t(&[n, c, h, wd], -1.0, 1.0);
             let w = t(&[o, c, 3, 3], -0.5, 0.5);
             let (gamma, beta) = (t(&[o], 0.5, 1.5), t(&[o], -0.3, 0.3));
             let mut stats = RunningStats::new(o);
@@ -526,6 +551,20 @@ mod tests {
             let bits = |v: &Tensor| v.data().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(fused.dims(), y.dims());
             assert_eq!(bits(&fused), bits(&y), "c {c} o {o}");
+            let block = conv_block_eval(
+                &mut tape,
+                &x,
+                &w,
+                None,
+                spec,
+                &gamma,
+                &beta,
+                &stats,
+                Some(pool),
+            )
+            .unwrap();
+            let pooled = maxpool2d(&mut tape, &y, pool).unwrap();
+            assert_eq!(bits(&block), bits(&pooled), "c {c} o {o}, pooled");
 
             let mut tape = Tape::new();
             let wt = w.tracked();

@@ -3,6 +3,7 @@
 use super::{
     block_rows_len, computes, input_block, skewed, split_block_rows, x86, Tiles, LANES, M, ROWS, V,
 };
+use crate::cpu::batchnorm2d::ChannelAffine;
 use crate::cpu::conv2d::ConvGeom;
 use crate::cpu::gemm::{gemm, MatRef};
 use crate::cpu::scratch::with_scratch;
@@ -96,6 +97,24 @@ pub fn conv2d_winograd_with(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) {
+    conv2d_winograd_then(x, g, u, o, bias, None, y);
+}
+
+/// [`conv2d_winograd_with`] followed, when `relu_affine` is given, by an
+/// evaluation BatchNorm's affine map and a ReLU in the output transform:
+/// `max((v - mean) * scale + beta, 0)` of each value `v` it would store,
+/// the bits of the separate pass
+/// ([`batchnorm2d_relu_inplace`](crate::cpu::batchnorm2d::batchnorm2d_relu_inplace))
+/// without a second pass over the output.
+pub fn conv2d_winograd_then(
+    x: &[f32],
+    g: &ConvGeom,
+    u: &[f32],
+    o: usize,
+    bias: Option<&[f32]>,
+    relu_affine: Option<ChannelAffine>,
+    y: &mut [f32],
+) {
     assert!(
         computes(g),
         "conv2d_winograd: {g:?} is not a 3x3 stride-1 layer"
@@ -104,6 +123,7 @@ pub fn conv2d_winograd_with(
     let n = x.len() / in_len;
     assert!(y.len() >= n * out_len && u.len() >= 16 * o * g.c);
     assert!(bias.is_none_or(|b| b.len() >= o));
+    assert!(relu_affine.is_none_or(|a| a.mean.len().min(a.scale.len()).min(a.beta.len()) >= o));
     if o == 0 || n == 0 {
         return;
     }
@@ -111,7 +131,7 @@ pub fn conv2d_winograd_with(
     y[..n * out_len]
         .par_chunks_mut(out_len)
         .zip(x.par_chunks(in_len))
-        .for_each(|(ys, xs)| sample(xs, g, u, o, bias, split, ys));
+        .for_each(|(ys, xs)| sample(xs, g, u, o, (bias, relu_affine), split, ys));
 }
 
 /// One sample, block by block.
@@ -120,7 +140,7 @@ fn sample(
     g: &ConvGeom,
     u: &[f32],
     o: usize,
-    bias: Option<&[f32]>,
+    (bias, relu_affine): (Option<&[f32]>, Option<ChannelAffine>),
     split: bool,
     y: &mut [f32],
 ) {
@@ -152,10 +172,14 @@ fn sample(
                         gemm(1.0, ue, ve, 0.0, &mut m[e * m_stride..][..ob * tiles]);
                     }
                     for (j, yp) in ys.chunks_exact_mut(plane).enumerate() {
-                        let b = bias.map_or(0.0, |b| b[oc + j]);
+                        let ch = oc + j;
+                        let post = Post {
+                            bias: bias.map_or(0.0, |b| b[ch]),
+                            relu_affine: relu_affine.map(|a| [a.mean[ch], a.scale[ch], a.beta[ch]]),
+                        };
                         for r in block.clone() {
                             let at = j * tiles + (r - block.start) * t.cols;
-                            output_tiles(m, m_stride, at, t.cols, b, (g.ho, g.wo), r, yp);
+                            output_tiles(m, m_stride, at, t.cols, post, (g.ho, g.wo), r, yp);
                         }
                     }
                 });
@@ -172,17 +196,26 @@ fn sample(
     }
 }
 
-/// `Aᵀ m A + bias` for the `cols` tiles of row of tiles `r` of one output
-/// channel, whose products start at `m[e * stride + at]`, into the plane
-/// `y` (ho, wo); outputs past the plane's edge are dropped. Reads up to 16
-/// values past the last product of entry 15 (their outputs are dropped).
+/// What one output channel's values get after `Aᵀ m A`.
+#[derive(Clone, Copy)]
+pub(super) struct Post {
+    /// Added first.
+    pub bias: f32,
+    /// Then, if given, `max((v - mean) * scale + beta, 0)` with these three.
+    pub relu_affine: Option<[f32; 3]>,
+}
+
+/// `Aᵀ m A` and `post` for the `cols` tiles of row of tiles `r` of one
+/// output channel, whose products start at `m[e * stride + at]`, into the
+/// plane `y` (ho, wo); outputs past the plane's edge are dropped. Reads up
+/// to 16 values past the last product of entry 15 (their outputs are dropped).
 #[allow(clippy::too_many_arguments)]
 fn output_tiles(
     m: &[f32],
     stride: usize,
     at: usize,
     cols: usize,
-    bias: f32,
+    post: Post,
     (ho, wo): (usize, usize),
     r: usize,
     y: &mut [f32],
@@ -191,7 +224,7 @@ fn output_tiles(
     assert!(2 * r < ho && cols == wo.div_ceil(2) && y.len() >= ho * wo);
     // SAFETY: conv2d_winograd_with asserted computes() (AVX-512F); loads are bounded by the first
     // assert, stores are masked to the plane's row `2r` (and `2r + 1` if < ho).
-    unsafe { x86::output_tiles(m, stride, at, cols, bias, (ho, wo), r, y) }
+    unsafe { x86::output_tiles(m, stride, at, cols, post, (ho, wo), r, y) }
 }
 
 #[cfg(test)]

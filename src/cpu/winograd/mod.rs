@@ -24,7 +24,7 @@ mod forward;
 mod weight_grad;
 mod x86;
 
-pub use forward::{conv2d_winograd, conv2d_winograd_with, transform_weight};
+pub use forward::{conv2d_winograd, conv2d_winograd_then, conv2d_winograd_with, transform_weight};
 pub use weight_grad::{weight_grad_applies, weight_grad_winograd};
 
 use super::conv2d::ConvGeom;

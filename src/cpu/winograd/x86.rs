@@ -139,7 +139,7 @@ pub(super) unsafe fn output_grad_tiles(
     }
 }
 
-/// `Aᵀ m A + bias`; see `super::forward`'s `output_tiles`.
+/// `Aᵀ m A` then its `Post`; see `super::forward`'s `output_tiles`.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn output_tiles(
@@ -147,13 +147,26 @@ pub(super) unsafe fn output_tiles(
     stride: usize,
     at: usize,
     cols: usize,
-    bias: f32,
+    post: super::forward::Post,
     (ho, wo): (usize, usize),
     r: usize,
     y: &mut [f32],
 ) {
     let (p, out) = (m.as_ptr(), y.as_mut_ptr());
-    let bias = _mm512_set1_ps(bias);
+    let bias = _mm512_set1_ps(post.bias);
+    let zero = _mm512_setzero_ps();
+    let relu_affine = post
+        .relu_affine
+        .map(|[m, s, b]| [_mm512_set1_ps(m), _mm512_set1_ps(s), _mm512_set1_ps(b)]);
+    // The bits of `batchnorm2d_relu_inplace`: subtract, multiply, add, then
+    // vmaxps with zero second (which a NaN or -0 gives).
+    let finish = |v: __m512| match relu_affine {
+        Some([m, s, b]) => _mm512_max_ps(
+            _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(v, m), s), b),
+            zero,
+        ),
+        None => v,
+    };
     let low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     let high = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
     for t in (0..cols).step_by(LANES) {
@@ -179,7 +192,10 @@ pub(super) unsafe fn output_tiles(
             }
             let left = _mm512_add_ps(_mm512_add_ps(qr[0], qr[1]), qr[2]);
             let right = _mm512_sub_ps(_mm512_sub_ps(qr[1], qr[2]), qr[3]);
-            let (left, right) = (_mm512_add_ps(left, bias), _mm512_add_ps(right, bias));
+            let (left, right) = (
+                finish(_mm512_add_ps(left, bias)),
+                finish(_mm512_add_ps(right, bias)),
+            );
             let dst = out.add(oh * wo + 2 * t);
             _mm512_mask_storeu_ps(dst, mask(width), _mm512_permutex2var_ps(left, low, right));
             if width > LANES {
