@@ -298,7 +298,7 @@ impl Crnn {
                     None => y,
                 }
             } else {
-                // One pass over the output instead of three (a first block
+                // One pass over the output instead of three (a thin block
                 // with its pool: one pass over the input); the same bits,
                 // and recorded as the separate ops when a gradient is wanted.
                 conv_block_eval(

@@ -329,10 +329,10 @@ fn eval_rstd(stats: &RunningStats) -> Vec<f32> {
 
 /// An evaluation-mode CRNN block: [`conv2d_bn_relu_eval`], then with
 /// `pool` a [`maxpool2d`]; recorded as those ops when a gradient is wanted.
-/// Otherwise a first block (one input channel, 3x3, stride 1, padding 1,
-/// no bias, a 2x2 pool of stride 2, even sizes) on an AVX-512 CPU runs in
-/// one pass ([`crate::cpu::thin_block`]), with the same bits. Errors as
-/// the ops.
+/// Otherwise a thin block (at most 8 input channels, 3x3, stride 1,
+/// padding 1, no bias, a 2x2 pool of stride 2, even sizes) on an AVX-512
+/// CPU runs in one pass ([`crate::cpu::thin_block`]), with the same bits.
+/// Errors as the ops.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_block_eval(
     tape: &mut Tape,
@@ -519,7 +519,7 @@ mod tests {
     /// 32 on 80 tiles, the block on a kept weight transform; on 640 tiles,
     /// transformed per call; the BatchNorm and ReLU in the block's output
     /// transform), with a 2x2 pool the bits of maxpool2d after them (the
-    /// one-pass first block among them), and records conv2d and
+    /// one-pass thin blocks among them), and records conv2d and
     /// batchnorm2d_relu when a gradient is wanted.
     #[test]
     fn fused_eval_block_matches_the_three_ops() {
