@@ -102,6 +102,45 @@ mod x86 {
     use super::{padded_row, ChannelAffine};
     use std::arch::x86_64::*;
 
+    /// Channel `ch`'s two conv rows of 32 columns `acc` ([row][vector])
+    /// through the affine map and ReLU, pooled 2x2 into the 16 values at
+    /// `at` (the lanes of `mask`).
+    ///
+    /// # Safety
+    /// AVX-512F; `ch` within the affine map; `at` valid for the masked lanes.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn pool_store(
+        acc: [[__m512; 2]; 2],
+        affine: ChannelAffine,
+        ch: usize,
+        at: *mut f32,
+        mask: __mmask16,
+    ) {
+        let even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+        let odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+        let zero = _mm512_setzero_ps();
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            let m = _mm512_set1_ps(*affine.mean.get_unchecked(ch));
+            let s = _mm512_set1_ps(*affine.scale.get_unchecked(ch));
+            let b = _mm512_set1_ps(*affine.beta.get_unchecked(ch));
+            let act = |v: __m512| {
+                _mm512_max_ps(
+                    _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(v, m), s), b),
+                    zero,
+                )
+            };
+            let rows: [__m512; 2] =
+                std::array::from_fn(|v| _mm512_max_ps(act(acc[0][v]), act(acc[1][v])));
+            let pooled = _mm512_max_ps(
+                _mm512_permutex2var_ps(rows[0], even, rows[1]),
+                _mm512_permutex2var_ps(rows[0], odd, rows[1]),
+            );
+            _mm512_mask_storeu_ps(at, mask, pooled);
+        }
+    }
+
     /// One sample of one channel: `x` (H, W) into `y` (O, H/2, W/2),
     /// through the padded plane `padded` ((H + 2) padded rows), zeroed here.
     #[target_feature(enable = "avx512f")]
@@ -122,8 +161,6 @@ mod x86 {
             padded[(r + 1) * ld + 16..(r + 1) * ld + 16 + w].copy_from_slice(row);
         }
         let (ho, wo) = (h / 2, w / 2);
-        let even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-        let odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
         let zero = _mm512_setzero_ps();
         // SAFETY: every load reads padded rows 2 pr ..= 2 pr + 3 <= H + 1 at
         // columns 15 ..= 16 + x0 + 32 < ld (x0 < w); stores are masked to the
@@ -156,23 +193,8 @@ mod x86 {
                                 }
                             }
                         }
-                        let m = _mm512_set1_ps(*affine.mean.get_unchecked(ch));
-                        let s = _mm512_set1_ps(*affine.scale.get_unchecked(ch));
-                        let b = _mm512_set1_ps(*affine.beta.get_unchecked(ch));
-                        let act = |v: __m512| {
-                            _mm512_max_ps(
-                                _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(v, m), s), b),
-                                zero,
-                            )
-                        };
-                        let rows: [__m512; 2] =
-                            std::array::from_fn(|v| _mm512_max_ps(act(acc[0][v]), act(acc[1][v])));
-                        let pooled = _mm512_max_ps(
-                            _mm512_permutex2var_ps(rows[0], even, rows[1]),
-                            _mm512_permutex2var_ps(rows[0], odd, rows[1]),
-                        );
                         let at = y.as_mut_ptr().add(ch * ho * wo + pr * wo + x0 / 2);
-                        _mm512_mask_storeu_ps(at, mask, pooled);
+                        pool_store(acc, affine, ch, at, mask);
                     }
                 }
             }
@@ -205,8 +227,6 @@ mod x86 {
             }
         }
         let (ho, wo) = (h / 2, w / 2);
-        let even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-        let odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
         let zero = _mm512_setzero_ps();
         // SAFETY: as in `sample`, per padded plane ic < c; weights (o, c, 9)
         // are read at channels o0, o1 < o.
@@ -242,24 +262,8 @@ mod x86 {
                                 .zip(&acc)
                                 .take(if pair[0] == pair[1] { 1 } else { 2 })
                         {
-                            let m = _mm512_set1_ps(*affine.mean.get_unchecked(ch));
-                            let s = _mm512_set1_ps(*affine.scale.get_unchecked(ch));
-                            let b = _mm512_set1_ps(*affine.beta.get_unchecked(ch));
-                            let act = |v: __m512| {
-                                _mm512_max_ps(
-                                    _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(v, m), s), b),
-                                    zero,
-                                )
-                            };
-                            let rows: [__m512; 2] = std::array::from_fn(|v| {
-                                _mm512_max_ps(act(acc[0][v]), act(acc[1][v]))
-                            });
-                            let pooled = _mm512_max_ps(
-                                _mm512_permutex2var_ps(rows[0], even, rows[1]),
-                                _mm512_permutex2var_ps(rows[0], odd, rows[1]),
-                            );
                             let at = y.as_mut_ptr().add(ch * ho * wo + pr * wo + x0 / 2);
-                            _mm512_mask_storeu_ps(at, mask, pooled);
+                            pool_store(*acc, affine, ch, at, mask);
                         }
                     }
                 }

@@ -253,8 +253,7 @@ pub fn conv2d_bn_relu_eval(
     }
     let o = weight.dims()[0];
     let mut y = vec![0.0f32; out_shape.numel()];
-    let rstd = eval_rstd(stats);
-    let scale: Vec<f32> = rstd.iter().zip(gamma.data()).map(|(r, g)| r * g).collect();
+    let (rstd, scale) = eval_scales(stats, gamma);
     let affine = ChannelAffine {
         mean: stats.mean.data(),
         scale: &scale,
@@ -316,15 +315,18 @@ fn eval_block_geometry(
     Ok((g, out_shape))
 }
 
-/// `1 / sqrt(var + eps)` per channel, as batchnorm2d's evaluation mode.
-fn eval_rstd(stats: &RunningStats) -> Vec<f32> {
+/// `rstd = 1 / sqrt(var + eps)` per channel, as batchnorm2d's evaluation
+/// mode, and the affine map's `scale = rstd * gamma`.
+fn eval_scales(stats: &RunningStats, gamma: &Tensor) -> (Vec<f32>, Vec<f32>) {
     let eps = stats.eps as f64;
-    stats
+    let rstd: Vec<f32> = stats
         .var
         .data()
         .iter()
         .map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32)
-        .collect()
+        .collect();
+    let scale = rstd.iter().zip(gamma.data()).map(|(r, g)| r * g).collect();
+    (rstd, scale)
 }
 
 /// An evaluation-mode CRNN block: [`conv2d_bn_relu_eval`], then with
@@ -355,8 +357,7 @@ pub fn conv_block_eval(
         let (g, _) = eval_block_geometry(x, weight, bias, spec, gamma, beta, stats)?;
         if thin_block::applies(&g) {
             let (n, o) = (x.dims()[0], weight.dims()[0]);
-            let rstd = eval_rstd(stats);
-            let scale: Vec<f32> = rstd.iter().zip(gamma.data()).map(|(r, g)| r * g).collect();
+            let (_, scale) = eval_scales(stats, gamma);
             let affine = ChannelAffine {
                 mean: stats.mean.data(),
                 scale: &scale,
