@@ -78,12 +78,13 @@ pub fn thin_block_eval(
     let run = |(xs, ys): (&[f32], &mut [f32])| {
         let len = g.c * (g.h + 2) * padded_row(g.w) + 16;
         with_scratch(&PADDED, len, |padded| {
+            pad_planes(xs, g, padded);
             // SAFETY: AVX-512F is present (`applies`); the slices fit (checked).
             unsafe {
                 if g.c == 1 {
-                    x86::sample(xs, g.h, g.w, weight, o, affine, ys, padded)
+                    x86::sample(padded, g.h, g.w, weight, o, affine, ys)
                 } else {
-                    x86::sample_channels(xs, g.c, g.h, g.w, weight, o, affine, ys, padded)
+                    x86::sample_channels(padded, g.c, g.h, g.w, weight, o, affine, ys)
                 }
             }
         })
@@ -94,6 +95,19 @@ pub fn thin_block_eval(
         x.par_chunks(in_len)
             .zip(y.par_chunks_mut(out_len))
             .for_each(run);
+    }
+}
+
+/// The `c` planes of one sample `x` (c, h, w) into `padded`: each in
+/// (h + 2) rows of [`padded_row`] values, zero around the data.
+fn pad_planes(x: &[f32], g: &ConvGeom, padded: &mut [f32]) {
+    let (h, w, ld) = (g.h, g.w, padded_row(g.w));
+    padded.fill(0.0);
+    for (ic, xc) in x.chunks_exact(h * w).take(g.c).enumerate() {
+        for (r, row) in xc.chunks_exact(w).enumerate() {
+            let at = ic * (h + 2) * ld + (r + 1) * ld + 16;
+            padded[at..at + w].copy_from_slice(row);
+        }
     }
 }
 
@@ -141,25 +155,20 @@ mod x86 {
         }
     }
 
-    /// One sample of one channel: `x` (H, W) into `y` (O, H/2, W/2),
-    /// through the padded plane `padded` ((H + 2) padded rows), zeroed here.
+    /// One sample of one channel, in the padded plane `padded` ((H + 2)
+    /// padded rows of [`padded_row`]), into `y` (O, H/2, W/2).
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn sample(
-        x: &[f32],
+        padded: &[f32],
         h: usize,
         w: usize,
         weight: &[f32],
         o: usize,
         affine: ChannelAffine,
         y: &mut [f32],
-        padded: &mut [f32],
     ) {
         let ld = padded_row(w);
-        padded.fill(0.0);
-        for (r, row) in x.chunks_exact(w).take(h).enumerate() {
-            padded[(r + 1) * ld + 16..(r + 1) * ld + 16 + w].copy_from_slice(row);
-        }
         let (ho, wo) = (h / 2, w / 2);
         let zero = _mm512_setzero_ps();
         // SAFETY: every load reads padded rows 2 pr ..= 2 pr + 3 <= H + 1 at
@@ -201,13 +210,12 @@ mod x86 {
         }
     }
 
-    /// [`sample`] for `c` input channels: `x` (c, H, W); the input vectors
-    /// are read from the padded planes (L1) at each tap and shared by two
-    /// output channels at a time.
+    /// [`sample`] for `c` padded input planes; the input vectors are read
+    /// from them (L1) at each tap and shared by two output channels at a time.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn sample_channels(
-        x: &[f32],
+        padded: &[f32],
         c: usize,
         h: usize,
         w: usize,
@@ -215,17 +223,9 @@ mod x86 {
         o: usize,
         affine: ChannelAffine,
         y: &mut [f32],
-        padded: &mut [f32],
     ) {
         let ld = padded_row(w);
         let plane = (h + 2) * ld;
-        padded.fill(0.0);
-        for (ic, xc) in x.chunks_exact(h * w).take(c).enumerate() {
-            for (r, row) in xc.chunks_exact(w).enumerate() {
-                let at = ic * plane + (r + 1) * ld + 16;
-                padded[at..at + w].copy_from_slice(row);
-            }
-        }
         let (ho, wo) = (h / 2, w / 2);
         let zero = _mm512_setzero_ps();
         // SAFETY: as in `sample`, per padded plane ic < c; weights (o, c, 9)
@@ -286,7 +286,6 @@ mod x86 {
         _: usize,
         _: ChannelAffine,
         _: &mut [f32],
-        _: &mut [f32],
     ) {
         unreachable!("thin_block_eval called without AVX-512")
     }
@@ -301,7 +300,6 @@ mod x86 {
         _: &[f32],
         _: usize,
         _: ChannelAffine,
-        _: &mut [f32],
         _: &mut [f32],
     ) {
         unreachable!("thin_block_eval called without AVX-512")
