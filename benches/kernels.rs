@@ -280,6 +280,68 @@ fn bench_conv(c: &mut Criterion) {
     group.finish();
 }
 
+/// `crnn-s`'s thin evaluation blocks (conv, BatchNorm, ReLU, 2x2 pool)
+/// for a line and for a batch: the one-pass block beside the separate ops
+/// it replaces (the same bits).
+fn bench_eval_blocks(c: &mut Criterion) {
+    use ops::batchnorm2d::RunningStats;
+    use ops::conv2d::{conv2d_bn_relu_eval, conv_block_eval, Conv2dSpec};
+    use ops::maxpool2d::{maxpool2d, Pool2dSpec};
+    let mut rng = Rng::seed(5);
+    let mut tensor = |dims: &[usize], scale: f32| {
+        let n = dims.iter().product();
+        Tensor::from_vec(values(&mut rng, n, scale), dims).expect("dims")
+    };
+    let (spec, pool) = (
+        Conv2dSpec::new((1, 1), (1, 1)),
+        Pool2dSpec::new((2, 2), (2, 2)),
+    );
+    let mut group = c.benchmark_group("eval block");
+    for (name, (ch, o, h, w)) in [
+        ("crnn-s b1", (1, 8, 32, 128)),
+        ("crnn-s b2", (8, 16, 16, 64)),
+    ] {
+        let (wt, gamma, beta) = (
+            tensor(&[o, ch, 3, 3], 0.3),
+            tensor(&[o], 1.0),
+            tensor(&[o], 0.1),
+        );
+        let stats = RunningStats::new(o);
+        for n in [1, N] {
+            let x = tensor(&[n, ch, h, w], 1.0);
+            let id = format!("{name} batch {n}");
+            group.throughput(Throughput::Elements(n as u64));
+            group.bench_function(BenchmarkId::new("one pass", &id), |bench| {
+                bench.iter(|| {
+                    let mut tape = Tape::no_grad();
+                    let y = conv_block_eval(
+                        &mut tape,
+                        &x,
+                        &wt,
+                        None,
+                        spec,
+                        &gamma,
+                        &beta,
+                        &stats,
+                        Some(pool),
+                    );
+                    black_box(y.expect("block"))
+                })
+            });
+            group.bench_function(BenchmarkId::new("separate ops", &id), |bench| {
+                bench.iter(|| {
+                    let mut tape = Tape::no_grad();
+                    let y =
+                        conv2d_bn_relu_eval(&mut tape, &x, &wt, None, spec, &gamma, &beta, &stats)
+                            .expect("block");
+                    black_box(maxpool2d(&mut tape, &y, pool).expect("pool"))
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 fn bench_lstm(c: &mut Criterion) {
     // crnn-t layer 1: input 512, hidden 128, both directions, T = N = 32.
     let (f, h) = (512, 128);
@@ -488,7 +550,7 @@ fn config() -> Criterion {
 criterion_group! {
     name = kernels;
     config = config();
-    targets = bench_gemm, bench_conv, bench_lstm, bench_losses, bench_steps
+    targets = bench_gemm, bench_conv, bench_eval_blocks, bench_lstm, bench_losses, bench_steps
 }
 
 fn main() {
