@@ -15,7 +15,8 @@
 //! one-core peak printed first (an FMA loop, `retort::cpu::peak`). The GEMM
 //! group times this crate's `gemm` and `matrixmultiply::sgemm` on the same
 //! operands side by side. After criterion's report a summary prints each
-//! GEMM shape in GFLOP/s and as a share of that peak.
+//! GEMM shape in GFLOP/s and as a share of the peak, measured again in the
+//! same rounds as the products.
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use retort::cpu::conv2d::{
@@ -484,56 +485,59 @@ fn peaks() -> &'static [Peak] {
     PEAKS.get_or_init(|| peak::measure(1, 0.005, 40))
 }
 
-/// Best of a few timed batches of calls, in seconds per call.
-fn best_time(mut f: impl FnMut(), flops: u64) -> f64 {
-    let reps = (2e8 / flops as f64).clamp(1.0, 10_000.0) as usize;
-    f();
-    let mut best = f64::MAX;
-    for _ in 0..7 {
-        let t0 = Instant::now();
-        for _ in 0..reps {
-            f();
-        }
-        best = best.min(t0.elapsed().as_secs_f64() / reps as f64);
+/// Seconds per call of one timed batch of calls.
+fn batch_time(f: &mut impl FnMut(), reps: usize) -> f64 {
+    let t0 = Instant::now();
+    for _ in 0..reps {
+        f();
     }
-    best
+    t0.elapsed().as_secs_f64() / reps as f64
 }
 
 /// GFLOP/s of each GEMM shape, retort and matrixmultiply, and their share
-/// of the peak (best of 7 batches, so it reads a little above criterion's
-/// means on a busy machine).
+/// of the peak. The clock of this shared machine moves by tens of percent
+/// within minutes, so each shape gets 7 rounds of: a short peak loop, a
+/// batch of retort's calls, a batch of matrixmultiply's; each column is its
+/// best round, read against the best peak of the same rounds.
 fn gemm_summary() {
-    let Some(p) = peaks().first().copied() else {
+    if peaks().is_empty() {
         println!("gemm summary: no FMA peak loop for this CPU");
         return;
-    };
+    }
     println!(
-        "\nGEMM summary, 1 thread, best of 7; FP32 peak {:.1} GFLOP/s ({} FMA loop, 1 core)",
-        p.gflops, p.isa
+        "\nGEMM summary, 1 thread, best of 7 rounds, each round a peak loop ({} FMAs, 1 core) then both products",
+        peaks()[0].isa
     );
     println!(
-        "{:<32} {:>16} {:>16} {:>16} {:>7}",
-        "shape (m x k x n)", "", "retort", "matrixmultiply", "ratio"
+        "{:<32} {:>16} {:>16} {:>16} {:>7} {:>8}",
+        "shape (m x k x n)", "", "retort", "matrixmultiply", "ratio", "peak"
     );
     let mut rng = Rng::seed(1);
     for s in &GEMMS {
         let (a, b, mut out) = s.operands(&mut rng);
+        let mut out_theirs = out.clone();
         let (am, bm) = s.views(&a, &b);
-        let ours = best_time(|| gemm(1.0, am, bm, 0.0, black_box(&mut out)), s.flops());
-        let theirs = best_time(
-            || matrixmultiply_sgemm(am, bm, black_box(&mut out)),
-            s.flops(),
-        );
+        let mut ours = || gemm(1.0, am, bm, 0.0, black_box(&mut out));
+        let mut theirs = || matrixmultiply_sgemm(am, bm, black_box(&mut out_theirs));
+        let reps = (2e8 / s.flops() as f64).clamp(1.0, 10_000.0) as usize;
+        ours();
+        let (mut peak, mut t_ours, mut t_theirs) = (0.0f64, f64::MAX, f64::MAX);
+        for _ in 0..7 {
+            peak = peak.max(peak::measure(1, 0.002, 3)[0].gflops);
+            t_ours = t_ours.min(batch_time(&mut ours, reps));
+            t_theirs = t_theirs.min(batch_time(&mut theirs, reps));
+        }
         let rate = |t: f64| s.flops() as f64 / t / 1e9;
         println!(
-            "{:<32} {:>16} {:>7.1} GF {:>5.1}% {:>7.1} GF {:>5.1}% {:>6.2}x",
+            "{:<32} {:>16} {:>7.1} GF {:>5.1}% {:>7.1} GF {:>5.1}% {:>6.2}x {:>8.1}",
             s.name,
             format!("{}x{}x{}", s.m, s.k, s.n),
-            rate(ours),
-            100.0 * rate(ours) / p.gflops,
-            rate(theirs),
-            100.0 * rate(theirs) / p.gflops,
-            theirs / ours
+            rate(t_ours),
+            100.0 * rate(t_ours) / peak,
+            rate(t_theirs),
+            100.0 * rate(t_theirs) / peak,
+            t_theirs / t_ours,
+            peak
         );
     }
 }
