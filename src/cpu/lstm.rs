@@ -25,6 +25,7 @@
 
 use super::fastmath;
 use super::gemm::{gemm, gemm_par, transpose_into, MatRef, UNPACKED_TRANSPOSED_MIN_M};
+use super::lstm_line;
 use super::scratch::with_scratch;
 use std::cell::Cell;
 
@@ -168,6 +169,11 @@ pub fn lstm_forward_kept(
                 MatRef::row_major(w_hh_rows, h, g4)
             }
         };
+        // One sequence with nothing to save: the steps in registers.
+        if n == 1 && cache.is_none() && lstm_line::applies(h) {
+            lstm_line::run(&pre, w_hh_t.data, h, lengths[0], reverse, &mut out);
+            return;
+        }
 
         for s in 0..max_len {
             // h_{s-1}·W_hhᵀ for the whole batch; the state is zero at s = 0.
@@ -459,6 +465,64 @@ mod tests {
 
     fn values(len: usize, rng: &mut Rng) -> Vec<f32> {
         (0..len).map(|_| rng.range(-1.0, 1.0)).collect()
+    }
+
+    /// One sequence with nothing saved runs its steps in registers
+    /// (`lstm_line`) where AVX-512 is present: the same bits as the general
+    /// path (which the saving run takes), for every hidden size it takes,
+    /// both directions, a length short of the padded steps, and inputs that
+    /// drive the gates into the clamps of exp and tanh and below tanh's
+    /// small-argument cutoff.
+    #[test]
+    fn one_sequence_in_registers_matches_the_general_path() {
+        if !lstm_line::applies(16) {
+            eprintln!("skipped: the CPU lacks AVX-512");
+            return;
+        }
+        let mut rng = Rng::seed(12);
+        for h in [16, 32, 48, 64] {
+            let (t, f) = (9, 6);
+            let scaled = |len: usize, scale: f32, rng: &mut Rng| -> Vec<f32> {
+                values(len, rng).into_iter().map(|v| v * scale).collect()
+            };
+            let w_ih = scaled(4 * h * f, 0.5, &mut rng);
+            let w_hh = scaled(4 * h * h, 0.4, &mut rng);
+            let (b_ih, mut b_hh) = (values(4 * h, &mut rng), values(4 * h, &mut rng));
+            // The g gate's biases cancel, so that a tiny input gives it a
+            // tiny pre-activation.
+            for j in 2 * h..3 * h {
+                b_hh[j] = -b_ih[j];
+            }
+            let p = LstmParams {
+                w_ih: &w_ih,
+                w_hh: &w_hh,
+                b_ih: &b_ih,
+                b_hh: &b_hh,
+            };
+            // Steps of tiny, huge (saturating) and ordinary inputs.
+            let mut x = values(t * f, &mut rng);
+            x[..f].iter_mut().for_each(|v| *v *= 1e-6);
+            x[f..2 * f].iter_mut().for_each(|v| *v *= 400.0);
+            let dims = LstmDims {
+                steps: t,
+                batch: 1,
+                input: f,
+                hidden: h,
+            };
+            for reverse in [false, true] {
+                for len in [t, t - 2, 1] {
+                    let (fast, _) = lstm_forward(&x, p, dims, &[len], reverse, false);
+                    let (general, cache) = lstm_forward(&x, p, dims, &[len], reverse, true);
+                    assert!(cache.is_some());
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&fast),
+                        bits(&general),
+                        "h {h} reverse {reverse} len {len}"
+                    );
+                }
+            }
+        }
     }
 
     /// Adding h·W_hhᵀ straight into a block of rows (every sample at the

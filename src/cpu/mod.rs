@@ -14,6 +14,7 @@ pub mod fastmath;
 pub mod gemm;
 pub mod layout;
 pub mod lstm;
+mod lstm_line;
 pub mod maxpool2d;
 pub mod peak;
 pub(crate) mod scratch;
