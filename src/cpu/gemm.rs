@@ -48,8 +48,9 @@ pub const STRIDED_A_MAX_M: usize = 256;
 /// [`UNPACKED_AVX512_B`] is still read in place when `a` has at most this
 /// many rows, one k block of [`small_gemm::KC`] rows of `b` at a time (a
 /// block, e.g. 256 x 256 values, stays in L2 while each row tile reads it):
-/// 1.16-1.31x matrixmultiply for the 128 x 1152 x 256 and 64 x 288 x 1024
-/// convolutions, 1.2x for 96 x 512 x 512; with 1024 rows the two are even.
+/// with operands on cache lines 1.14-1.19x matrixmultiply for 128 x 1152 x
+/// 256, 1.19-1.33x for 64 x 288 x 1024, 1.10x for 256 x 512 x 512; with
+/// rows 16 bytes off a line 0.95-1.09x; with 1024 rows the two are even.
 pub const K_BLOCKED_MAX_M: usize = 256;
 
 /// Whether `a·b` (`m x k x n`) runs on the unpacked kernel `kernel`.
