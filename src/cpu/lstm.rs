@@ -21,7 +21,7 @@
 //! The input projection of all time steps is one GEMM before the loop; each
 //! step adds h·W_hhᵀ (one small GEMM) and runs a fused cell over the batch.
 //! A single sequence with nothing saved for the backward pass (a line being
-//! read) runs its steps in registers instead ([`super::lstm_line`]), with
+//! read) runs its steps in registers instead (`lstm_line.rs`), with
 //! the same bits.
 //! The backward pass collects the gate gradients of every step in one
 //! (T·N, 4H) buffer and turns them into dX, dW_ih and dW_hh with one GEMM each.
