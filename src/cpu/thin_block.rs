@@ -9,10 +9,11 @@
 //! multiply-adds per value, so those passes and the zeroing of the planes
 //! were much of the block (a `crnn-s` line: b1 28 µs of its 240, b2 40).
 //! Here two rows of 32 output columns of each channel are computed,
-//! normalised, and pooled to 16 values before anything is stored: with one
-//! input channel from input rows held in registers (b1 at batch 1: 11 µs),
-//! with more from the padded input planes in L1, each input vector shared
-//! by four output channels (b2: 27 µs with two, 23-24 with four).
+//! normalised, and pooled to 16 values before anything is stored, from the
+//! zero-padded input planes in L1, each input vector shared by four output
+//! channels (b2 at batch 1: 27 µs with two, 23-24 with four; b1 9-10 µs,
+//! 1.02-1.27x the kernel for one input channel that held its rows in
+//! registers, which this replaced).
 //!
 //! Every value is computed as the separate ops compute it: the fused
 //! multiply-add chain over the taps in (channel, kernel row, kernel column)
@@ -80,13 +81,7 @@ pub fn thin_block_eval(
         with_scratch(&PADDED, len, |padded| {
             pad_planes(xs, g, padded);
             // SAFETY: AVX-512F is present (`applies`); the slices fit (checked).
-            unsafe {
-                if g.c == 1 {
-                    x86::sample(padded, g.h, g.w, weight, o, affine, ys)
-                } else {
-                    x86::sample_channels(padded, g.c, g.h, g.w, weight, o, affine, ys)
-                }
-            }
+            unsafe { x86::sample_channels(padded, g.c, g.h, g.w, weight, o, affine, ys) }
         })
     };
     if n == 1 {
@@ -155,66 +150,12 @@ mod x86 {
         }
     }
 
-    /// One sample of one channel, in the padded plane `padded` ((H + 2)
-    /// padded rows of [`padded_row`]), into `y` (O, H/2, W/2).
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn sample(
-        padded: &[f32],
-        h: usize,
-        w: usize,
-        weight: &[f32],
-        o: usize,
-        affine: ChannelAffine,
-        y: &mut [f32],
-    ) {
-        let ld = padded_row(w);
-        let (ho, wo) = (h / 2, w / 2);
-        let zero = _mm512_setzero_ps();
-        // SAFETY: every load reads padded rows 2 pr ..= 2 pr + 3 <= H + 1 at
-        // columns 15 ..= 16 + x0 + 32 < ld (x0 < w); stores are masked to the
-        // live pooled columns of row pr of each channel's plane in `y`.
-        unsafe {
-            for pr in 0..ho {
-                let top = padded.as_ptr().add(2 * pr * ld + 16);
-                for x0 in (0..w).step_by(32) {
-                    // Input rows 0..4 of this row pair, vectors of 16 columns
-                    // from x0 and x0 + 16, shifted by kernel column - 1.
-                    let inp: [[[__m512; 3]; 2]; 4] = std::array::from_fn(|r| {
-                        std::array::from_fn(|v| {
-                            std::array::from_fn(|s| {
-                                _mm512_loadu_ps(top.add(r * ld + x0 + 16 * v + s).sub(1))
-                            })
-                        })
-                    });
-                    let live = (wo - x0 / 2).min(16);
-                    let mask = ((1u32 << live) - 1) as __mmask16;
-                    for ch in 0..o {
-                        let k = weight.as_ptr().add(9 * ch);
-                        let mut acc = [[zero; 2]; 2];
-                        // Taps in (kernel row, kernel column) order.
-                        for tap in 0..9 {
-                            let (ky, kx) = (tap / 3, tap % 3);
-                            let wv = _mm512_set1_ps(*k.add(tap));
-                            for (cr, acc) in acc.iter_mut().enumerate() {
-                                for (v, acc) in acc.iter_mut().enumerate() {
-                                    *acc = _mm512_fmadd_ps(wv, inp[cr + ky][v][kx], *acc);
-                                }
-                            }
-                        }
-                        let at = y.as_mut_ptr().add(ch * ho * wo + pr * wo + x0 / 2);
-                        pool_store(acc, affine, ch, at, mask);
-                    }
-                }
-            }
-        }
-    }
-
-    /// [`sample`] for `c` padded input planes; the input vectors are read
-    /// from them (L1) at each tap and shared by four output channels at a
-    /// time when their count is a multiple of four (16 accumulator chains,
-    /// which hide the FMA latency that 8 left bare: `crnn-s` b2 1.14-1.16x),
-    /// else by two (fewer repeated channels in the last group).
+    /// One sample of `c` padded input planes (each (H + 2) rows of
+    /// [`padded_row`]) into `y` (O, H/2, W/2). The input vectors are read
+    /// from the planes (L1) at each tap and shared by four output channels
+    /// at a time when their count is a multiple of four (16 accumulator
+    /// chains, which hide the FMA latency that 8 left bare: `crnn-s` b2
+    /// 1.14-1.16x), else by two (fewer repeated channels in the last group).
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn sample_channels(
@@ -257,8 +198,10 @@ mod x86 {
         let plane = (h + 2) * ld;
         let (ho, wo) = (h / 2, w / 2);
         let zero = _mm512_setzero_ps();
-        // SAFETY: as in `sample`, per padded plane ic < c; weights (o, c, 9)
-        // are read at channels below o.
+        // SAFETY: every load reads padded rows 2 pr ..= 2 pr + 3 <= H + 1 of
+        // a plane ic < c at columns 15 ..= 16 + x0 + 32 < ld (x0 < w); weights
+        // (o, c, 9) are read at channels below o; stores are masked to the
+        // live pooled columns of row pr of each channel's plane in `y`.
         unsafe {
             for pr in 0..ho {
                 for x0 in (0..w).step_by(32) {
@@ -301,20 +244,6 @@ mod x86 {
 #[cfg(not(target_arch = "x86_64"))]
 mod x86 {
     use super::ChannelAffine;
-
-    /// Never called: [`super::applies`] is false off x86-64.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn sample(
-        _: &[f32],
-        _: usize,
-        _: usize,
-        _: &[f32],
-        _: usize,
-        _: ChannelAffine,
-        _: &mut [f32],
-    ) {
-        unreachable!("thin_block_eval called without AVX-512")
-    }
 
     /// Never called: [`super::applies`] is false off x86-64.
     #[allow(clippy::too_many_arguments)]
