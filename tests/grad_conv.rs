@@ -134,6 +134,59 @@ fn winograd_case() -> impl Strategy<Value = (Conv2dSpec, Tensor, Tensor, Tensor)
         })
 }
 
+/// 3x3 stride-1 padding-1 convolutions of a few lines in the shapes that
+/// Winograd F(4x4, 3x3) takes on an AVX-512 CPU: 1-3 samples, at least 8
+/// input channels, output channels a multiple of 8, heights a multiple of
+/// 4, rows of 8 tiles (width 32, even rows of tiles) or of 16.
+fn winograd4_case() -> impl Strategy<Value = (Conv2dSpec, Tensor, Tensor, Tensor)> {
+    (
+        1..=3usize,
+        8..=20usize,
+        prop_oneof![
+            Just((8usize, 32usize)),
+            Just((16, 32)),
+            Just((4, 64)),
+            Just((12, 64))
+        ],
+        1..=3usize,
+    )
+        .prop_flat_map(|(n, c, (h, w), o8)| {
+            (
+                Just(Conv2dSpec::new((1, 1), (1, 1))),
+                tensor(vec![n, c, h, w]),
+                tensor(vec![8 * o8, c, 3, 3]),
+                tensor(vec![8 * o8]),
+            )
+        })
+}
+
+proptest! {
+    #![proptest_config(cases(4))]
+
+    /// The F(4x4, 3x3) forward pass (up to its rounding) and the gradients
+    /// of the convolution it computes.
+    #[test]
+    fn few_line_winograd4_conv2d_matches_direct_and_finite_differences((spec, x, w, b) in winograd4_case()) {
+        let y = conv2d(&mut Tape::no_grad(), &x, &w, Some(&b), spec).unwrap();
+        // Its rounding grows with the sum of the magnitudes of an output's
+        // terms, which is the convolution of the magnitudes.
+        let abs = |t: &Tensor| {
+            Tensor::from_vec(t.data().iter().map(|v| v.abs()).collect(), t.dims()).unwrap()
+        };
+        let scale = naive_conv(&abs(&x), &abs(&w), Some(&abs(&b)), spec);
+        for (i, (&got, want)) in y.data().iter().zip(naive_conv(&x, &w, Some(&b), spec)).enumerate() {
+            let err = (got as f64 - want).abs();
+            prop_assert!(err <= 1e-5 * (1.0 + scale[i]), "element {i}: got {got}, want {want}");
+        }
+        let check = check_gradients(
+            &[x, w, b],
+            |tape, t| conv2d(tape, &t[0], &t[1], Some(&t[2]), spec),
+            Tol { max_checks: 16, step: 0.25, ..Tol::default() },
+        );
+        prop_assert!(check.is_ok(), "{spec:?}: {}", check.unwrap_err());
+    }
+}
+
 proptest! {
     #![proptest_config(cases(3))]
 

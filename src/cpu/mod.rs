@@ -23,3 +23,4 @@ pub mod small_gemm_avx512;
 pub mod softmax;
 pub mod thin_block;
 pub mod winograd;
+pub mod winograd4;

@@ -11,7 +11,7 @@ use crate::cpu::conv2d::{
     conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight, conv2d_forward, ConvGeom,
 };
 use crate::cpu::thin_block;
-use crate::cpu::winograd;
+use crate::cpu::{winograd, winograd4};
 use crate::error::{Error, Result};
 use crate::ops::batchnorm2d::{batchnorm2d_relu, expect_stats_on_input_device, RunningStats};
 use crate::ops::frozen_weights;
@@ -118,7 +118,8 @@ fn geometry(
 }
 
 /// The convolution's values on the CPU into `y`. A few lines through a 3x3
-/// layer ([`winograd::applies_frozen`]) run the Winograd algorithm on a
+/// layer run Winograd F(4x4, 3x3) where it applies ([`winograd4::applies`]),
+/// else F(2x2, 3x3) ([`winograd::applies_frozen`]), each on a
 /// weight transform kept from call to call when the weight is `frozen` (no
 /// gradient wanted: `ops::frozen_weights`), else transformed for the call:
 /// the same values either way, so that the evaluation block, the separate
@@ -142,7 +143,15 @@ fn forward_values(
         winograd::conv2d_winograd_then(x.data(), g, u, o, bias, relu_affine, y);
         relu_affine.is_some()
     };
-    if winograd::applies_frozen(g, n) && frozen {
+    let winograd4_with = |u: &[f32], y: &mut [f32]| {
+        winograd4::conv2d_winograd4_then(x.data(), g, u, o, bias, relu_affine, y);
+        relu_affine.is_some()
+    };
+    if winograd4::applies(g, n, o) && frozen {
+        winograd4_with(&frozen_weights::winograd4_weight(weight, o, g.c), y)
+    } else if winograd4::applies(g, n, o) {
+        winograd4_with(&winograd4::transform_weight(weight.data(), o, g.c), y)
+    } else if winograd::applies_frozen(g, n) && frozen {
         winograd_with(&frozen_weights::winograd_weight(weight, o, g.c), y)
     } else if winograd::applies_frozen(g, n) || winograd::applies(g, n) {
         winograd_with(&winograd::transform_weight(weight.data(), o, g.c), y)
@@ -331,9 +340,12 @@ fn eval_scales(stats: &RunningStats, gamma: &Tensor) -> (Vec<f32>, Vec<f32>) {
 
 /// An evaluation-mode CRNN block: [`conv2d_bn_relu_eval`], then with
 /// `pool` a [`maxpool2d`]; recorded as those ops when a gradient is wanted.
-/// Otherwise a thin block (at most 8 input channels, 3x3, stride 1,
-/// padding 1, no bias, a 2x2 pool of stride 2, even sizes) on an AVX-512
-/// CPU runs in one pass ([`crate::cpu::thin_block`]), with the same bits.
+/// Otherwise, on an AVX-512 CPU, a block without bias and with a 2x2 or
+/// 2x1 pool of equal stride runs in one pass, with the same bits: a few
+/// lines through a layer that Winograd F(4x4, 3x3) takes
+/// ([`winograd4::applies`]) pool each output tile in its output transform;
+/// else a thin block (at most 8 input channels, 3x3, stride 1, padding 1,
+/// a 2x2 pool, even sizes) runs [`crate::cpu::thin_block`].
 /// Errors as the ops.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_block_eval(
@@ -348,14 +360,34 @@ pub fn conv_block_eval(
     pool: Option<Pool2dSpec>,
 ) -> Result<Tensor> {
     let fused = bias.is_none()
-        && pool == Some(Pool2dSpec::new((2, 2), (2, 2)))
+        && pool.is_some()
         && [x, weight, gamma, beta]
             .iter()
             .all(|t| t.device() == Device::Cpu)
         && !tape.wants_grad(&[x, weight, gamma, beta]);
     if fused {
         let (g, _) = eval_block_geometry(x, weight, bias, spec, gamma, beta, stats)?;
-        if thin_block::applies(&g) {
+        let (n, o) = (x.dims()[0], weight.dims()[0]);
+        let winograd_pool = match pool.map(|p| (p.kernel, p.stride, p.padding)) {
+            Some(((2, 2), (2, 2), (0, 0))) => Some(winograd4::Pool::Both),
+            Some(((2, 1), (2, 1), (0, 0))) => Some(winograd4::Pool::Rows),
+            _ => None,
+        };
+        if let Some(wp) = winograd_pool.filter(|_| winograd4::applies(&g, n, o)) {
+            let (_, scale) = eval_scales(stats, gamma);
+            let affine = ChannelAffine {
+                mean: stats.mean.data(),
+                scale: &scale,
+                beta: beta.data(),
+            };
+            let (ph, pw) = wp.plane(g.ho, g.wo);
+            let out_shape = Shape::new(&[n, o, ph, pw])?;
+            let mut y = vec![0.0f32; out_shape.numel()];
+            let u = frozen_weights::winograd4_weight(weight, o, g.c);
+            winograd4::conv2d_winograd4_pooled(x.data(), &g, &u, o, None, Some(affine), wp, &mut y);
+            return Ok(Tensor::from_shape_vec(out_shape, y));
+        }
+        if pool == Some(Pool2dSpec::new((2, 2), (2, 2))) && thin_block::applies(&g) {
             let (n, o) = (x.dims()[0], weight.dims()[0]);
             let (_, scale) = eval_scales(stats, gamma);
             let affine = ChannelAffine {

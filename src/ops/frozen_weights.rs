@@ -1,5 +1,6 @@
 //! Forms of frozen models' weights that ops would otherwise rebuild at
-//! every call, kept from call to call: Winograd transforms of 3x3 kernels,
+//! every call, kept from call to call: Winograd transforms of 3x3 kernels
+//! (F(2x2, 3x3) and F(4x4, 3x3)),
 //! and transposes of matrices that products read as `Wᵀ`.
 //!
 //! An evaluation-mode conv block ([`super::conv2d::conv2d_bn_relu_eval`])
@@ -18,6 +19,7 @@
 
 use crate::cpu::gemm::{transpose_into, MatRef};
 use crate::cpu::winograd::transform_weight;
+use crate::cpu::winograd4;
 use crate::tensor::{Storage, Tensor};
 use std::sync::{Arc, Mutex};
 
@@ -27,8 +29,10 @@ const ENTRIES: usize = 32;
 /// What is kept of a weight.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Form {
-    /// The Winograd transform of an (o, c, 3, 3) kernel.
+    /// The Winograd F(2x2, 3x3) transform of an (o, c, 3, 3) kernel.
     Winograd { o: usize, c: usize },
+    /// Its F(4x4, 3x3) transform.
+    Winograd4 { o: usize, c: usize },
     /// The transpose of a (rows, cols) row-major matrix, row-major.
     Transposed { rows: usize, cols: usize },
 }
@@ -73,6 +77,14 @@ static CACHE: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
 pub(crate) fn winograd_weight(weight: &Tensor, o: usize, c: usize) -> Arc<Kept> {
     kept(weight, Form::Winograd { o, c }, || {
         transform_weight(weight.data(), o, c)
+    })
+}
+
+/// The F(4x4, 3x3) Winograd transform of `weight` (o, c, 3, 3) on the
+/// CPU, from the cache or computed and kept.
+pub(crate) fn winograd4_weight(weight: &Tensor, o: usize, c: usize) -> Arc<Kept> {
+    kept(weight, Form::Winograd4 { o, c }, || {
+        winograd4::transform_weight(weight.data(), o, c)
     })
 }
 

@@ -1,0 +1,534 @@
+//! Winograd F(4x4, 3x3) forward convolution for a few lines through a 3x3,
+//! stride-1, padding-1 layer in evaluation.
+//!
+//! Each output channel is cut into 4x4 tiles; a tile of output channel o
+//! is `Aᵀ [Σ_c U_oc ⊙ V_c] A` with `U_oc = G k_oc Gᵀ` (6x6) and
+//! `V_c = Bᵀ d_c B` for the 6x6 patch of padded input under the tile
+//! (interpolation points 0, ±1, ±2 and ∞): 36 multiplies per tile and
+//! channel pair where F(2x2, 3x3) ([`super::winograd`]) needs 64 for the
+//! same 16 outputs and the direct sum 144. On a `crnn-s` line's b3 and b4
+//! that is 0.56x the products of F(2x2), with transforms of about the same
+//! cost per output.
+//!
+//! The price is rounding: the transforms multiply by up to 8 and the
+//! kernel's by 1/24, so outputs are the convolution to within about 1e-5
+//! of the sum of the magnitudes of their terms (F(2x2) keeps 8e-6 and only
+//! adds, subtracts and halves). For an evaluation on a few lines that is
+//! far inside what a trained model notices. The choice depends on the
+//! geometry and the number of samples only ([`applies`]), so a recorded
+//! forward pass on a few lines computes the same values as an evaluation
+//! (its backward pass is that of the exact convolution).
+//!
+//! One sample at a time: its padded input rows split into four phases
+//! (column `4k + p` at `phase_p[k]`), the transformed input `V` of all
+//! tiles (36 matrices, c x tiles), then per block of 8 output channels and
+//! 32 tiles the 36 products and the output transform, with the bias or an
+//! evaluation BatchNorm and ReLU applied before anything is stored. Tiles
+//! go 16 to a vector, a row of tiles at a time, or two rows of 8 tiles.
+
+mod x86;
+
+use super::batchnorm2d::ChannelAffine;
+use super::conv2d::ConvGeom;
+use super::scratch::with_scratch;
+use super::simd;
+use rayon::prelude::*;
+use std::cell::Cell;
+
+/// Output channels per block of products (the rows of the register tile).
+const ROWS: usize = 8;
+/// Tiles per vector.
+const LANES: usize = 16;
+
+thread_local! {
+    /// Each thread's phase-split padded input rows.
+    static PHASES: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// Each thread's transformed input (36 x c x tiles).
+    static V: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// Each thread's products of one block (36 x 8 x 32).
+    static M: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// Whether [`conv2d_winograd4_then`] computes `o` output channels of this
+/// geometry on this CPU: a 3x3 kernel, stride 1, padding 1, height and
+/// width multiples of 4 with 8 tiles per row (and an even number of rows
+/// of tiles) or a multiple of 16, `o` a multiple of 8, and AVX-512F.
+pub fn computes(g: &ConvGeom, o: usize) -> bool {
+    let (rows, cols) = (g.h / 4, g.w / 4);
+    (g.kh, g.kw, g.sh, g.sw, g.ph, g.pw) == (3, 3, 1, 1, 1, 1)
+        && g.c > 0
+        && g.h.is_multiple_of(4)
+        && g.w.is_multiple_of(4)
+        && rows > 0
+        && ((cols == 8 && rows.is_multiple_of(2)) || (cols > 0 && cols.is_multiple_of(LANES)))
+        && o > 0
+        && o.is_multiple_of(ROWS)
+        && simd::has_avx512()
+}
+
+/// The most samples ("a few lines") convolved here; more keep F(2x2),
+/// whose products grow into large, efficient GEMMs with the batch and
+/// whose weight gradient trains with it.
+pub const MAX_SAMPLES: usize = 3;
+
+/// Fewer input channels keep the direct convolution (or a thin block).
+pub const MIN_CHANNELS: usize = 8;
+
+/// Whether `n` samples of this geometry with `o` output channels are
+/// convolved here: [`computes`], at least [`MIN_CHANNELS`] input channels
+/// and at most [`MAX_SAMPLES`] samples. For one `crnn-s` line on one
+/// thread (in one process in alternation): b3 and b4 1.3-1.4x F(2x2)
+/// (itself 1.2-1.5x the direct convolution there), and b2 with its pool in
+/// the output transform 1.36x the thin block.
+pub fn applies(g: &ConvGeom, n: usize, o: usize) -> bool {
+    g.c >= MIN_CHANNELS && (1..=MAX_SAMPLES).contains(&n) && computes(g, o)
+}
+
+/// `G`, 6x3, of F(4x4, 3x3) for the points 0, 1, -1, 2, -2 (and ∞).
+const G: [[f64; 3]; 6] = [
+    [1.0 / 4.0, 0.0, 0.0],
+    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+    [0.0, 0.0, 1.0],
+];
+
+/// `U`, 36 matrices (o x c): entry e = 6a + b of `G k Gᵀ` for every kernel
+/// `k` (3x3) of `weight` (o, c, 3, 3), computed in f64 and rounded once.
+pub fn transform_weight(weight: &[f32], o: usize, c: usize) -> Vec<f32> {
+    assert!(weight.len() >= o * c * 9, "winograd4: weight too short");
+    let mut u = vec![0.0f32; 36 * o * c];
+    for (oc, k) in weight[..o * c * 9].chunks_exact(9).enumerate() {
+        let k = |r: usize, s: usize| k[3 * r + s] as f64;
+        for a in 0..6 {
+            // Row a of G k.
+            let gk: [f64; 3] = std::array::from_fn(|s| (0..3).map(|r| G[a][r] * k(r, s)).sum());
+            for b in 0..6 {
+                let v: f64 = (0..3).map(|s| gk[s] * G[b][s]).sum();
+                u[(6 * a + b) * o * c + oc] = v as f32;
+            }
+        }
+    }
+    u
+}
+
+/// A max-pool of stride equal to its window applied to each output tile
+/// before it is stored (after the ReLU: values without NaN or -0, so the
+/// order of the maxima does not matter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pool {
+    /// No pooling: (h, w) planes.
+    None,
+    /// 2x1 windows, heights only: (h / 2, w) planes.
+    Rows,
+    /// 2x2 windows: (h / 2, w / 2) planes.
+    Both,
+}
+
+impl Pool {
+    /// The output plane of an (h, w) convolution.
+    pub fn plane(self, h: usize, w: usize) -> (usize, usize) {
+        match self {
+            Pool::None => (h, w),
+            Pool::Rows => (h / 2, w),
+            Pool::Both => (h / 2, w / 2),
+        }
+    }
+}
+
+/// Convolves `n` samples `x` (n, c, h, w) with the transformed weight `u`
+/// ([`transform_weight`]) into `y` (n, o, h, w), adding `bias` (o) and then,
+/// with `relu_affine`, `max((v - mean) * scale + beta, 0)` per channel.
+/// Samples run in parallel, each on one thread. Panics unless
+/// [`computes`] holds and the slices fit.
+pub fn conv2d_winograd4_then(
+    x: &[f32],
+    g: &ConvGeom,
+    u: &[f32],
+    o: usize,
+    bias: Option<&[f32]>,
+    relu_affine: Option<ChannelAffine>,
+    y: &mut [f32],
+) {
+    conv2d_winograd4_pooled(x, g, u, o, bias, relu_affine, Pool::None, y);
+}
+
+/// [`conv2d_winograd4_then`] followed by `pool` into `y` (n, o, plane):
+/// an evaluation block's convolution, BatchNorm, ReLU and max-pool in one
+/// pass over the output. Panics unless `relu_affine` is given with a pool.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_winograd4_pooled(
+    x: &[f32],
+    g: &ConvGeom,
+    u: &[f32],
+    o: usize,
+    bias: Option<&[f32]>,
+    relu_affine: Option<ChannelAffine>,
+    pool: Pool,
+    y: &mut [f32],
+) {
+    assert!(
+        computes(g, o),
+        "winograd4: {g:?} with {o} outputs not computed"
+    );
+    assert!(
+        pool == Pool::None || relu_affine.is_some(),
+        "winograd4: a pool without the ReLU"
+    );
+    let (ph, pw) = pool.plane(g.h, g.w);
+    let (in_len, out_len) = (g.in_len(), o * ph * pw);
+    let n = y.len() / out_len;
+    assert!(x.len() >= n * in_len && y.len() == n * out_len && u.len() >= 36 * o * g.c);
+    assert!(bias.is_none_or(|b| b.len() >= o));
+    assert!(relu_affine.is_none_or(|a| a.mean.len().min(a.scale.len()).min(a.beta.len()) >= o));
+    let post = Post {
+        bias,
+        relu_affine,
+        pool,
+    };
+    let one = |(xs, ys): (&[f32], &mut [f32])| sample(xs, g, u, o, post, ys);
+    if n == 1 {
+        one((&x[..in_len], y));
+    } else {
+        x.par_chunks(in_len)
+            .zip(y.par_chunks_mut(out_len))
+            .for_each(one);
+    }
+}
+
+/// What each output value gets after `Aᵀ m A`.
+#[derive(Clone, Copy)]
+struct Post<'a> {
+    bias: Option<&'a [f32]>,
+    relu_affine: Option<ChannelAffine<'a>>,
+    pool: Pool,
+}
+
+impl Post<'_> {
+    /// Output channel `ch`'s bias, and its `[mean, scale, beta]` if any.
+    fn of(&self, ch: usize) -> (f32, Option<[f32; 3]>) {
+        (
+            self.bias.map_or(0.0, |b| b[ch]),
+            self.relu_affine
+                .map(|a| [a.mean[ch], a.scale[ch], a.beta[ch]]),
+        )
+    }
+}
+
+/// The layout of one sample's tiles and buffers.
+#[derive(Clone, Copy)]
+struct Layout {
+    /// Rows of tiles and tiles per row.
+    rows: usize,
+    cols: usize,
+    /// Length of one phase of one padded row (slack past the data: zeros).
+    phase: usize,
+    /// Vectors of 16 tiles.
+    strips: usize,
+    /// Distance between the entries' matrices of `V` and of `M`.
+    v_stride: usize,
+    m_stride: usize,
+}
+
+/// Strips per block of products (32 tiles).
+const BLOCK_STRIPS: usize = 2;
+
+impl Layout {
+    fn of(g: &ConvGeom) -> Layout {
+        let (rows, cols) = (g.h / 4, g.w / 4);
+        let strips = rows * cols / LANES;
+        Layout {
+            rows,
+            cols,
+            phase: g.w.div_ceil(64) * LANES + LANES,
+            strips,
+            v_stride: g.c * strips * LANES + LANES,
+            m_stride: ROWS * BLOCK_STRIPS * LANES + LANES,
+        }
+    }
+
+    /// Values of the phase-split rows of `c` channels.
+    fn phases_len(&self, c: usize) -> usize {
+        c * (4 * self.rows + 2) * 4 * self.phase
+    }
+}
+
+/// One sample: phases, input transform, then the products and the output
+/// transform per block of 8 output channels and 32 tiles.
+fn sample(x: &[f32], g: &ConvGeom, u: &[f32], o: usize, post: Post, y: &mut [f32]) {
+    let l = Layout::of(g);
+    let c = g.c;
+    with_scratch(&V, 36 * l.v_stride, |v| {
+        with_scratch(&PHASES, l.phases_len(c), |phases| {
+            split_phases(x, g, &l, phases);
+            // SAFETY: computes() (AVX-512F) was asserted; `phases` holds
+            // every padded row of every channel, `v` 36 entries of c x tiles.
+            unsafe { x86::input_transform(phases, c, &l, v) };
+        });
+        with_scratch(&M, 36 * l.m_stride, |m| {
+            for o0 in (0..o).step_by(ROWS) {
+                for s0 in (0..l.strips).step_by(BLOCK_STRIPS) {
+                    let ns = (l.strips - s0).min(BLOCK_STRIPS);
+                    // SAFETY: as above; rows o0..o0 + 8 of each U entry
+                    // (c values each), strips s0..s0 + ns of each V entry,
+                    // and `m` holds 36 blocks of 8 x 32.
+                    unsafe {
+                        x86::products(&u[o0 * c..], o * c, c, &v[s0 * LANES..], &l, ns, m);
+                    }
+                    let (ph, pw) = post.pool.plane(g.h, g.w);
+                    for r in 0..ROWS {
+                        let ch = o0 + r;
+                        let plane = &mut y[ch * ph * pw..(ch + 1) * ph * pw];
+                        for s in 0..ns {
+                            let tile = x86::Tile {
+                                row: r,
+                                slot: s,
+                                strip: s0 + s,
+                            };
+                            // SAFETY: as above; the strip's tiles lie in the plane.
+                            unsafe {
+                                x86::output_transform(
+                                    m,
+                                    &l,
+                                    tile,
+                                    post.of(ch),
+                                    post.pool,
+                                    pw,
+                                    plane,
+                                )
+                            };
+                        }
+                    }
+                }
+            }
+        });
+    });
+}
+
+/// Every padded row (h + 2 of them) of every channel of `x` split into
+/// four phases: padded column `4k + p` (input column `4k + p - 1`) at
+/// index `k` of phase p; zeros past the row and in the padding rows.
+fn split_phases(x: &[f32], g: &ConvGeom, l: &Layout, phases: &mut [f32]) {
+    let row_len = 4 * l.phase;
+    for (ch, rows) in phases
+        .chunks_exact_mut((g.h + 2) * row_len)
+        .take(g.c)
+        .enumerate()
+    {
+        let plane = &x[ch * g.h * g.w..(ch + 1) * g.h * g.w];
+        for (pr, out) in rows.chunks_exact_mut(row_len).enumerate() {
+            let ih = pr.wrapping_sub(1);
+            let row = if ih < g.h {
+                &plane[ih * g.w..(ih + 1) * g.w]
+            } else {
+                &[]
+            };
+            // SAFETY: computes() (AVX-512F) was asserted by the caller; the
+            // row has w or no values and `out` four phases of l.phase = 16 *
+            // ceil(w / 64) + 16 values.
+            unsafe { x86::split_row(row, g.w, l.phase, out) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    fn values(len: usize, rng: &mut Rng) -> Vec<f32> {
+        (0..len).map(|_| rng.range(-1.0, 1.0)).collect()
+    }
+
+    fn geom(c: usize, h: usize, w: usize) -> ConvGeom {
+        ConvGeom {
+            c,
+            h,
+            w,
+            kh: 3,
+            kw: 3,
+            sh: 1,
+            sw: 1,
+            ph: 1,
+            pw: 1,
+            ho: h,
+            wo: w,
+        }
+    }
+
+    /// The direct sum in f64 per output, and the sum of its terms' magnitudes.
+    fn reference(x: &[f32], g: &ConvGeom, w: &[f32], o: usize) -> (Vec<f64>, Vec<f64>) {
+        let (h, wd, c) = (g.h, g.w, g.c);
+        let mut y = vec![0.0; o * h * wd];
+        let mut scale = vec![0.0; o * h * wd];
+        for oc in 0..o {
+            for r in 0..h {
+                for col in 0..wd {
+                    let (mut s, mut a) = (0.0f64, 0.0f64);
+                    for ic in 0..c {
+                        for i in 0..3 {
+                            for j in 0..3 {
+                                let (ir, jc) = ((r + i) as isize - 1, (col + j) as isize - 1);
+                                if ir < 0 || jc < 0 || ir >= h as isize || jc >= wd as isize {
+                                    continue;
+                                }
+                                let xv = x[ic * h * wd + ir as usize * wd + jc as usize] as f64;
+                                let t = w[((oc * c + ic) * 3 + i) * 3 + j] as f64 * xv;
+                                s += t;
+                                a += t.abs();
+                            }
+                        }
+                    }
+                    y[(oc * h + r) * wd + col] = s;
+                    scale[(oc * h + r) * wd + col] = a;
+                }
+            }
+        }
+        (y, scale)
+    }
+
+    /// Holds `x` convolved with `w` (o outputs) to the direct sum within
+    /// `tol` of each output's magnitude sum (plus a floor for tiny sums).
+    fn check(g: &ConvGeom, o: usize, seed: u64) {
+        let mut rng = Rng::seed(seed);
+        let x = values(g.c * g.h * g.w, &mut rng);
+        let w = values(o * g.c * 9, &mut rng);
+        let bias = values(o, &mut rng);
+        let (want, scale) = reference(&x, g, &w, o);
+        let mut y = vec![f32::NAN; o * g.h * g.w];
+        let u = transform_weight(&w, o, g.c);
+        conv2d_winograd4_then(&x, g, &u, o, Some(&bias), None, &mut y);
+        let plane = g.h * g.w;
+        for (i, (&got, (&want, &scale))) in y.iter().zip(want.iter().zip(&scale)).enumerate() {
+            let want = want + bias[i / plane] as f64;
+            let err = (got as f64 - want).abs();
+            assert!(
+                err <= 1e-5 * (scale + 1.0),
+                "{g:?} o={o}: output {i} is {got}, want {want} (magnitude sum {scale})"
+            );
+        }
+    }
+
+    #[test]
+    fn matches_the_direct_sum_on_rows_of_8_and_16_tiles() {
+        if !simd::has_avx512() {
+            return;
+        }
+        check(&geom(16, 8, 32), 32, 1);
+        check(&geom(32, 8, 32), 32, 2);
+        check(&geom(3, 16, 32), 8, 3);
+        check(&geom(8, 16, 64), 16, 4);
+        check(&geom(5, 4, 128), 24, 5);
+        check(&geom(2, 12, 64), 8, 6);
+    }
+
+    #[test]
+    fn applies_the_batchnorm_and_relu_to_each_output() {
+        if !simd::has_avx512() {
+            return;
+        }
+        let g = geom(16, 8, 32);
+        let o = 16;
+        let mut rng = Rng::seed(7);
+        let x = values(g.c * g.h * g.w, &mut rng);
+        let w = values(o * g.c * 9, &mut rng);
+        let (mean, scale, beta) = (
+            values(o, &mut rng),
+            values(o, &mut rng),
+            values(o, &mut rng),
+        );
+        let u = transform_weight(&w, o, g.c);
+        let mut plain = vec![0.0; o * g.h * g.w];
+        conv2d_winograd4_then(&x, &g, &u, o, None, None, &mut plain);
+        let mut fused = vec![f32::NAN; plain.len()];
+        let affine = ChannelAffine {
+            mean: &mean,
+            scale: &scale,
+            beta: &beta,
+        };
+        conv2d_winograd4_then(&x, &g, &u, o, None, Some(affine), &mut fused);
+        for (i, (&p, &f)) in plain.iter().zip(&fused).enumerate() {
+            let ch = i / (g.h * g.w);
+            let want = ((p - mean[ch]) * scale[ch] + beta[ch]).max(0.0);
+            assert_eq!(f.to_bits(), want.to_bits(), "output {i}");
+        }
+    }
+
+    #[test]
+    fn pools_each_tile_as_a_separate_max_pool() {
+        if !simd::has_avx512() {
+            return;
+        }
+        for (g, o) in [
+            (geom(16, 8, 32), 16),
+            (geom(8, 16, 64), 16),
+            (geom(4, 4, 128), 8),
+        ] {
+            let mut rng = Rng::seed(11);
+            let x = values(g.c * g.h * g.w, &mut rng);
+            let w = values(o * g.c * 9, &mut rng);
+            let (mean, beta) = (values(o, &mut rng), values(o, &mut rng));
+            let scale = vec![1.5; o];
+            let affine = ChannelAffine {
+                mean: &mean,
+                scale: &scale,
+                beta: &beta,
+            };
+            let u = transform_weight(&w, o, g.c);
+            let mut full = vec![0.0; o * g.h * g.w];
+            conv2d_winograd4_then(&x, &g, &u, o, None, Some(affine), &mut full);
+            for (pool, (kh, kw)) in [(Pool::Rows, (2, 1)), (Pool::Both, (2, 2))] {
+                let (ph, pw) = pool.plane(g.h, g.w);
+                let mut y = vec![f32::NAN; o * ph * pw];
+                conv2d_winograd4_pooled(&x, &g, &u, o, None, Some(affine), pool, &mut y);
+                for (i, &got) in y.iter().enumerate() {
+                    let (ch, r, c) = (i / (ph * pw), i / pw % ph, i % pw);
+                    let window =
+                        (0..kh).flat_map(|a| (0..kw).map(move |b| (kh * r + a, kw * c + b)));
+                    let want = window
+                        .map(|(a, b)| full[(ch * g.h + a) * g.w + b])
+                        .fold(f32::NEG_INFINITY, f32::max);
+                    assert_eq!(got.to_bits(), want.to_bits(), "{pool:?} {g:?}: output {i}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn samples_are_independent() {
+        if !simd::has_avx512() {
+            return;
+        }
+        let g = geom(16, 8, 32);
+        let o = 8;
+        let mut rng = Rng::seed(9);
+        let x = values(3 * g.c * g.h * g.w, &mut rng);
+        let u = transform_weight(&values(o * g.c * 9, &mut rng), o, g.c);
+        let mut all = vec![0.0; 3 * o * g.h * g.w];
+        conv2d_winograd4_then(&x, &g, &u, o, None, None, &mut all);
+        for (i, want) in all.chunks_exact(o * g.h * g.w).enumerate() {
+            let mut one = vec![0.0; o * g.h * g.w];
+            let xs = &x[i * g.c * g.h * g.w..(i + 1) * g.c * g.h * g.w];
+            conv2d_winograd4_then(xs, &g, &u, o, None, None, &mut one);
+            assert_eq!(one, want, "sample {i}");
+        }
+    }
+
+    #[test]
+    fn takes_only_what_it_computes() {
+        let ok = geom(16, 8, 32);
+        assert_eq!(computes(&ok, 32), simd::has_avx512());
+        assert!(!computes(&ok, 12), "outputs not a multiple of 8");
+        assert!(!computes(&geom(16, 8, 48), 32), "12 tiles per row");
+        assert!(!computes(&geom(16, 4, 32), 32), "one row of 8 tiles");
+        assert!(
+            !computes(&geom(16, 6, 64), 32),
+            "height not a multiple of 4"
+        );
+        assert!(
+            !computes(&ConvGeom { ph: 0, ho: 6, ..ok }, 32),
+            "no padding"
+        );
+    }
+}

@@ -1,0 +1,432 @@
+//! AVX-512 kernels of F(4x4, 3x3): 16 tiles per vector.
+
+use super::{Layout, Pool, BLOCK_STRIPS, LANES, ROWS};
+use std::arch::x86_64::*;
+
+/// Splits one input row (`w` values, or none for a padding row) into the
+/// four phases of its padded row: padded column `4k + p` (input column
+/// `4k + p - 1`) at `out[p * phase + k]`, zeros past the row.
+///
+/// # Safety
+/// AVX-512F; `out` holds `4 * phase` values with `phase == 16 * ceil(w / 64) + 16`.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn split_row(row: &[f32], w: usize, phase: usize, out: &mut [f32]) {
+    let (x, o) = (row.as_ptr(), out.as_mut_ptr());
+    let n = row.len();
+    // Lanes 0-7 pick from the first two vectors, 8-15 from the last two.
+    let picks: [__m512i; 4] = std::array::from_fn(|p| {
+        let p = p as i32;
+        _mm512_setr_epi32(
+            p,
+            p + 4,
+            p + 8,
+            p + 12,
+            p + 16,
+            p + 20,
+            p + 24,
+            p + 28,
+            p,
+            p + 4,
+            p + 8,
+            p + 12,
+            p + 16,
+            p + 20,
+            p + 24,
+            p + 28,
+        )
+    });
+    let lanes = |at: usize| -> __mmask16 {
+        let left = n.saturating_sub(at).min(LANES);
+        ((1u32 << left) - 1) as __mmask16
+    };
+    let chunks = w.div_ceil(64);
+    // SAFETY: loads are masked to the row; stores reach index phase - 1 of
+    // each phase (caller's contract).
+    unsafe {
+        let zero = _mm512_setzero_ps();
+        *o = 0.0;
+        _mm512_mask_storeu_ps(o.add(LANES * chunks + 1), 0x7fff, zero);
+        for p in 1..4 {
+            _mm512_storeu_ps(o.add(p * phase + LANES * chunks), zero);
+        }
+        for chunk in 0..chunks {
+            let at = 64 * chunk;
+            // A load with every lane masked off is not issued: on an
+            // address past the row it would still cost a fault-suppression assist.
+            let v: [__m512; 4] = std::array::from_fn(|q| match lanes(at + 16 * q) {
+                0 => zero,
+                k => _mm512_maskz_loadu_ps(k, x.add(at + 16 * q)),
+            });
+            for (p, pick) in picks.iter().enumerate() {
+                let lo = _mm512_permutex2var_ps(v[0], *pick, v[1]);
+                let hi = _mm512_permutex2var_ps(v[2], *pick, v[3]);
+                let q = _mm512_mask_blend_ps(0xff00, lo, hi);
+                // Input column 4k + p is padded column 4k + p + 1.
+                let (phase_of, shift) = if p == 3 { (0, 1) } else { (p + 1, 0) };
+                _mm512_storeu_ps(o.add(phase_of * phase + LANES * chunk + shift), q);
+            }
+        }
+    }
+}
+
+/// `Bᵀ d`, d a column of 6 vectors.
+#[inline(always)]
+unsafe fn bt(d: [__m512; 6]) -> [__m512; 6] {
+    // SAFETY: register arithmetic only (AVX-512F by the caller's target feature).
+    unsafe {
+        let four = _mm512_set1_ps(4.0);
+        let five = _mm512_set1_ps(5.0);
+        let two = _mm512_set1_ps(2.0);
+        let t1 = _mm512_fnmadd_ps(four, d[2], d[4]);
+        let t2 = _mm512_fnmadd_ps(four, d[1], d[3]);
+        let t3 = _mm512_sub_ps(d[4], d[2]);
+        let t4 = _mm512_mul_ps(two, _mm512_sub_ps(d[3], d[1]));
+        [
+            _mm512_fmadd_ps(four, d[0], _mm512_fnmadd_ps(five, d[2], d[4])),
+            _mm512_add_ps(t1, t2),
+            _mm512_sub_ps(t1, t2),
+            _mm512_add_ps(t3, t4),
+            _mm512_sub_ps(t3, t4),
+            _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5])),
+        ]
+    }
+}
+
+/// `Aᵀ m`, m a column of 6 vectors.
+#[inline(always)]
+unsafe fn at(m: [__m512; 6]) -> [__m512; 4] {
+    // SAFETY: register arithmetic only.
+    unsafe {
+        let s12 = _mm512_add_ps(m[1], m[2]);
+        let d12 = _mm512_sub_ps(m[1], m[2]);
+        let s34 = _mm512_add_ps(m[3], m[4]);
+        let d34 = _mm512_sub_ps(m[3], m[4]);
+        [
+            _mm512_add_ps(_mm512_add_ps(m[0], s12), s34),
+            _mm512_fmadd_ps(_mm512_set1_ps(2.0), d34, d12),
+            _mm512_fmadd_ps(_mm512_set1_ps(4.0), s34, s12),
+            _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0), d34, d12), m[5]),
+        ]
+    }
+}
+
+/// 16 tiles' values at offset `at` from `first` (8 from `first` and 8
+/// from `second` when `second` is not null).
+#[inline(always)]
+unsafe fn patch_column(first: *const f32, second: *const f32, at: usize) -> __m512 {
+    // SAFETY: the caller's loads lie in the phases.
+    unsafe {
+        if second.is_null() {
+            _mm512_loadu_ps(first.add(at))
+        } else {
+            let lo = _mm256_loadu_ps(first.add(at));
+            let hi = _mm256_loadu_ps(second.add(at));
+            _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+                _mm512_castpd256_pd512(_mm256_castps_pd(lo)),
+                _mm256_castps_pd(hi),
+            ))
+        }
+    }
+}
+
+/// `V`: `Bᵀ d B` of every tile's 6x6 patch of every channel, entry
+/// e = 6i + j of channel ch and strip s at `v[e * v_stride + ch * tiles + 16 s]`.
+///
+/// # Safety
+/// AVX-512F; `phases` as [`super::split_phases`] writes them for `c`
+/// channels, `v` holds 36 entries of `v_stride >= c * tiles` values.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn input_transform(phases: &[f32], c: usize, l: &Layout, v: &mut [f32]) {
+    let (p, out) = (phases.as_ptr(), v.as_mut_ptr());
+    let tiles = l.strips * LANES;
+    let padded_rows = 4 * l.rows + 2;
+    // SAFETY: every load lies in the phases of a padded row of channel ch,
+    // at most 16 values from index cols / 16 * 16 + 1 <= phase - 16 (the
+    // caller's layout); stores stay within entry e's c x tiles values.
+    unsafe {
+        for ch in 0..c {
+            let channel = p.add(ch * padded_rows * 4 * l.phase);
+            for s in 0..l.strips {
+                // Patch row 0 of the strip's tiles (and of the second row
+                // of tiles when rows hold 8), then 4 rows on per row of tiles.
+                let (first, second) = if l.cols == 8 {
+                    let first = channel.add(8 * s * 4 * l.phase);
+                    (first, first.add(4 * 4 * l.phase))
+                } else {
+                    let (tr, tc) = ((LANES * s) / l.cols, (LANES * s) % l.cols);
+                    (channel.add(4 * tr * 4 * l.phase + tc), std::ptr::null())
+                };
+                // Rows: column j of Bᵀ d.
+                let mut cols = [[_mm512_setzero_ps(); 6]; 6];
+                for (j, col) in cols.iter_mut().enumerate() {
+                    let at = (j % 4) * l.phase + j / 4;
+                    *col = bt(std::array::from_fn(|i| {
+                        patch_column(first, second, i * 4 * l.phase + at)
+                    }));
+                }
+                // Then each row i of (Bᵀ d) times B.
+                let rows = (0..6).map(|i| bt(std::array::from_fn(|j| cols[j][i])));
+                for (i, r) in rows.enumerate() {
+                    for (j, &val) in r.iter().enumerate() {
+                        _mm512_storeu_ps(
+                            out.add((6 * i + j) * l.v_stride + ch * tiles + LANES * s),
+                            val,
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The 36 products of one block: output channels `8` rows of `u` (entry e
+/// at `u[e * u_entry]`, rows `c` apart) times `ns` strips of `v` (entry e
+/// at `v[e * v_stride]`, rows `tiles` apart), row r of entry e to
+/// `m[e * m_stride + r * 32 + 16 s]`.
+///
+/// # Safety
+/// AVX-512F; the operands hold those values; `ns` is 1 or 2.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn products(
+    u: &[f32],
+    u_entry: usize,
+    c: usize,
+    v: &[f32],
+    l: &Layout,
+    ns: usize,
+    m: &mut [f32],
+) {
+    // SAFETY: forwarded.
+    unsafe {
+        match ns {
+            1 => products_n::<1>(u.as_ptr(), u_entry, c, v.as_ptr(), l, m.as_mut_ptr()),
+            _ => products_n::<2>(u.as_ptr(), u_entry, c, v.as_ptr(), l, m.as_mut_ptr()),
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn products_n<const NS: usize>(
+    u: *const f32,
+    u_entry: usize,
+    c: usize,
+    v: *const f32,
+    l: &Layout,
+    m: *mut f32,
+) {
+    let tiles = l.strips * LANES;
+    // SAFETY: the caller's contract.
+    unsafe {
+        for e in 0..36 {
+            let (up, vp) = (u.add(e * u_entry), v.add(e * l.v_stride));
+            let mut acc = [[_mm512_setzero_ps(); NS]; ROWS];
+            for k in 0..c {
+                let b: [__m512; NS] =
+                    std::array::from_fn(|s| _mm512_loadu_ps(vp.add(k * tiles + LANES * s)));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let a = _mm512_set1_ps(*up.add(r * c + k));
+                    for (acc, &b) in acc.iter_mut().zip(&b) {
+                        *acc = _mm512_fmadd_ps(a, b, *acc);
+                    }
+                }
+            }
+            let mp = m.add(e * l.m_stride);
+            for (r, acc) in acc.iter().enumerate() {
+                for (s, &acc) in acc.iter().enumerate() {
+                    _mm512_storeu_ps(mp.add(r * BLOCK_STRIPS * LANES + LANES * s), acc);
+                }
+            }
+        }
+    }
+}
+
+/// Which products of a block an output transform reads, and where its
+/// tiles lie.
+#[derive(Clone, Copy)]
+pub(super) struct Tile {
+    /// Output channel within the block.
+    pub row: usize,
+    /// Strip within the block.
+    pub slot: usize,
+    /// Strip within the sample.
+    pub strip: usize,
+}
+
+/// `Aᵀ m A` of one channel and strip of a block, then `+ bias`, the
+/// BatchNorm and ReLU if given, and `pool`, into the output plane (`w`
+/// values a row).
+///
+/// # Safety
+/// AVX-512F; `m` holds the block's 36 products; the strip's (pooled) tiles
+/// lie in `plane`.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn output_transform(
+    m: &[f32],
+    l: &Layout,
+    tile: Tile,
+    (bias, relu_affine): (f32, Option<[f32; 3]>),
+    pool: Pool,
+    w: usize,
+    plane: &mut [f32],
+) {
+    // SAFETY: loads within the block's products; stores within the rows of
+    // the strip's tiles (caller's contract).
+    unsafe {
+        let base = m
+            .as_ptr()
+            .add(tile.row * BLOCK_STRIPS * LANES + LANES * tile.slot);
+        // Columns: Aᵀ times column j of m.
+        let mut q = [[_mm512_setzero_ps(); 4]; 6];
+        for (j, q) in q.iter_mut().enumerate() {
+            let mut col = [_mm512_setzero_ps(); 6];
+            for (i, v) in col.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(base.add((6 * i + j) * l.m_stride));
+            }
+            *q = at(col);
+        }
+        let bias = _mm512_set1_ps(bias);
+        let affine = relu_affine.map(|a| a.map(|v| _mm512_set1_ps(v)));
+        // Row i of the tiles: (Aᵀ m A)[i][j] for j = 0..4.
+        let mut rows = [[_mm512_setzero_ps(); 4]; 4];
+        for (i, row) in rows.iter_mut().enumerate() {
+            let mut col = [_mm512_setzero_ps(); 6];
+            for (j, v) in col.iter_mut().enumerate() {
+                *v = q[j][i];
+            }
+            *row = at(col);
+            for v in row.iter_mut() {
+                *v = finish(*v, bias, affine);
+            }
+        }
+        // Row tr of tiles and first tile tc of the strip (two rows of 8
+        // tiles: lanes 8-15 are row tr + 1).
+        let (tr, tc) = if l.cols == 8 {
+            (2 * tile.strip, 0)
+        } else {
+            ((LANES * tile.strip) / l.cols, (LANES * tile.strip) % l.cols)
+        };
+        let y = plane.as_mut_ptr();
+        match pool {
+            Pool::None => {
+                for (i, z) in rows.iter().enumerate() {
+                    store_row(interleave4(*z), l.cols, y, (4 * tr + i) * w, 4 * w, 4 * tc);
+                }
+            }
+            Pool::Rows => {
+                for (i, pair) in rows.chunks_exact(2).enumerate() {
+                    let z = max4(pair[0], pair[1]);
+                    store_row(interleave4(z), l.cols, y, (2 * tr + i) * w, 2 * w, 4 * tc);
+                }
+            }
+            Pool::Both => {
+                for (i, pair) in rows.chunks_exact(2).enumerate() {
+                    let z = max4(pair[0], pair[1]);
+                    let p = [_mm512_max_ps(z[0], z[1]), _mm512_max_ps(z[2], z[3])];
+                    let out = interleave2(p);
+                    if l.cols == 8 {
+                        // Tiles 0-7 (16 values) on row tr, 8-15 on row tr + 1.
+                        _mm512_storeu_ps(y.add((2 * tr + i) * w), out[0]);
+                        _mm512_storeu_ps(y.add((2 * tr + 2 + i) * w), out[1]);
+                    } else {
+                        let dst = y.add((2 * tr + i) * w + 2 * tc);
+                        _mm512_storeu_ps(dst, out[0]);
+                        _mm512_storeu_ps(dst.add(LANES), out[1]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `v + bias`, then with `affine` = (mean, scale, beta) `max((v - mean) *
+/// scale + beta, 0)`: the bits of `batchnorm2d_relu_inplace` (vmaxps with
+/// zero second, which a NaN or -0 gives).
+#[inline(always)]
+unsafe fn finish(v: __m512, bias: __m512, affine: Option<[__m512; 3]>) -> __m512 {
+    // SAFETY: register arithmetic only.
+    unsafe {
+        let v = _mm512_add_ps(v, bias);
+        match affine {
+            Some([mean, scale, beta]) => _mm512_max_ps(
+                _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(v, mean), scale), beta),
+                _mm512_setzero_ps(),
+            ),
+            None => v,
+        }
+    }
+}
+
+/// Lane-wise maxima of two rows of four vectors.
+#[inline(always)]
+unsafe fn max4(a: [__m512; 4], b: [__m512; 4]) -> [__m512; 4] {
+    // SAFETY: register arithmetic only.
+    unsafe {
+        [
+            _mm512_max_ps(a[0], b[0]),
+            _mm512_max_ps(a[1], b[1]),
+            _mm512_max_ps(a[2], b[2]),
+            _mm512_max_ps(a[3], b[3]),
+        ]
+    }
+}
+
+/// The 16 lanes of `a` and `b` side by side: `a0 b0 a1 b1 ...`, 32 values.
+#[inline(always)]
+unsafe fn interleave2([a, b]: [__m512; 2]) -> [__m512; 2] {
+    // SAFETY: register shuffles only.
+    unsafe {
+        let lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+        let hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+        [
+            _mm512_permutex2var_ps(a, lo, b),
+            _mm512_permutex2var_ps(a, hi, b),
+        ]
+    }
+}
+
+/// The 16 lanes of four vectors side by side: `a0 b0 c0 d0 a1 ...`, 64 values.
+#[inline(always)]
+unsafe fn interleave4([a, b, c, d]: [__m512; 4]) -> [__m512; 4] {
+    // SAFETY: register shuffles only.
+    unsafe {
+        let ab = interleave2([a, b]);
+        let cd = interleave2([c, d]);
+        let lo = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
+        let hi = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
+        let quad = |h: usize, idx: __m512i| {
+            _mm512_castpd_ps(_mm512_permutex2var_pd(
+                _mm512_castps_pd(ab[h]),
+                idx,
+                _mm512_castps_pd(cd[h]),
+            ))
+        };
+        [quad(0, lo), quad(0, hi), quad(1, lo), quad(1, hi)]
+    }
+}
+
+/// Stores the 64 values of one row of a strip's tiles (four per tile) at
+/// `y + at + first` (tiles 0-7 at `y + at`, 8-15 at `y + at + next` when
+/// rows hold 8 tiles, `first` then 0).
+#[inline(always)]
+unsafe fn store_row(
+    out: [__m512; 4],
+    cols: usize,
+    y: *mut f32,
+    at: usize,
+    next: usize,
+    first: usize,
+) {
+    // SAFETY: the caller's stores lie in the plane.
+    unsafe {
+        if cols == 8 {
+            _mm512_storeu_ps(y.add(at), out[0]);
+            _mm512_storeu_ps(y.add(at + LANES), out[1]);
+            _mm512_storeu_ps(y.add(at + next), out[2]);
+            _mm512_storeu_ps(y.add(at + next + LANES), out[3]);
+        } else {
+            for (k, &v) in out.iter().enumerate() {
+                _mm512_storeu_ps(y.add(at + first + LANES * k), v);
+            }
+        }
+    }
+}
