@@ -21,8 +21,8 @@
 //!
 //! One sample at a time: its padded input rows split into four phases
 //! (column `4k + p` at `phase_p[k]`), the transformed input `V` of all
-//! tiles (36 matrices, c x tiles), then per block of 8 output channels and
-//! 32 tiles the 36 products and the output transform, with the bias or an
+//! tiles (36 matrices, c x tiles), then per block of 16 output channels and
+//! 16 tiles the 36 products and the output transform, with the bias or an
 //! evaluation BatchNorm and ReLU applied before anything is stored. Tiles
 //! go 16 to a vector, a row of tiles at a time, or two rows of 8 tiles.
 
@@ -36,23 +36,23 @@ use rayon::prelude::*;
 use std::cell::Cell;
 
 /// Output channels per block of products (the rows of the register tile).
-const ROWS: usize = 8;
+const ROWS: usize = 16;
 /// Tiles per vector.
 const LANES: usize = 16;
 
 thread_local! {
-    /// Each thread's phase-split padded input rows.
+    /// Each thread's phase-split padded rows of one input channel.
     static PHASES: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
     /// Each thread's transformed input (36 x c x tiles).
     static V: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
-    /// Each thread's products of one block (36 x 8 x 32).
+    /// Each thread's products of one block (36 x 16 x 16).
     static M: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
 /// Whether [`conv2d_winograd4_then`] computes `o` output channels of this
 /// geometry on this CPU: a 3x3 kernel, stride 1, padding 1, height and
 /// width multiples of 4 with 8 tiles per row (and an even number of rows
-/// of tiles) or a multiple of 16, `o` a multiple of 8, and AVX-512F.
+/// of tiles) or a multiple of 16, `o` a multiple of 16, and AVX-512F.
 pub fn computes(g: &ConvGeom, o: usize) -> bool {
     let (rows, cols) = (g.h / 4, g.w / 4);
     (g.kh, g.kw, g.sh, g.sw, g.ph, g.pw) == (3, 3, 1, 1, 1, 1)
@@ -231,9 +231,6 @@ struct Layout {
     m_stride: usize,
 }
 
-/// Strips per block of products (32 tiles).
-const BLOCK_STRIPS: usize = 2;
-
 impl Layout {
     fn of(g: &ConvGeom) -> Layout {
         let (rows, cols) = (g.h / 4, g.w / 4);
@@ -241,95 +238,59 @@ impl Layout {
         Layout {
             rows,
             cols,
-            phase: g.w.div_ceil(64) * LANES + LANES,
+            phase: 8 * g.w.div_ceil(32) + LANES,
             strips,
             v_stride: g.c * strips * LANES + LANES,
-            m_stride: ROWS * BLOCK_STRIPS * LANES + LANES,
+            m_stride: ROWS * LANES + LANES,
         }
     }
 
-    /// Values of the phase-split rows of `c` channels.
+    /// Values of the phase-split padded rows of `c` channels.
     fn phases_len(&self, c: usize) -> usize {
         c * (4 * self.rows + 2) * 4 * self.phase
     }
 }
 
-/// One sample: phases, input transform, then the products and the output
-/// transform per block of 8 output channels and 32 tiles.
+/// One sample: the input transform, then the products and the output
+/// transform per block of 16 output channels and 16 tiles.
 fn sample(x: &[f32], g: &ConvGeom, u: &[f32], o: usize, post: Post, y: &mut [f32]) {
     let l = Layout::of(g);
     let c = g.c;
     with_scratch(&V, 36 * l.v_stride, |v| {
-        with_scratch(&PHASES, l.phases_len(c), |phases| {
-            split_phases(x, g, &l, phases);
-            // SAFETY: computes() (AVX-512F) was asserted; `phases` holds
-            // every padded row of every channel, `v` 36 entries of c x tiles.
-            unsafe { x86::input_transform(phases, c, &l, v) };
+        with_scratch(&PHASES, l.phases_len(1), |phases| {
+            assert!(x.len() >= c * g.h * g.w);
+            // SAFETY: computes() (AVX-512F) was asserted; `phases` holds the
+            // padded rows of one channel, `v` 36 entries of c x tiles.
+            unsafe { x86::input_transform(x, (c, g.h, g.w), &l, phases, v) };
         });
         with_scratch(&M, 36 * l.m_stride, |m| {
+            let (ph, pw) = post.pool.plane(g.h, g.w);
             for o0 in (0..o).step_by(ROWS) {
-                for s0 in (0..l.strips).step_by(BLOCK_STRIPS) {
-                    let ns = (l.strips - s0).min(BLOCK_STRIPS);
-                    // SAFETY: as above; rows o0..o0 + 8 of each U entry
-                    // (c values each), strips s0..s0 + ns of each V entry,
-                    // and `m` holds 36 blocks of 8 x 32.
-                    unsafe {
-                        x86::products(&u[o0 * c..], o * c, c, &v[s0 * LANES..], &l, ns, m);
-                    }
-                    let (ph, pw) = post.pool.plane(g.h, g.w);
-                    for r in 0..ROWS {
-                        let ch = o0 + r;
+                for strip in 0..l.strips {
+                    // SAFETY: as above; rows o0..o0 + 16 of each U entry (c
+                    // values each), the strip of each V entry, and `m` holds
+                    // 36 blocks of 16 x 16.
+                    unsafe { x86::products(&u[o0 * c..], o * c, c, &v[strip * LANES..], &l, m) };
+                    for row in 0..ROWS {
+                        let ch = o0 + row;
                         let plane = &mut y[ch * ph * pw..(ch + 1) * ph * pw];
-                        for s in 0..ns {
-                            let tile = x86::Tile {
-                                row: r,
-                                slot: s,
-                                strip: s0 + s,
-                            };
-                            // SAFETY: as above; the strip's tiles lie in the plane.
-                            unsafe {
-                                x86::output_transform(
-                                    m,
-                                    &l,
-                                    tile,
-                                    post.of(ch),
-                                    post.pool,
-                                    pw,
-                                    plane,
-                                )
-                            };
-                        }
+                        // SAFETY: as above; the strip's tiles lie in the plane.
+                        unsafe {
+                            x86::output_transform(
+                                m,
+                                &l,
+                                (row, strip),
+                                post.of(ch),
+                                post.pool,
+                                pw,
+                                plane,
+                            )
+                        };
                     }
                 }
             }
         });
     });
-}
-
-/// Every padded row (h + 2 of them) of every channel of `x` split into
-/// four phases: padded column `4k + p` (input column `4k + p - 1`) at
-/// index `k` of phase p; zeros past the row and in the padding rows.
-fn split_phases(x: &[f32], g: &ConvGeom, l: &Layout, phases: &mut [f32]) {
-    let row_len = 4 * l.phase;
-    for (ch, rows) in phases
-        .chunks_exact_mut((g.h + 2) * row_len)
-        .take(g.c)
-        .enumerate()
-    {
-        let plane = &x[ch * g.h * g.w..(ch + 1) * g.h * g.w];
-        for (pr, out) in rows.chunks_exact_mut(row_len).enumerate() {
-            let ih = pr.wrapping_sub(1);
-            let row = if ih < g.h {
-                &plane[ih * g.w..(ih + 1) * g.w]
-            } else {
-                &[]
-            };
-            // SAFETY: computes() (AVX-512F) was asserted by the caller; the
-            // row has w or no values and `out` four phases of l.phase = 16 *
-            // ceil(w / 64) + 16 values.
-            unsafe { x86::split_row(row, g.w, l.phase, out) };
-        }
-    }
 }
 
 #[cfg(test)]
@@ -417,10 +378,10 @@ mod tests {
         }
         check(&geom(16, 8, 32), 32, 1);
         check(&geom(32, 8, 32), 32, 2);
-        check(&geom(3, 16, 32), 8, 3);
+        check(&geom(3, 16, 32), 16, 3);
         check(&geom(8, 16, 64), 16, 4);
-        check(&geom(5, 4, 128), 24, 5);
-        check(&geom(2, 12, 64), 8, 6);
+        check(&geom(5, 4, 128), 48, 5);
+        check(&geom(2, 12, 64), 16, 6);
     }
 
     #[test]
@@ -463,7 +424,7 @@ mod tests {
         for (g, o) in [
             (geom(16, 8, 32), 16),
             (geom(8, 16, 64), 16),
-            (geom(4, 4, 128), 8),
+            (geom(4, 4, 128), 16),
         ] {
             let mut rng = Rng::seed(11);
             let x = values(g.c * g.h * g.w, &mut rng);
@@ -501,7 +462,7 @@ mod tests {
             return;
         }
         let g = geom(16, 8, 32);
-        let o = 8;
+        let o = 16;
         let mut rng = Rng::seed(9);
         let x = values(3 * g.c * g.h * g.w, &mut rng);
         let u = transform_weight(&values(o * g.c * 9, &mut rng), o, g.c);
@@ -519,7 +480,7 @@ mod tests {
     fn takes_only_what_it_computes() {
         let ok = geom(16, 8, 32);
         assert_eq!(computes(&ok, 32), simd::has_avx512());
-        assert!(!computes(&ok, 12), "outputs not a multiple of 8");
+        assert!(!computes(&ok, 24), "outputs not a multiple of 16");
         assert!(!computes(&geom(16, 8, 48), 32), "12 tiles per row");
         assert!(!computes(&geom(16, 4, 32), 32), "one row of 8 tiles");
         assert!(

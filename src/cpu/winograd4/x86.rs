@@ -1,69 +1,65 @@
 //! AVX-512 kernels of F(4x4, 3x3): 16 tiles per vector.
 
-use super::{Layout, Pool, BLOCK_STRIPS, LANES, ROWS};
+use super::{Layout, Pool, LANES, ROWS};
 use std::arch::x86_64::*;
+
+/// [`split_row`] for every row of a plane (h, w), with a padding row
+/// above and below: padded row pr at `out[pr * 4 * phase]`.
+///
+/// # Safety
+/// AVX-512F; `plane` holds h rows and `out` `h + 2` split rows.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn split_plane(plane: &[f32], (h, w): (usize, usize), phase: usize, out: &mut [f32]) {
+    for (pr, out) in out.chunks_exact_mut(4 * phase).take(h + 2).enumerate() {
+        let ih = pr.wrapping_sub(1);
+        let row = if ih < h {
+            &plane[ih * w..(ih + 1) * w]
+        } else {
+            &[]
+        };
+        // SAFETY: forwarded.
+        unsafe { split_row(row, w, phase, out) };
+    }
+}
 
 /// Splits one input row (`w` values, or none for a padding row) into the
 /// four phases of its padded row: padded column `4k + p` (input column
-/// `4k + p - 1`) at `out[p * phase + k]`, zeros past the row.
+/// `4k + p - 1`) at `out[p * phase + k]`, zeros past the row. Each 32
+/// input columns give 8 values of each phase and 8 zeros after them, which
+/// the next 32 overwrite.
 ///
 /// # Safety
-/// AVX-512F; `out` holds `4 * phase` values with `phase == 16 * ceil(w / 64) + 16`.
+/// AVX-512F; `out` holds `4 * phase` values with `phase == 8 * ceil(w / 32) + 16`.
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn split_row(row: &[f32], w: usize, phase: usize, out: &mut [f32]) {
+#[inline]
+unsafe fn split_row(row: &[f32], w: usize, phase: usize, out: &mut [f32]) {
     let (x, o) = (row.as_ptr(), out.as_mut_ptr());
     let n = row.len();
-    // Lanes 0-7 pick from the first two vectors, 8-15 from the last two.
-    let picks: [__m512i; 4] = std::array::from_fn(|p| {
-        let p = p as i32;
-        _mm512_setr_epi32(
-            p,
-            p + 4,
-            p + 8,
-            p + 12,
-            p + 16,
-            p + 20,
-            p + 24,
-            p + 28,
-            p,
-            p + 4,
-            p + 8,
-            p + 12,
-            p + 16,
-            p + 20,
-            p + 24,
-            p + 28,
-        )
-    });
     let lanes = |at: usize| -> __mmask16 {
         let left = n.saturating_sub(at).min(LANES);
         ((1u32 << left) - 1) as __mmask16
     };
-    let chunks = w.div_ceil(64);
-    // SAFETY: loads are masked to the row; stores reach index phase - 1 of
-    // each phase (caller's contract).
+    // SAFETY: loads are masked to the row; stores reach index
+    // 8 * ceil(w / 32) + 8 < phase of each phase (caller's contract).
     unsafe {
         let zero = _mm512_setzero_ps();
+        let step = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 0, 0, 0, 0, 0, 0, 0);
         *o = 0.0;
-        _mm512_mask_storeu_ps(o.add(LANES * chunks + 1), 0x7fff, zero);
-        for p in 1..4 {
-            _mm512_storeu_ps(o.add(p * phase + LANES * chunks), zero);
-        }
-        for chunk in 0..chunks {
-            let at = 64 * chunk;
+        for chunk in 0..w.div_ceil(32) {
+            let at = 32 * chunk;
             // A load with every lane masked off is not issued: on an
             // address past the row it would still cost a fault-suppression assist.
-            let v: [__m512; 4] = std::array::from_fn(|q| match lanes(at + 16 * q) {
+            let v: [__m512; 2] = [0, 1].map(|q| match lanes(at + 16 * q) {
                 0 => zero,
                 k => _mm512_maskz_loadu_ps(k, x.add(at + 16 * q)),
             });
-            for (p, pick) in picks.iter().enumerate() {
-                let lo = _mm512_permutex2var_ps(v[0], *pick, v[1]);
-                let hi = _mm512_permutex2var_ps(v[2], *pick, v[3]);
-                let q = _mm512_mask_blend_ps(0xff00, lo, hi);
+            for p in 0..4 {
+                let pick = _mm512_add_epi32(step, _mm512_set1_epi32(p as i32));
+                let q = _mm512_maskz_permutex2var_ps(0x00ff, v[0], pick, v[1]);
                 // Input column 4k + p is padded column 4k + p + 1.
                 let (phase_of, shift) = if p == 3 { (0, 1) } else { (p + 1, 0) };
-                _mm512_storeu_ps(o.add(phase_of * phase + LANES * chunk + shift), q);
+                _mm512_storeu_ps(o.add(phase_of * phase + 8 * chunk + shift), q);
             }
         }
     }
@@ -129,23 +125,32 @@ unsafe fn patch_column(first: *const f32, second: *const f32, at: usize) -> __m5
     }
 }
 
-/// `V`: `Bᵀ d B` of every tile's 6x6 patch of every channel, entry
-/// e = 6i + j of channel ch and strip s at `v[e * v_stride + ch * tiles + 16 s]`.
+/// `V`: `Bᵀ d B` of every tile's 6x6 patch of every channel of `x` (c
+/// planes, h x w), entry e = 6i + j of channel ch and strip s at
+/// `v[e * v_stride + ch * tiles + 16 s]`. Each channel's padded rows are
+/// split into phases ([`split_plane`]) in `phases`, then read from there
+/// while they are in L1.
 ///
 /// # Safety
-/// AVX-512F; `phases` as [`super::split_phases`] writes them for `c`
-/// channels, `v` holds 36 entries of `v_stride >= c * tiles` values.
+/// AVX-512F; `x` holds the planes, `phases` `h + 2` split rows, `v` 36
+/// entries of `v_stride >= c * tiles` values.
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn input_transform(phases: &[f32], c: usize, l: &Layout, v: &mut [f32]) {
-    let (p, out) = (phases.as_ptr(), v.as_mut_ptr());
+pub(super) unsafe fn input_transform(
+    x: &[f32],
+    (c, h, w): (usize, usize, usize),
+    l: &Layout,
+    phases: &mut [f32],
+    v: &mut [f32],
+) {
+    let out = v.as_mut_ptr();
     let tiles = l.strips * LANES;
-    let padded_rows = 4 * l.rows + 2;
-    // SAFETY: every load lies in the phases of a padded row of channel ch,
-    // at most 16 values from index cols / 16 * 16 + 1 <= phase - 16 (the
-    // caller's layout); stores stay within entry e's c x tiles values.
+    // SAFETY: every load lies in the phases of a padded row, at most 16
+    // values from index cols / 16 * 16 + 1 <= phase - 16 (the caller's
+    // layout); stores stay within entry e's c x tiles values.
     unsafe {
         for ch in 0..c {
-            let channel = p.add(ch * padded_rows * 4 * l.phase);
+            split_plane(&x[ch * h * w..(ch + 1) * h * w], (h, w), l.phase, phases);
+            let channel = phases.as_ptr();
             for s in 0..l.strips {
                 // Patch row 0 of the strip's tiles (and of the second row
                 // of tiles when rows hold 8), then 4 rows on per row of tiles.
@@ -179,13 +184,14 @@ pub(super) unsafe fn input_transform(phases: &[f32], c: usize, l: &Layout, v: &m
     }
 }
 
-/// The 36 products of one block: output channels `8` rows of `u` (entry e
-/// at `u[e * u_entry]`, rows `c` apart) times `ns` strips of `v` (entry e
-/// at `v[e * v_stride]`, rows `tiles` apart), row r of entry e to
-/// `m[e * m_stride + r * 32 + 16 s]`.
+/// The 36 products of one block: the 16 rows of `u` from its start
+/// (entry e at `u[e * u_entry]`, rows `c` apart) times one strip of `v`
+/// (entry e at `v[e * v_stride]`, rows `tiles` apart), row r of entry e to
+/// `m[e * m_stride + 16 r]`: 16 accumulators, each k step one load of `v`
+/// and 16 FMAs that broadcast `u` (8 rows: 0.6x as fast, latency-bound).
 ///
 /// # Safety
-/// AVX-512F; the operands hold those values; `ns` is 1 or 2.
+/// AVX-512F; the operands hold those values.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn products(
     u: &[f32],
@@ -193,66 +199,31 @@ pub(super) unsafe fn products(
     c: usize,
     v: &[f32],
     l: &Layout,
-    ns: usize,
     m: &mut [f32],
 ) {
-    // SAFETY: forwarded.
-    unsafe {
-        match ns {
-            1 => products_n::<1>(u.as_ptr(), u_entry, c, v.as_ptr(), l, m.as_mut_ptr()),
-            _ => products_n::<2>(u.as_ptr(), u_entry, c, v.as_ptr(), l, m.as_mut_ptr()),
-        }
-    }
-}
-
-#[target_feature(enable = "avx512f")]
-unsafe fn products_n<const NS: usize>(
-    u: *const f32,
-    u_entry: usize,
-    c: usize,
-    v: *const f32,
-    l: &Layout,
-    m: *mut f32,
-) {
     let tiles = l.strips * LANES;
+    let (u, v, m) = (u.as_ptr(), v.as_ptr(), m.as_mut_ptr());
     // SAFETY: the caller's contract.
     unsafe {
         for e in 0..36 {
             let (up, vp) = (u.add(e * u_entry), v.add(e * l.v_stride));
-            let mut acc = [[_mm512_setzero_ps(); NS]; ROWS];
+            let mut acc = [_mm512_setzero_ps(); ROWS];
             for k in 0..c {
-                let b: [__m512; NS] =
-                    std::array::from_fn(|s| _mm512_loadu_ps(vp.add(k * tiles + LANES * s)));
+                let b = _mm512_loadu_ps(vp.add(k * tiles));
                 for (r, acc) in acc.iter_mut().enumerate() {
-                    let a = _mm512_set1_ps(*up.add(r * c + k));
-                    for (acc, &b) in acc.iter_mut().zip(&b) {
-                        *acc = _mm512_fmadd_ps(a, b, *acc);
-                    }
+                    *acc = _mm512_fmadd_ps(_mm512_set1_ps(*up.add(r * c + k)), b, *acc);
                 }
             }
             let mp = m.add(e * l.m_stride);
-            for (r, acc) in acc.iter().enumerate() {
-                for (s, &acc) in acc.iter().enumerate() {
-                    _mm512_storeu_ps(mp.add(r * BLOCK_STRIPS * LANES + LANES * s), acc);
-                }
+            for (r, &acc) in acc.iter().enumerate() {
+                _mm512_storeu_ps(mp.add(LANES * r), acc);
             }
         }
     }
 }
 
-/// Which products of a block an output transform reads, and where its
-/// tiles lie.
-#[derive(Clone, Copy)]
-pub(super) struct Tile {
-    /// Output channel within the block.
-    pub row: usize,
-    /// Strip within the block.
-    pub slot: usize,
-    /// Strip within the sample.
-    pub strip: usize,
-}
-
-/// `Aᵀ m A` of one channel and strip of a block, then `+ bias`, the
+/// `Aᵀ m A` of one output channel (`row` of the block) over its strip
+/// (`strip` of the sample), then `+ bias`, the
 /// BatchNorm and ReLU if given, and `pool`, into the output plane (`w`
 /// values a row).
 ///
@@ -263,7 +234,7 @@ pub(super) struct Tile {
 pub(super) unsafe fn output_transform(
     m: &[f32],
     l: &Layout,
-    tile: Tile,
+    (row, strip): (usize, usize),
     (bias, relu_affine): (f32, Option<[f32; 3]>),
     pool: Pool,
     w: usize,
@@ -272,9 +243,7 @@ pub(super) unsafe fn output_transform(
     // SAFETY: loads within the block's products; stores within the rows of
     // the strip's tiles (caller's contract).
     unsafe {
-        let base = m
-            .as_ptr()
-            .add(tile.row * BLOCK_STRIPS * LANES + LANES * tile.slot);
+        let base = m.as_ptr().add(LANES * row);
         // Columns: Aᵀ times column j of m.
         let mut q = [[_mm512_setzero_ps(); 4]; 6];
         for (j, q) in q.iter_mut().enumerate() {
@@ -301,9 +270,9 @@ pub(super) unsafe fn output_transform(
         // Row tr of tiles and first tile tc of the strip (two rows of 8
         // tiles: lanes 8-15 are row tr + 1).
         let (tr, tc) = if l.cols == 8 {
-            (2 * tile.strip, 0)
+            (2 * strip, 0)
         } else {
-            ((LANES * tile.strip) / l.cols, (LANES * tile.strip) % l.cols)
+            ((LANES * strip) / l.cols, (LANES * strip) % l.cols)
         };
         let y = plane.as_mut_ptr();
         match pool {
