@@ -373,31 +373,34 @@ pub fn conv_block_eval(
             Some(((2, 1), (2, 1), (0, 0))) => Some(winograd4::Pool::Rows),
             _ => None,
         };
-        if let Some(wp) = winograd_pool.filter(|_| winograd4::applies(&g, n, o)) {
+        let winograd_pool = winograd_pool.filter(|_| winograd4::applies(&g, n, o));
+        let thin = pool == Some(Pool2dSpec::new((2, 2), (2, 2))) && thin_block::applies(&g);
+        if winograd_pool.is_some() || thin {
             let (_, scale) = eval_scales(stats, gamma);
             let affine = ChannelAffine {
                 mean: stats.mean.data(),
                 scale: &scale,
                 beta: beta.data(),
             };
-            let (ph, pw) = wp.plane(g.ho, g.wo);
+            let (ph, pw) = winograd_pool.map_or((g.ho / 2, g.wo / 2), |p| p.plane(g.ho, g.wo));
             let out_shape = Shape::new(&[n, o, ph, pw])?;
             let mut y = vec![0.0f32; out_shape.numel()];
-            let u = frozen_weights::winograd4_weight(weight, o, g.c);
-            winograd4::conv2d_winograd4_pooled(x.data(), &g, &u, o, None, Some(affine), wp, &mut y);
-            return Ok(Tensor::from_shape_vec(out_shape, y));
-        }
-        if pool == Some(Pool2dSpec::new((2, 2), (2, 2))) && thin_block::applies(&g) {
-            let (n, o) = (x.dims()[0], weight.dims()[0]);
-            let (_, scale) = eval_scales(stats, gamma);
-            let affine = ChannelAffine {
-                mean: stats.mean.data(),
-                scale: &scale,
-                beta: beta.data(),
-            };
-            let out_shape = Shape::new(&[n, o, g.ho / 2, g.wo / 2])?;
-            let mut y = vec![0.0f32; out_shape.numel()];
-            thin_block::thin_block_eval(x.data(), &g, weight.data(), o, affine, &mut y);
+            match winograd_pool {
+                Some(p) => {
+                    let u = frozen_weights::winograd4_weight(weight, o, g.c);
+                    winograd4::conv2d_winograd4_pooled(
+                        x.data(),
+                        &g,
+                        &u,
+                        o,
+                        None,
+                        Some(affine),
+                        p,
+                        &mut y,
+                    )
+                }
+                None => thin_block::thin_block_eval(x.data(), &g, weight.data(), o, affine, &mut y),
+            }
             return Ok(Tensor::from_shape_vec(out_shape, y));
         }
     }
@@ -562,12 +565,20 @@ mod tests {
             Tensor::from_vec((0..n).map(|_| rng.range(lo, hi)).collect(), dims).unwrap()
         };
         let spec = Conv2dSpec::new((1, 1), (1, 1));
-        let pool = Pool2dSpec::new((2, 2), (2, 2));
-        for (n, c, o, h, wd) in [
-            (2, 1, 8, 8, 20),
-            (2, 8, 16, 8, 20),
-            (2, 16, 32, 8, 20),
-            (4, 16, 32, 16, 40),
+        let (both, rows) = (
+            Pool2dSpec::new((2, 2), (2, 2)),
+            Pool2dSpec::new((2, 1), (2, 1)),
+        );
+        // Thin blocks, F(2x2) and direct convolutions, and (on AVX-512) a
+        // few lines of F(4x4) with each pool in its output transform.
+        for (n, c, o, h, wd, pool) in [
+            (2, 1, 8, 8, 20, both),
+            (2, 8, 16, 8, 20, both),
+            (2, 16, 32, 8, 20, both),
+            (4, 16, 32, 16, 40, both),
+            (1, 8, 16, 16, 64, both),
+            (1, 32, 32, 8, 32, rows),
+            (3, 16, 32, 8, 32, both),
         ] {
             let x = t(&[n, c, h, wd], -1.0, 1.0);
             let w = t(&[o, c, 3, 3], -0.5, 0.5);
