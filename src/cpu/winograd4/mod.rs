@@ -22,8 +22,9 @@
 //! One sample at a time: its padded input rows split into four phases
 //! (column `4k + p` at `phase_p[k]`), the transformed input `V` of all
 //! tiles (36 matrices, c x tiles), then per block of 16 output channels and
-//! 16 tiles the 36 products and the output transform, with the bias or an
-//! evaluation BatchNorm and ReLU applied before anything is stored. Tiles
+//! 16 tiles the 36 products and the output transform, with the bias, an
+//! evaluation BatchNorm and ReLU and a max-pool ([`Pool`]) applied before
+//! anything is stored. Tiles
 //! go 16 to a vector, a row of tiles at a time, or two rows of 8 tiles.
 
 mod x86;
@@ -77,9 +78,9 @@ pub const MIN_CHANNELS: usize = 8;
 /// Whether `n` samples of this geometry with `o` output channels are
 /// convolved here: [`computes`], at least [`MIN_CHANNELS`] input channels
 /// and at most [`MAX_SAMPLES`] samples. For one `crnn-s` line on one
-/// thread (in one process in alternation): b3 and b4 1.3-1.4x F(2x2)
-/// (itself 1.2-1.5x the direct convolution there), and b2 with its pool in
-/// the output transform 1.36x the thin block.
+/// thread (in one process in alternation): b3 1.65-1.75x and b4
+/// 1.45-1.65x F(2x2) (itself 1.2-1.5x the direct convolution there), and
+/// b2 with its pool in the output transform 1.25-1.45x the thin block.
 pub fn applies(g: &ConvGeom, n: usize, o: usize) -> bool {
     g.c >= MIN_CHANNELS && (1..=MAX_SAMPLES).contains(&n) && computes(g, o)
 }
