@@ -246,9 +246,9 @@ impl Layout {
         }
     }
 
-    /// Values of the phase-split padded rows of `c` channels.
-    fn phases_len(&self, c: usize) -> usize {
-        c * (4 * self.rows + 2) * 4 * self.phase
+    /// Values of the phase-split padded rows of one channel.
+    fn channel_phases_len(&self) -> usize {
+        (4 * self.rows + 2) * 4 * self.phase
     }
 }
 
@@ -258,7 +258,7 @@ fn sample(x: &[f32], g: &ConvGeom, u: &[f32], o: usize, post: Post, y: &mut [f32
     let l = Layout::of(g);
     let c = g.c;
     with_scratch(&V, 36 * l.v_stride, |v| {
-        with_scratch(&PHASES, l.phases_len(1), |phases| {
+        with_scratch(&PHASES, l.channel_phases_len(), |phases| {
             assert!(x.len() >= c * g.h * g.w);
             // SAFETY: computes() (AVX-512F) was asserted; `phases` holds the
             // padded rows of one channel, `v` 36 entries of c x tiles.
