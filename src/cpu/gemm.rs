@@ -1,11 +1,13 @@
 //! Single-precision GEMM on the CPU: products with few rows run on this
-//! crate's unpacked kernel ([`super::small_gemm`]), the others through
-//! `matrixmultiply::sgemm`. Both give bit-identical values (with `alpha = 1`
-//! on a CPU with FMA), so the choice never changes a result.
+//! crate's unpacked kernel ([`super::small_gemm`]), the others on AVX-512
+//! CPUs on its packed-panel kernel ([`super::panel_gemm`]), elsewhere
+//! through `matrixmultiply::sgemm`. All give bit-identical values (with
+//! `alpha = 1` on a CPU with FMA), so the choice never changes a result.
 //!
 //! Matrices are described by a pointer-free view: a slice, its row stride and
 //! its column stride, so transposes cost nothing.
 
+use super::panel_gemm;
 use super::scratch::with_scratch;
 use super::small_gemm;
 use rayon::prelude::*;
@@ -25,15 +27,20 @@ pub const SMALL_M: usize = 8;
 /// larger ones (128 x 1152 x 256) packing wins (`benches/kernels.rs`, `gemm/*`).
 pub const UNPACKED_AVX512_B: usize = 192 * 1024;
 
-/// A right-hand side stored transposed is first copied row-major for the
-/// unpacked kernel; from this many rows on the copy pays for itself (the
-/// LSTM's 1024 x 128 x 192 input projection: 1.2x; at 32 rows packing wins).
+/// A product `x·Wᵀ` with fewer rows than this (one line's LSTM input
+/// projection, 32 x 128 x 192ᵀ) is better computed turned around,
+/// `(W·xᵀ)ᵀ`: then the copied operand is the small `x`, not the weight
+/// (the caller does it: `lstm::input_projection`).
 pub const UNPACKED_TRANSPOSED_MIN_M: usize = 64;
 
-/// ... or, with the AVX-512 build, whatever the number of rows when it holds
-/// at most this many values: the copy is then a few µs at most. A linear
-/// layer for one line (32 x 96 x 37, the `crnn-s` head): 1.55x; 32 x 256 x
-/// 37: 1.2x; 32 x 96 x 128: 1.25x (in one process in alternation).
+/// With the AVX-512 build, a right-hand side stored transposed is copied
+/// row-major for the unpacked kernel when it holds at most this many
+/// values: the copy is then a few µs at most. A linear layer for one line
+/// (32 x 96 x 37, the `crnn-s` head): 1.55x matrixmultiply; 32 x 256 x 37:
+/// 1.2x; 32 x 96 x 128: 1.25x; the head at batch 32 (1024 x 96 x 37): 1.3x
+/// the packed panels. Larger ones go to the panels, which pack them anyway
+/// (1024 x 128 x 192 even, 1024 x 256 x 512 1.05x, 256 x 256 x 512 1.18x,
+/// 64 x 256 x 512 1.47x the copy; in one process in alternation).
 pub const UNPACKED_TRANSPOSED_SMALL_B: usize = 16 * 1024;
 
 /// With the AVX-512 build, a left-hand side without contiguous rows (`dgᵀ`
@@ -53,6 +60,11 @@ pub const STRIDED_A_MAX_M: usize = 256;
 /// rows 16 bytes off a line 0.95-1.09x; with 1024 rows the two are even.
 pub const K_BLOCKED_MAX_M: usize = 256;
 
+/// ... and at most this many columns: from 1024 (rows 4 KB apart, which
+/// crowd a few L1 sets) the packed panels of [`panel_gemm`] win (64 x 288 x
+/// 1024 1.16x, 128 x 576 x 1024 1.23x; at 512 columns the two are even).
+pub const K_BLOCKED_MAX_N: usize = 512;
+
 /// Whether `a·b` (`m x k x n`) runs on the unpacked kernel `kernel`.
 fn unpacked_wins(kernel: small_gemm::Kernel, a: MatRef, b: MatRef) -> bool {
     let (m, k, n) = (a.rows, a.cols, b.cols);
@@ -62,9 +74,7 @@ fn unpacked_wins(kernel: small_gemm::Kernel, a: MatRef, b: MatRef) -> bool {
         || (kernel == small_gemm::Kernel::Avx512
             && k * n <= UNPACKED_AVX512_B
             && (!strided_a || m <= STRIDED_A_MAX_M)
-            && (!copies_b
-                || m >= UNPACKED_TRANSPOSED_MIN_M
-                || k * n <= UNPACKED_TRANSPOSED_SMALL_B))
+            && (!copies_b || k * n <= UNPACKED_TRANSPOSED_SMALL_B))
 }
 
 /// Whether `a·b` runs on the unpacked kernel `kernel` a k block at a time
@@ -75,6 +85,7 @@ fn k_blocked_wins(kernel: small_gemm::Kernel, a: MatRef, b: MatRef) -> bool {
         && a.cs == 1
         && b.cs == 1
         && a.rows <= K_BLOCKED_MAX_M
+        && b.cols <= K_BLOCKED_MAX_N
         && a.cols > small_gemm::KC
 }
 
@@ -148,6 +159,10 @@ pub fn gemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
         }
         if k_blocked_wins(kernel, a, b) {
             gemm_k_blocked(kernel, alpha, a, b, beta, c);
+            return;
+        }
+        if kernel == small_gemm::Kernel::Avx512 {
+            panel_gemm::gemm(alpha, a, b, beta, c);
             return;
         }
     }
@@ -501,6 +516,39 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// Products past both unpacked paths (many rows, a wide right-hand side,
+    /// a strided left-hand side of many rows) give matrixmultiply's bits
+    /// through `gemm`, whichever kernel takes them.
+    #[test]
+    fn large_products_match_matrixmultiply_bit_for_bit() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let mut rng = Rng::seed(13);
+        for &(m, k, n, ta, tb) in &[
+            (300, 300, 700, false, false),
+            (64, 288, 1024, false, false),
+            (520, 260, 130, true, false),
+            (40, 512, 512, false, true),
+        ] {
+            let ad = values(m * k, &mut rng);
+            let bd = values(k * n, &mut rng);
+            let a = if ta {
+                MatRef::row_major(&ad, k, m).t()
+            } else {
+                MatRef::row_major(&ad, m, k)
+            };
+            let b = if tb {
+                MatRef::row_major(&bd, n, k).t()
+            } else {
+                MatRef::row_major(&bd, k, n)
+            };
+            let c0 = values(m * n, &mut rng);
+            let (mut want, mut got) = (c0.clone(), c0);
+            reference(a, b, 0.5, &mut want);
+            gemm(1.0, a, b, 0.5, &mut got);
+            assert_eq!(bits(&want), bits(&got), "{m}x{k}x{n} ta {ta} tb {tb}");
         }
     }
 

@@ -16,6 +16,7 @@ pub mod layout;
 pub mod lstm;
 mod lstm_line;
 pub mod maxpool2d;
+pub mod panel_gemm;
 pub mod peak;
 pub(crate) mod scratch;
 pub mod small_gemm;
