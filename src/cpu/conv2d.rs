@@ -17,6 +17,7 @@ use super::conv_weight_grad;
 use super::gemm::{gemm, gemm_par, transpose_into, MatRef};
 use super::scratch::with_scratch;
 use super::winograd;
+use super::winograd4;
 use rayon::prelude::*;
 use std::cell::Cell;
 
@@ -210,10 +211,12 @@ pub fn col2im_add(col: &[f32], g: &ConvGeom, dx: &mut [f32]) {
 /// Forward convolution of `n` samples `x` (n, c, h, w) with `weight`
 /// (o, c, kh, kw) and an optional `bias` (o) into `y` (n, o, ho, wo).
 ///
-/// 3x3 stride-1 layers with enough channels and tiles run the Winograd
-/// F(2x2, 3x3) algorithm ([`winograd`]): the same convolution up to
-/// rounding, 1.2-1.8x faster at the `crnn-t` shapes. The others run
-/// [`conv2d_forward_tapwise`].
+/// 3x3 stride-1 padding-1 layers that Winograd F(4x4, 3x3) takes
+/// ([`winograd4::applies`]) run it, its weight transformed for the call;
+/// other 3x3 stride-1 layers with enough channels and tiles run F(2x2, 3x3)
+/// ([`winograd`]): the same convolution up to rounding, 1.2-1.8x faster
+/// than the direct sum at the `crnn-t` shapes, F(4x4) 1.2-1.5x more. The
+/// others run [`conv2d_forward_tapwise`].
 pub fn conv2d_forward(
     x: &[f32],
     g: &ConvGeom,
@@ -223,7 +226,11 @@ pub fn conv2d_forward(
     y: &mut [f32],
 ) {
     let n = y.len() / (o * g.col_cols()).max(1);
-    if winograd::applies(g, n) {
+    if winograd4::applies(g, n, o) {
+        let u = winograd4::transform_weight(weight, o, g.c);
+        let x = &x[..n * g.in_len()];
+        winograd4::conv2d_winograd4_then(x, g, &u, o, bias, None, &mut y[..n * o * g.col_cols()]);
+    } else if winograd::applies(g, n) {
         winograd::conv2d_winograd(&x[..n * g.in_len()], g, weight, o, bias, y);
     } else {
         conv2d_forward_tapwise(x, g, weight, o, bias, y);

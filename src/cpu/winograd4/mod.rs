@@ -1,5 +1,7 @@
-//! Winograd F(4x4, 3x3) forward convolution for a few lines through a 3x3,
-//! stride-1, padding-1 layer in evaluation.
+//! Winograd F(4x4, 3x3) forward convolution through a 3x3, stride-1,
+//! padding-1 layer: a recorded forward pass, the input gradient run as a
+//! forward convolution, an evaluation block with its BatchNorm, ReLU and
+//! max-pool.
 //!
 //! Each output channel is cut into 4x4 tiles; a tile of output channel o
 //! is `Aᵀ [Σ_c U_oc ⊙ V_c] A` with `U_oc = G k_oc Gᵀ` (6x6) and
@@ -13,11 +15,11 @@
 //! The price is rounding: the transforms multiply by up to 8 and the
 //! kernel's by 1/24, so outputs are the convolution to within about 1e-5
 //! of the sum of the magnitudes of their terms (F(2x2) keeps 8e-6 and only
-//! adds, subtracts and halves). For an evaluation on a few lines that is
-//! far inside what a trained model notices. The choice depends on the
-//! geometry and the number of samples only ([`applies`]), so a recorded
-//! forward pass on a few lines computes the same values as an evaluation
-//! (its backward pass is that of the exact convolution).
+//! adds, subtracts and halves), far inside what training or a trained
+//! model notices (cuDNN's F(4x4) makes the same trade). The choice depends
+//! on the geometry and the output channels only ([`applies`]), so a
+//! recorded forward pass computes the same values as an evaluation (its
+//! backward pass is that of the exact convolution).
 //!
 //! One sample at a time: its padded input rows split into four phases
 //! (column `4k + p` at `phase_p[k]`), the transformed input `V` of all
@@ -67,22 +69,20 @@ pub fn computes(g: &ConvGeom, o: usize) -> bool {
         && simd::has_avx512()
 }
 
-/// The most samples ("a few lines") convolved here; more keep F(2x2),
-/// whose products grow into large, efficient GEMMs with the batch and
-/// whose weight gradient trains with it.
-pub const MAX_SAMPLES: usize = 3;
-
 /// Fewer input channels keep the direct convolution (or a thin block).
 pub const MIN_CHANNELS: usize = 8;
 
 /// Whether `n` samples of this geometry with `o` output channels are
-/// convolved here: [`computes`], at least [`MIN_CHANNELS`] input channels
-/// and at most [`MAX_SAMPLES`] samples. For one `crnn-s` line on one
-/// thread (in one process in alternation): b3 1.65-1.75x and b4
-/// 1.45-1.65x F(2x2) (itself 1.2-1.5x the direct convolution there), and
-/// b2 with its pool in the output transform 1.25-1.45x the thin block.
+/// convolved here: [`computes`] and at least [`MIN_CHANNELS`] input
+/// channels. On one thread, in one process in alternation: one `crnn-s`
+/// line's b3 1.65-1.75x and b4 1.45-1.65x F(2x2) (itself 1.2-1.5x the
+/// direct convolution there), b2 with its pool in the output transform
+/// 1.25-1.45x the thin block; at batch 4 and 32 the `crnn-t` layers
+/// 1.2-1.5x F(2x2) and the `crnn-s` ones 1.5-1.9x (each sample's products
+/// are as small as a line's either way, so F(2x2) gains nothing from the
+/// batch). `n` only has to be positive.
 pub fn applies(g: &ConvGeom, n: usize, o: usize) -> bool {
-    g.c >= MIN_CHANNELS && (1..=MAX_SAMPLES).contains(&n) && computes(g, o)
+    g.c >= MIN_CHANNELS && n > 0 && computes(g, o)
 }
 
 /// `G`, 6x3, of F(4x4, 3x3) for the points 0, 1, -1, 2, -2 (and ∞).
@@ -97,22 +97,48 @@ const G: [[f64; 3]; 6] = [
 
 /// `U`, 36 matrices (o x c): entry e = 6a + b of `G k Gᵀ` for every kernel
 /// `k` (3x3) of `weight` (o, c, 3, 3), computed in f64 and rounded once.
+/// Kernels go [`TRANSFORM_CHUNK`] at a time, tap-major, so that each step
+/// is one loop over kernels that the compiler vectorises (a training step
+/// transforms its weights at every call: 128 x 128 kernels in 0.53-0.59 ms
+/// instead of 2.8 ms kernel by kernel, with the same operations in the
+/// same order, so the same bits).
 pub fn transform_weight(weight: &[f32], o: usize, c: usize) -> Vec<f32> {
     assert!(weight.len() >= o * c * 9, "winograd4: weight too short");
-    let mut u = vec![0.0f32; 36 * o * c];
-    for (oc, k) in weight[..o * c * 9].chunks_exact(9).enumerate() {
-        let k = |r: usize, s: usize| k[3 * r + s] as f64;
+    let count = o * c;
+    let mut u = vec![0.0f32; 36 * count];
+    let mut taps = [[0.0f64; TRANSFORM_CHUNK]; 9];
+    let mut gk = [[0.0f64; TRANSFORM_CHUNK]; 3];
+    for start in (0..count).step_by(TRANSFORM_CHUNK) {
+        let len = TRANSFORM_CHUNK.min(count - start);
+        for (i, k) in weight[9 * start..9 * (start + len)]
+            .chunks_exact(9)
+            .enumerate()
+        {
+            for (t, &v) in k.iter().enumerate() {
+                taps[t][i] = v as f64;
+            }
+        }
         for a in 0..6 {
-            // Row a of G k.
-            let gk: [f64; 3] = std::array::from_fn(|s| (0..3).map(|r| G[a][r] * k(r, s)).sum());
+            // Row a of G k, for every kernel: sum over r of G[a][r] k[r][s].
+            for (s, gk) in gk.iter_mut().enumerate() {
+                for i in 0..len {
+                    gk[i] = (0..3).map(|r| G[a][r] * taps[3 * r + s][i]).sum();
+                }
+            }
             for b in 0..6 {
-                let v: f64 = (0..3).map(|s| gk[s] * G[b][s]).sum();
-                u[(6 * a + b) * o * c + oc] = v as f32;
+                let out = &mut u[(6 * a + b) * count + start..][..len];
+                for (i, out) in out.iter_mut().enumerate() {
+                    let v: f64 = (0..3).map(|s| gk[s][i] * G[b][s]).sum();
+                    *out = v as f32;
+                }
             }
         }
     }
     u
 }
+
+/// Kernels transformed together by [`transform_weight`].
+const TRANSFORM_CHUNK: usize = 64;
 
 /// A max-pool of stride equal to its window applied to each output tile
 /// before it is stored (after the ReLU: values without NaN or -0, so the
