@@ -135,14 +135,7 @@ impl Block {
             let g0 = row_tile(t0).0;
             for (i0, r) in group.clone().map(row_tile) {
                 let tile = &mut tiles[(i0 - g0) * self.kc..][..r * self.kc];
-                let rows = MatRef {
-                    data: &a.data[i0 * a.rs + self.k0 * a.cs..],
-                    rows: self.kc,
-                    cols: r,
-                    rs: a.cs,
-                    cs: a.rs,
-                };
-                transpose_to(rows, tile, r);
+                self.pack_rows(a, i0, r, tile);
             }
             for (jt, v) in self.column_tiles() {
                 let panel = &panels[jt * self.kc..][..16 * v * self.kc];
@@ -156,6 +149,28 @@ impl Block {
                     unsafe { x86::tile(r, v, self, tile, panel, out, n, cols) };
                 }
             }
+        }
+    }
+
+    /// Copies the block's k steps of the `r` rows of `a` from `i0` into
+    /// `tile`: step q's values at `q * r`.
+    fn pack_rows(&self, a: MatRef, i0: usize, r: usize, tile: &mut [f32]) {
+        let data = &a.data[i0 * a.rs + self.k0 * a.cs..];
+        if a.rs == 1 {
+            // `a` stored transposed (`dgᵀ` of a weight gradient): each step's
+            // values of the r rows are side by side already.
+            for (q, dst) in tile.chunks_exact_mut(r).enumerate() {
+                dst.copy_from_slice(&data[q * a.cs..][..r]);
+            }
+        } else {
+            let steps = MatRef {
+                data,
+                rows: self.kc,
+                cols: r,
+                rs: a.cs,
+                cs: a.rs,
+            };
+            transpose_to(steps, tile, r);
         }
     }
 
