@@ -27,6 +27,7 @@ use retort::cpu::conv_weight_grad;
 use retort::cpu::gemm::{gemm, gemm_packed, MatRef};
 use retort::cpu::lstm::{lstm_backward, lstm_forward, LstmDims, LstmNeeds, LstmParams};
 use retort::cpu::peak::{self, Peak};
+use retort::cpu::winograd::{self, conv2d_winograd};
 use retort::distill::soft_kd;
 use retort::ops::ctc::{ctc_loss, CtcOptions};
 use retort::{ops, Rng, Tape, Tensor};
@@ -207,8 +208,15 @@ fn bench_conv(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("forward", name), |bench| {
             bench.iter(|| conv2d_forward(&x, &g, &wt, o, None, black_box(&mut y)))
         });
+        // Winograd F(2x2, 3x3), what F(4x4) replaces where it applies (b2
+        // and b4 forward, at any batch size since the sixth session).
+        if winograd::applies(&g, N) {
+            group.bench_function(BenchmarkId::new("forward F(2x2)", name), |bench| {
+                bench.iter(|| conv2d_winograd(&x, &g, &wt, o, None, black_box(&mut y)))
+            });
+        }
         // Tap by tap (the direct or im2col path, im2col's bits), what the
-        // Winograd path replaces on b2 and b4.
+        // Winograd paths replace on b2 and b4.
         group.bench_function(BenchmarkId::new("forward tap by tap", name), |bench| {
             bench.iter(|| conv2d_forward_tapwise(&x, &g, &wt, o, None, black_box(&mut y)))
         });
