@@ -425,14 +425,70 @@ pub fn gemm_par(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
         });
 }
 
+/// What the GEMM paths' tests share: random operands in every layout and
+/// bitwise comparison.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod testing {
+    use super::MatRef;
     use crate::rng::Rng;
 
-    fn values(len: usize, rng: &mut Rng) -> Vec<f32> {
+    /// `len` values drawn uniformly from [-1, 1).
+    pub(crate) fn values(len: usize, rng: &mut Rng) -> Vec<f32> {
         (0..len).map(|_| rng.range(-1.0, 1.0)).collect()
     }
+
+    /// The bits of each value, for `assert_eq!`.
+    pub(crate) fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// Random operands of an `m x k x n` product, `a` stored transposed
+    /// (column-major) when `ta`, `b` when `tb`.
+    pub(crate) struct Operands {
+        a: Vec<f32>,
+        b: Vec<f32>,
+        shape: (usize, usize, usize),
+        transposed: (bool, bool),
+    }
+
+    impl Operands {
+        pub(crate) fn new(
+            (m, k, n): (usize, usize, usize),
+            ta: bool,
+            tb: bool,
+            rng: &mut Rng,
+        ) -> Self {
+            Operands {
+                a: values(m * k, rng),
+                b: values(k * n, rng),
+                shape: (m, k, n),
+                transposed: (ta, tb),
+            }
+        }
+
+        /// The views `a` (m x k) and `b` (k x n).
+        pub(crate) fn views(&self) -> (MatRef<'_>, MatRef<'_>) {
+            let (m, k, n) = self.shape;
+            let stored = |data, rows, cols, t| {
+                if t {
+                    MatRef::row_major(data, cols, rows).t()
+                } else {
+                    MatRef::row_major(data, rows, cols)
+                }
+            };
+            (
+                stored(&self.a, m, k, self.transposed.0),
+                stored(&self.b, k, n, self.transposed.1),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{bits, values, Operands};
+    use super::*;
+    use crate::rng::Rng;
 
     /// `matrixmultiply::sgemm` on the same views: the reference.
     fn reference(a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
@@ -455,24 +511,12 @@ mod tests {
                     for &n in &[1, 7, 16, 17, 37, 192, 300, 512] {
                         for &beta in &[0.0, 1.0, 0.5] {
                             for (ta, tb) in [(false, false), (true, false), (false, true)] {
-                                let ad = values(m * k, &mut rng);
-                                let bd = values(k * n, &mut rng);
-                                let a = if ta {
-                                    MatRef::row_major(&ad, k, m).t()
-                                } else {
-                                    MatRef::row_major(&ad, m, k)
-                                };
-                                let b = if tb {
-                                    MatRef::row_major(&bd, n, k).t()
-                                } else {
-                                    MatRef::row_major(&bd, k, n)
-                                };
+                                let operands = Operands::new((m, k, n), ta, tb, &mut rng);
+                                let (a, b) = operands.views();
                                 let c0 = values(m * n, &mut rng);
                                 let (mut want, mut got) = (c0.clone(), c0);
                                 reference(a, b, beta, &mut want);
                                 assert!(gemm_unpacked_with(kernel, 1.0, a, b, beta, &mut got));
-                                let bits =
-                                    |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                                 assert_eq!(
                                     bits(&want),
                                     bits(&got),
@@ -491,14 +535,12 @@ mod tests {
     /// `gemm` dispatches a large right-hand side with few rows to it.
     #[test]
     fn k_blocked_path_matches_matrixmultiply_bit_for_bit() {
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         let mut rng = Rng::seed(11);
         for kernel in small_gemm::Kernel::all_available() {
             for &(m, k, n) in &[(9, 257, 17), (33, 520, 300), (16, 600, 400), (3, 256, 33)] {
                 for &beta in &[0.0, 1.0, 0.5] {
-                    let ad = values(m * k, &mut rng);
-                    let bd = values(k * n, &mut rng);
-                    let (a, b) = (MatRef::row_major(&ad, m, k), MatRef::row_major(&bd, k, n));
+                    let operands = Operands::new((m, k, n), false, false, &mut rng);
+                    let (a, b) = operands.views();
                     let c0 = values(m * n, &mut rng);
                     let (mut want, mut got) = (c0.clone(), c0.clone());
                     reference(a, b, beta, &mut want);
@@ -524,7 +566,6 @@ mod tests {
     /// through `gemm`, whichever kernel takes them.
     #[test]
     fn large_products_match_matrixmultiply_bit_for_bit() {
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         let mut rng = Rng::seed(13);
         for &(m, k, n, ta, tb) in &[
             (300, 300, 700, false, false),
@@ -532,18 +573,8 @@ mod tests {
             (520, 260, 130, true, false),
             (40, 512, 512, false, true),
         ] {
-            let ad = values(m * k, &mut rng);
-            let bd = values(k * n, &mut rng);
-            let a = if ta {
-                MatRef::row_major(&ad, k, m).t()
-            } else {
-                MatRef::row_major(&ad, m, k)
-            };
-            let b = if tb {
-                MatRef::row_major(&bd, n, k).t()
-            } else {
-                MatRef::row_major(&bd, k, n)
-            };
+            let operands = Operands::new((m, k, n), ta, tb, &mut rng);
+            let (a, b) = operands.views();
             let c0 = values(m * n, &mut rng);
             let (mut want, mut got) = (c0.clone(), c0);
             reference(a, b, 0.5, &mut want);

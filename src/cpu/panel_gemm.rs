@@ -332,16 +332,9 @@ mod x86 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::gemm::testing::{bits, values, Operands};
     use super::*;
     use crate::rng::Rng;
-
-    fn values(len: usize, rng: &mut Rng) -> Vec<f32> {
-        (0..len).map(|_| rng.range(-1.0, 1.0)).collect()
-    }
-
-    fn bits(v: &[f32]) -> Vec<u32> {
-        v.iter().map(|x| x.to_bits()).collect()
-    }
 
     /// matrixmultiply's bits for every ragged row tile, column tile and k
     /// block, more than one group of rows and block of columns, each beta
@@ -366,18 +359,8 @@ mod tests {
         for &(m, k, n) in &shapes {
             for &(alpha, beta) in &[(1.0, 0.0), (1.0, 1.0), (1.0, 0.5), (0.5, 0.25)] {
                 for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-                    let ad = values(m * k, &mut rng);
-                    let bd = values(k * n, &mut rng);
-                    let a = if ta {
-                        MatRef::row_major(&ad, k, m).t()
-                    } else {
-                        MatRef::row_major(&ad, m, k)
-                    };
-                    let b = if tb {
-                        MatRef::row_major(&bd, n, k).t()
-                    } else {
-                        MatRef::row_major(&bd, k, n)
-                    };
+                    let operands = Operands::new((m, k, n), ta, tb, &mut rng);
+                    let (a, b) = operands.views();
                     let c0 = values(m * n, &mut rng);
                     let (mut want, mut got) = (c0.clone(), c0);
                     super::super::gemm::gemm_packed(alpha, a, b, beta, &mut want);
