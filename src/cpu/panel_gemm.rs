@@ -51,10 +51,13 @@ thread_local! {
 /// `(start, len)` pairs.
 fn even_parts(total: usize, max: usize) -> impl Iterator<Item = (usize, usize)> {
     let parts = total.div_ceil(max);
-    (0..parts).map(move |u| {
-        let start = total * u / parts;
-        (start, total * (u + 1) / parts - start)
-    })
+    (0..parts).map(move |u| even_part(total, parts, u))
+}
+
+/// Part `u` of `total` split into `parts` parts of even sizes.
+fn even_part(total: usize, parts: usize, u: usize) -> (usize, usize) {
+    let start = total * u / parts;
+    (start, total * (u + 1) / parts - start)
 }
 
 /// `c = alpha * a·b + beta * c` (`c` row-major, `b.cols` values a row).
@@ -123,13 +126,9 @@ impl Block {
             let panel = &mut panels[jt * self.kc..][..16 * v * self.kc];
             self.pack_panel(b, jt, 16 * v, panel);
         }
+        // Row tiles as `even_parts(m, MR)`, in groups of MC rows.
         let tiles_total = m.div_ceil(MR);
-        let row_tile = |t: usize| {
-            (
-                m * t / tiles_total,
-                m * (t + 1) / tiles_total - m * t / tiles_total,
-            )
-        };
+        let row_tile = |t: usize| even_part(m, tiles_total, t);
         for t0 in (0..tiles_total).step_by(MC / MR) {
             let group = t0..(t0 + MC / MR).min(tiles_total);
             let g0 = row_tile(t0).0;
