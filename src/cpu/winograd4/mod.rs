@@ -21,13 +21,15 @@
 //! recorded forward pass computes the same values as an evaluation (its
 //! backward pass is that of the exact convolution).
 //!
-//! One sample at a time: its padded input rows split into four phases
-//! (column `4k + p` at `phase_p[k]`), the transformed input `V` of all
-//! tiles (36 matrices, c x tiles), then per block of 16 output channels and
-//! 16 tiles the 36 products and the output transform, with the bias, an
-//! evaluation BatchNorm and ReLU and a max-pool ([`Pool`]) applied before
-//! anything is stored. Tiles
-//! go 16 to a vector, a row of tiles at a time, or two rows of 8 tiles.
+//! A few samples per thread (enough for three strips of 16 tiles): each
+//! one's padded input rows split into four phases (column `4k + p` at
+//! `phase_p[k]`) and its transformed input `V` of all tiles (36 matrices,
+//! c x tiles); then per block of 16 output channels the 36 products of
+//! two or three strips at once (a lone strip: 16 rows by one strip), and
+//! each strip's output transform, with the bias, an evaluation BatchNorm
+//! and ReLU and a max-pool ([`Pool`]) applied before anything is stored.
+//! Tiles go 16 to a vector, a row of tiles at a time, or two rows of 8
+//! tiles.
 
 mod x86;
 
@@ -214,13 +216,17 @@ pub fn conv2d_winograd4_pooled(
         relu_affine,
         pool,
     };
-    let one = |(xs, ys): (&[f32], &mut [f32])| sample(xs, g, u, o, post, ys);
-    if n == 1 {
-        one((&x[..in_len], y));
+    let group = Layout::of(g)
+        .sample_group()
+        .min(n.div_ceil(rayon::current_num_threads()));
+    let some = |(xs, ys): (&[f32], &mut [f32])| samples(xs, g, u, o, post, ys);
+    if n <= group {
+        some((&x[..n * in_len], y));
     } else {
-        x.par_chunks(in_len)
-            .zip(y.par_chunks_mut(out_len))
-            .for_each(one);
+        x[..n * in_len]
+            .par_chunks(group * in_len)
+            .zip(y.par_chunks_mut(group * out_len))
+            .for_each(some);
     }
 }
 
@@ -272,47 +278,102 @@ impl Layout {
         }
     }
 
+    /// Samples convolved together on one thread: enough for the products
+    /// to take three strips of 16 tiles at once ([`x86::products_strips`])
+    /// when a sample has fewer, and no more (their transformed inputs must
+    /// stay in L2 while each block of `U` passes over them).
+    fn sample_group(&self) -> usize {
+        3usize.div_ceil(self.strips).max(1)
+    }
+
     /// Values of the phase-split padded rows of one channel.
     fn channel_phases_len(&self) -> usize {
         (4 * self.rows + 2) * 4 * self.phase
     }
 }
 
-/// One sample: the input transform, then the products and the output
-/// transform per block of 16 output channels and 16 tiles.
-fn sample(x: &[f32], g: &ConvGeom, u: &[f32], o: usize, post: Post, y: &mut [f32]) {
+/// A few samples: each one's input transform, then per block of 16 output
+/// channels the products of all their strips of 16 tiles, up to three
+/// strips at a time, and each strip's output transform.
+fn samples(x: &[f32], g: &ConvGeom, u: &[f32], o: usize, post: Post, y: &mut [f32]) {
     let l = Layout::of(g);
     let c = g.c;
-    with_scratch(&V, 36 * l.v_stride, |v| {
+    let in_len = c * g.h * g.w;
+    let n = x.len() / in_len;
+    let (ph, pw) = post.pool.plane(g.h, g.w);
+    let out_len = o * ph * pw;
+    assert!(n > 0 && x.len() == n * in_len && y.len() >= n * out_len);
+    let v_len = 36 * l.v_stride;
+    let m_len = 36 * l.m_stride;
+    // Every (sample, strip), in runs of 2 or 3 (or a lone strip).
+    let strips = n * l.strips;
+    let runs = if strips == 1 { 1 } else { strips.div_ceil(3) };
+    with_scratch(&V, n * v_len, |v| {
         with_scratch(&PHASES, l.channel_phases_len(), |phases| {
-            assert!(x.len() >= c * g.h * g.w);
-            // SAFETY: computes() (AVX-512F) was asserted; `phases` holds the
-            // padded rows of one channel, `v` 36 entries of c x tiles.
-            unsafe { x86::input_transform(x, (c, g.h, g.w), &l, phases, v) };
+            for (xs, vs) in x.chunks_exact(in_len).zip(v.chunks_exact_mut(v_len)) {
+                // SAFETY: computes() (AVX-512F) was asserted; `phases` holds
+                // the padded rows of one channel, `vs` 36 entries of c x tiles.
+                unsafe { x86::input_transform(xs, (c, g.h, g.w), &l, phases, vs) };
+            }
         });
-        with_scratch(&M, 36 * l.m_stride, |m| {
-            let (ph, pw) = post.pool.plane(g.h, g.w);
+        let v: &[f32] = v;
+        with_scratch(&M, 3 * m_len, |m| {
             for o0 in (0..o).step_by(ROWS) {
-                for strip in 0..l.strips {
+                let uo = &u[o0 * c..];
+                for run in 0..runs {
+                    let (first, count) = (
+                        strips * run / runs,
+                        strips * (run + 1) / runs - strips * run / runs,
+                    );
+                    let at = |i: usize| {
+                        let (sample, strip) = ((first + i) / l.strips, (first + i) % l.strips);
+                        (sample, strip, &v[sample * v_len + strip * LANES..])
+                    };
+                    let (m0, rest) = m.split_at_mut(m_len);
+                    let (m1, m2) = rest.split_at_mut(m_len);
                     // SAFETY: as above; rows o0..o0 + 16 of each U entry (c
-                    // values each), the strip of each V entry, and `m` holds
-                    // 36 blocks of 16 x 16.
-                    unsafe { x86::products(&u[o0 * c..], o * c, c, &v[strip * LANES..], &l, m) };
-                    for row in 0..ROWS {
-                        let ch = o0 + row;
-                        let plane = &mut y[ch * ph * pw..(ch + 1) * ph * pw];
-                        // SAFETY: as above; the strip's tiles lie in the plane.
-                        unsafe {
-                            x86::output_transform(
-                                m,
+                    // values each), each strip of each V entry, and each
+                    // `m` block holds 36 blocks of 16 x 16.
+                    unsafe {
+                        match count {
+                            1 => x86::products(uo, o * c, c, at(0).2, &l, m0),
+                            2 => x86::products_strips::<2>(
+                                uo,
+                                o * c,
+                                c,
+                                [at(0).2, at(1).2],
                                 &l,
-                                (row, strip),
-                                post.of(ch),
-                                post.pool,
-                                pw,
-                                plane,
-                            )
-                        };
+                                [m0, m1],
+                            ),
+                            _ => x86::products_strips::<3>(
+                                uo,
+                                o * c,
+                                c,
+                                [at(0).2, at(1).2, at(2).2],
+                                &l,
+                                [m0, m1, m2],
+                            ),
+                        }
+                    }
+                    for (i, ms) in m.chunks_exact(m_len).take(count).enumerate() {
+                        let (sample, strip, _) = at(i);
+                        let ys = &mut y[sample * out_len..(sample + 1) * out_len];
+                        for row in 0..ROWS {
+                            let ch = o0 + row;
+                            let plane = &mut ys[ch * ph * pw..(ch + 1) * ph * pw];
+                            // SAFETY: as above; the strip's tiles lie in the plane.
+                            unsafe {
+                                x86::output_transform(
+                                    ms,
+                                    &l,
+                                    (row, strip),
+                                    post.of(ch),
+                                    post.pool,
+                                    pw,
+                                    plane,
+                                )
+                            };
+                        }
                     }
                 }
             }
@@ -483,23 +544,39 @@ mod tests {
         }
     }
 
+    /// A sample's outputs have the same bits alone and in a group, whether
+    /// its strips of 16 tiles run on the 16-row tile (a lone strip) or two
+    /// or three at a time beside other samples' strips.
     #[test]
     fn samples_are_independent() {
         if !simd::has_avx512() {
             return;
         }
-        let g = geom(16, 8, 32);
-        let o = 16;
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         let mut rng = Rng::seed(9);
-        let x = values(3 * g.c * g.h * g.w, &mut rng);
-        let u = transform_weight(&values(o * g.c * 9, &mut rng), o, g.c);
-        let mut all = vec![0.0; 3 * o * g.h * g.w];
-        conv2d_winograd4_then(&x, &g, &u, o, None, None, &mut all);
-        for (i, want) in all.chunks_exact(o * g.h * g.w).enumerate() {
-            let mut one = vec![0.0; o * g.h * g.w];
-            let xs = &x[i * g.c * g.h * g.w..(i + 1) * g.c * g.h * g.w];
-            conv2d_winograd4_then(xs, &g, &u, o, None, None, &mut one);
-            assert_eq!(one, want, "sample {i}");
+        // One strip per sample (rows of 8 tiles), then four (rows of 16).
+        for g in [geom(16, 8, 32), geom(8, 16, 64)] {
+            let o = 32;
+            let (in_len, out_len) = (g.c * g.h * g.w, o * g.h * g.w);
+            let u = transform_weight(&values(o * g.c * 9, &mut rng), o, g.c);
+            let post = Post {
+                bias: None,
+                relu_affine: None,
+                pool: Pool::None,
+            };
+            for n in 1..=4 {
+                let x = values(n * in_len, &mut rng);
+                let mut all = vec![0.0; n * out_len];
+                samples(&x, &g, &u, o, post, &mut all);
+                for (i, want) in all.chunks_exact(out_len).enumerate() {
+                    let mut one = vec![0.0; out_len];
+                    samples(&x[i * in_len..(i + 1) * in_len], &g, &u, o, post, &mut one);
+                    assert_eq!(bits(&one), bits(want), "{g:?}: sample {i} of {n}");
+                }
+                let mut via_batch = vec![0.0; n * out_len];
+                conv2d_winograd4_then(&x, &g, &u, o, None, None, &mut via_batch);
+                assert_eq!(bits(&via_batch), bits(&all), "{g:?}: {n} samples");
+            }
         }
     }
 

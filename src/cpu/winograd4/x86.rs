@@ -222,6 +222,57 @@ pub(super) unsafe fn products(
     }
 }
 
+/// [`products`] for `S` (2 or 3) strips at once, each with its own `v`
+/// and `m`, in two passes of 8 rows: `8 x S` accumulators, each k step
+/// `S` loads of `v` and 8 broadcasts of `u` for `8 S` FMAs, so each value
+/// of `u` read serves `16 S` tiles (the 16-row tile: 16; `crnn-t`'s
+/// 128-channel `U` no longer fits L2 and was re-read for every 16 tiles).
+/// The same FMAs in the same order per value as [`products`].
+///
+/// # Safety
+/// AVX-512F; the operands hold those values.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn products_strips<const S: usize>(
+    u: &[f32],
+    u_entry: usize,
+    c: usize,
+    v: [&[f32]; S],
+    l: &Layout,
+    m: [&mut [f32]; S],
+) {
+    const HALF: usize = ROWS / 2;
+    let tiles = l.strips * LANES;
+    let u = u.as_ptr();
+    let v = v.map(|v| v.as_ptr());
+    let m = m.map(|m| m.as_mut_ptr());
+    // SAFETY: the caller's contract.
+    unsafe {
+        for half in 0..2 {
+            for e in 0..36 {
+                let up = u.add(e * u_entry + half * HALF * c);
+                let vp = v.map(|v| v.add(e * l.v_stride));
+                let mut acc = [[_mm512_setzero_ps(); S]; HALF];
+                for k in 0..c {
+                    let b: [__m512; S] =
+                        std::array::from_fn(|s| _mm512_loadu_ps(vp[s].add(k * tiles)));
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let a = _mm512_set1_ps(*up.add(r * c + k));
+                        for (acc, &b) in acc.iter_mut().zip(&b) {
+                            *acc = _mm512_fmadd_ps(a, b, *acc);
+                        }
+                    }
+                }
+                for (r, acc) in acc.iter().enumerate() {
+                    for (s, &acc) in acc.iter().enumerate() {
+                        let at = m[s].add(e * l.m_stride + LANES * (half * HALF + r));
+                        _mm512_storeu_ps(at, acc);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// `Aᵀ m A` of one output channel (`row` of the block) over its strip
 /// (`strip` of the sample), then `+ bias`, the
 /// BatchNorm and ReLU if given, and `pool`, into the output plane (`w`
