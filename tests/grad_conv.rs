@@ -103,6 +103,27 @@ fn assert_within_winograd_rounding(
     }
 }
 
+/// A Winograd-sized convolution: its forward pass within the Winograd
+/// rounding ([`assert_within_winograd_rounding`]), then the gradients of
+/// the convolution it computes against finite differences. The
+/// convolution is linear in each operand, so a large step costs no
+/// truncation error, and it keeps the f32 rounding of the ~60K summed
+/// outputs (about 4e-3 in a difference quotient over 1e-2) below the
+/// tolerance.
+fn winograd_conv2d_holds(spec: Conv2dSpec, x: Tensor, w: Tensor, b: Tensor) -> Result<(), String> {
+    let y = conv2d(&mut Tape::no_grad(), &x, &w, Some(&b), spec).unwrap();
+    assert_within_winograd_rounding(&y, &x, &w, &b, spec);
+    check_gradients(
+        &[x, w, b],
+        |tape, t| conv2d(tape, &t[0], &t[1], Some(&t[2]), spec),
+        Tol {
+            max_checks: 16,
+            step: 0.25,
+            ..Tol::default()
+        },
+    )
+}
+
 fn assert_close(got: &[f32], want: &[f64], tol: f64) {
     assert_eq!(got.len(), want.len(), "lengths differ");
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
@@ -196,13 +217,7 @@ proptest! {
     /// of the convolution it computes.
     #[test]
     fn winograd4_conv2d_matches_direct_and_finite_differences((spec, x, w, b) in winograd4_case()) {
-        let y = conv2d(&mut Tape::no_grad(), &x, &w, Some(&b), spec).unwrap();
-        assert_within_winograd_rounding(&y, &x, &w, &b, spec);
-        let check = check_gradients(
-            &[x, w, b],
-            |tape, t| conv2d(tape, &t[0], &t[1], Some(&t[2]), spec),
-            Tol { max_checks: 16, step: 0.25, ..Tol::default() },
-        );
+        let check = winograd_conv2d_holds(spec, x, w, b);
         prop_assert!(check.is_ok(), "{spec:?}: {}", check.unwrap_err());
     }
 }
@@ -215,18 +230,8 @@ proptest! {
     /// differences.
     #[test]
     fn winograd_sized_conv2d_matches_direct_and_finite_differences((spec, x, w, b) in winograd_case()) {
-        let y = conv2d(&mut Tape::no_grad(), &x, &w, Some(&b), spec).unwrap();
         // F(2x2), or F(4x4) where it applies (32 outputs, rows of 8 tiles).
-        assert_within_winograd_rounding(&y, &x, &w, &b, spec);
-        // The convolution is linear in each operand, so a large step costs
-        // no truncation error, and it keeps the f32 rounding of the ~60K
-        // summed outputs (about 4e-3 in a difference quotient over 1e-2)
-        // below the tolerance.
-        let check = check_gradients(
-            &[x, w, b],
-            |tape, t| conv2d(tape, &t[0], &t[1], Some(&t[2]), spec),
-            Tol { max_checks: 16, step: 0.25, ..Tol::default() },
-        );
+        let check = winograd_conv2d_holds(spec, x, w, b);
         prop_assert!(check.is_ok(), "{spec:?}: {}", check.unwrap_err());
     }
 }
