@@ -169,7 +169,8 @@ impl Pool {
 /// Convolves `n` samples `x` (n, c, h, w) with the transformed weight `u`
 /// ([`transform_weight`]) into `y` (n, o, h, w), adding `bias` (o) and then,
 /// with `relu_affine`, `max((v - mean) * scale + beta, 0)` per channel.
-/// Samples run in parallel, each on one thread. Panics unless
+/// Samples run in parallel, up to three together on one thread (enough
+/// for three strips of 16 tiles: [`Layout::sample_group`]). Panics unless
 /// [`computes`] holds and the slices fit.
 pub fn conv2d_winograd4_then(
     x: &[f32],
