@@ -170,7 +170,7 @@ impl Pool {
 /// ([`transform_weight`]) into `y` (n, o, h, w), adding `bias` (o) and then,
 /// with `relu_affine`, `max((v - mean) * scale + beta, 0)` per channel.
 /// Samples run in parallel, up to three together on one thread (enough
-/// for three strips of 16 tiles: [`Layout::sample_group`]). Panics unless
+/// for three strips of 16 tiles). Panics unless
 /// [`computes`] holds and the slices fit.
 pub fn conv2d_winograd4_then(
     x: &[f32],
