@@ -117,7 +117,7 @@ pub fn conv2d_winograd_then(
 ) {
     assert!(
         computes(g),
-        "conv2d_winograd: {g:?} is not a 3x3 stride-1 layer"
+        "conv2d_winograd: {g:?} is not computed here (a 3x3 stride-1 layer, AVX-512F)"
     );
     let (in_len, out_len) = (g.in_len(), o * g.ho * g.wo);
     let n = x.len() / in_len;
@@ -275,6 +275,10 @@ mod tests {
     /// 0 to 2, several blocks per sample, bias or not, one and three threads.
     #[test]
     fn matches_im2col_gemm_up_to_rounding() {
+        if !crate::cpu::simd::has_avx512() {
+            eprintln!("skipped: no AVX-512F");
+            return;
+        }
         let mut rng = Rng::seed(21);
         for (c, h, w, o, n) in [
             (16, 8, 32, 32, 2),
@@ -316,6 +320,10 @@ mod tests {
     /// The thread count changes no bit.
     #[test]
     fn same_bits_on_any_thread_count() {
+        if !crate::cpu::simd::has_avx512() {
+            eprintln!("skipped: no AVX-512F");
+            return;
+        }
         let mut rng = Rng::seed(22);
         for n in [1, 4] {
             let g = ConvGeom::new((16, 8, 32), (3, 3), (1, 1), (1, 1)).unwrap();
