@@ -1,7 +1,8 @@
-//! Single-precision GEMM on the CPU: products with few rows run on this
-//! crate's unpacked kernel ([`super::small_gemm`]), the others on AVX-512
-//! CPUs on its packed-panel kernel ([`super::panel_gemm`]), elsewhere
-//! through `matrixmultiply::sgemm`. All give bit-identical values (with
+//! Single-precision GEMM on the CPU: products with few rows or a small
+//! right-hand side run on this crate's unpacked kernel
+//! ([`super::small_gemm`]), the others on its packed-panel kernel
+//! ([`super::panel_gemm`]) on AVX-512 CPUs and for wide products with few
+//! rows on AVX2 ones, the rest through `matrixmultiply::sgemm`. All give bit-identical values (with
 //! `alpha = 1` on a CPU with FMA), so the choice never changes a result.
 //!
 //! Matrices are described by a pointer-free view: a slice, its row stride and
@@ -26,6 +27,17 @@ pub const SMALL_M: usize = 8;
 /// 1024 x 128 x 192 input projection to a 128 x 576 x 256 convolution; with
 /// larger ones (128 x 1152 x 256) packing wins (`benches/kernels.rs`, `gemm/*`).
 pub const UNPACKED_AVX512_B: usize = 192 * 1024;
+
+/// With the AVX2 build (no AVX-512), products whose right-hand side has
+/// contiguous rows and holds at most this many values (512 KB, a Zen 3
+/// core's L2) run unpacked whatever their number of rows. On an AMD EPYC
+/// (Zen 3, AVX2), against matrixmultiply's packed AVX2 kernel
+/// (`benches/kernels.rs`, GEMM summary): `crnn-s` b2 for one line (16 x 72
+/// x 1024) 1.62x, b4 (32 x 288 x 256) 1.25x, `crnn-t` b1 (32 x 9 x 4096)
+/// 1.81x, the kept-`W_ihᵀ` LSTM input for one line 1.21x, `crnn-t`'s LSTM
+/// step at batch 32 1.24x; larger ones even (128 x 576 x 256) or slower
+/// (128 x 1152 x 256: 0.83x, also a k block at a time). A line 1.15-1.18x.
+pub const UNPACKED_AVX2_B: usize = 128 * 1024;
 
 /// A product `x·Wᵀ` with fewer rows than this (one line's LSTM input
 /// projection, 32 x 128 x 192ᵀ) is better computed turned around,
@@ -71,6 +83,10 @@ fn unpacked_wins(kernel: small_gemm::Kernel, a: MatRef, b: MatRef) -> bool {
     let copies_b = b.cs != 1 && b.cols != 1;
     let strided_a = a.cs != 1 && a.cols != 1;
     m <= SMALL_M
+        || (kernel == small_gemm::Kernel::Avx2
+            && k * n <= UNPACKED_AVX2_B
+            && !strided_a
+            && !copies_b)
         || (kernel == small_gemm::Kernel::Avx512
             && k * n <= UNPACKED_AVX512_B
             && (!strided_a || m <= STRIDED_A_MAX_M)
@@ -87,6 +103,28 @@ fn k_blocked_wins(kernel: small_gemm::Kernel, a: MatRef, b: MatRef) -> bool {
         && a.rows <= K_BLOCKED_MAX_M
         && b.cols <= K_BLOCKED_MAX_N
         && a.cols > small_gemm::KC
+}
+
+/// With the AVX2 build, a product past the unpacked paths runs on
+/// [`panel_gemm`] (rather than matrixmultiply) from this many columns...
+pub const PANEL_AVX2_MIN_N: usize = 1024;
+
+/// ... when `a` has at most this many rows (one group of packed rows).
+/// On a Zen 3 core, in one process in alternation: 64 x 288 x 1024 (a
+/// `crnn-t` b2 convolution) 1.14-1.29x matrixmultiply, 32 x 288 x 1024
+/// 1.06-1.14x, 128 x 576 x 1024 1.04-1.15x, 64 x 72 x 4096 1.02-1.16x;
+/// with more rows or fewer columns the two are even or matrixmultiply's
+/// 8 x 8 kernel wins (256 x 512 x 1024 0.92-0.97x, 128 x 576 x 256
+/// 0.85-1.0x).
+pub const PANEL_AVX2_MAX_M: usize = panel_gemm::MC;
+
+/// Whether a product past the unpacked paths runs on [`panel_gemm`]'s build
+/// `kernel` rather than matrixmultiply.
+fn panel_wins(kernel: small_gemm::Kernel, a: MatRef, b: MatRef) -> bool {
+    match kernel {
+        small_gemm::Kernel::Avx512 => true,
+        small_gemm::Kernel::Avx2 => b.cols >= PANEL_AVX2_MIN_N && a.rows <= PANEL_AVX2_MAX_M,
+    }
 }
 
 /// A read-only matrix view: element (i, j) is `data[i * rs + j * cs]`.
@@ -161,8 +199,8 @@ pub fn gemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
             gemm_k_blocked(kernel, alpha, a, b, beta, c);
             return;
         }
-        if kernel == small_gemm::Kernel::Avx512 {
-            panel_gemm::gemm(alpha, a, b, beta, c);
+        if panel_wins(kernel, a, b) {
+            panel_gemm::gemm_with(kernel, alpha, a, b, beta, c);
             return;
         }
     }

@@ -1,15 +1,17 @@
-//! Packed-panel GEMM on AVX-512 for products too large for the unpacked
-//! kernel ([`super::small_gemm`]): many rows of `a`, or a right-hand side
-//! that does not stay in L2 while every row tile streams it.
+//! Packed-panel GEMM on AVX-512 or AVX2 for products too large for the
+//! unpacked kernel ([`super::small_gemm`]): many rows of `a`, or a
+//! right-hand side that does not stay in L2 while every row tile streams it.
 //!
-//! The classic blocking: a block of up to [`NC`] columns and [`KC`] rows of
-//! `b` is copied into panels of up to 48 columns, each panel's k steps
-//! contiguous (a column tile then reads one line stream from L1 or L2,
-//! whatever the strides or the transposition of `b`); a group of up to
-//! [`MC`] rows of `a` into row tiles of up to 8 rows, each k step's values
-//! of a tile side by side. Each register tile of up to 8 rows and 3
-//! vectors sums its 24 accumulators over the block's k steps, prefetching
-//! the panel a few steps ahead.
+//! The classic blocking: a block of up to `nc` columns and [`KC`] rows of
+//! `b` is copied into panels of up to `nv` vectors of columns, each panel's
+//! k steps contiguous (a column tile then reads one line stream from L1 or
+//! L2, whatever the strides or the transposition of `b`); a group of up to
+//! [`MC`] rows of `a` into row tiles of up to `mr` rows, each k step's
+//! values of a tile side by side. Each register tile of up to `mr` rows
+//! and `nv` vectors sums its accumulators over the block's k steps,
+//! prefetching the panel a few steps ahead. The tile is 8 rows by three
+//! 16-lane vectors with AVX-512, 6 rows by two 8-lane vectors with AVX2
+//! (12 of the 16 registers accumulate) — the [`Shape`]s.
 //!
 //! Every output value is the chain of [`super::small_gemm`] and
 //! `matrixmultiply` (FMAs over k from zero in blocks of [`KC`], then
@@ -18,26 +20,52 @@
 
 use super::gemm::{transpose_to, MatRef};
 use super::scratch::with_scratch;
-use super::small_gemm::KC;
+use super::small_gemm::{Kernel, KC};
 use std::cell::Cell;
-
-/// Columns of `b` packed at once: a block of [`KC`] x 768 values is 768 KB,
-/// well inside L2 beside the rows of `a` being multiplied.
-pub const NC: usize = 768;
 
 /// Rows of `a` packed at once: 128 x [`KC`] values, 128 KB.
 pub const MC: usize = 128;
 
-/// Rows of a register tile.
-const MR: usize = 8;
+/// The register tile and column block of one build of the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    /// Rows of a register tile.
+    pub mr: usize,
+    /// Lanes of a vector.
+    pub lanes: usize,
+    /// Vectors of columns in a register tile.
+    pub nv: usize,
+    /// Columns of `b` packed at once.
+    pub nc: usize,
+}
 
-/// 16-lane vectors of columns in a register tile (48 columns).
-const NV: usize = 3;
+impl Shape {
+    /// The shape of `kernel`'s build: 8 x 48 tiles with AVX-512, 6 x 16
+    /// with AVX2; blocks of [`KC`] x 768 values (768 KB; on a Zen 3 core,
+    /// L2 512 KB, 1.05-1.15x blocks of 384 columns on 1024-column
+    /// products: fewer passes over the rows of `a`).
+    pub fn of(kernel: Kernel) -> Shape {
+        match kernel {
+            Kernel::Avx512 => Shape {
+                mr: 8,
+                lanes: 16,
+                nv: 3,
+                nc: 768,
+            },
+            Kernel::Avx2 => Shape {
+                mr: 6,
+                lanes: 8,
+                nv: 2,
+                nc: 768,
+            },
+        }
+    }
+}
 
-/// Whether the CPU runs this kernel (AVX-512F; detected once by std).
+/// Whether the CPU runs a build of this kernel (AVX-512F, or AVX2 and FMA).
 #[inline]
 pub fn available() -> bool {
-    super::small_gemm_avx512::available()
+    Kernel::best().is_some()
 }
 
 thread_local! {
@@ -60,13 +88,21 @@ fn even_part(total: usize, parts: usize, u: usize) -> (usize, usize) {
     (start, total * (u + 1) / parts - start)
 }
 
-/// `c = alpha * a·b + beta * c` (`c` row-major, `b.cols` values a row).
+/// `c = alpha * a·b + beta * c` (`c` row-major, `b.cols` values a row) on
+/// the best build the CPU runs.
 ///
-/// Panics if the CPU lacks AVX-512 ([`available`]), if the inner
-/// dimensions differ or if `c` is too small; the views are checked by the
-/// caller ([`super::gemm::gemm`]).
+/// Panics if the CPU runs neither ([`available`]), if the inner dimensions
+/// differ or if `c` is too small; the views are checked by the caller
+/// ([`super::gemm::gemm`]).
 pub fn gemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
-    assert!(available(), "panel_gemm on a CPU without AVX-512");
+    let kernel = Kernel::best().expect("panel_gemm on a CPU without AVX2 and FMA");
+    gemm_with(kernel, alpha, a, b, beta, c);
+}
+
+/// [`gemm`] on the build `kernel`, which the CPU must run
+/// ([`Kernel::runs`]; panics otherwise).
+pub fn gemm_with(kernel: Kernel, alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
+    assert!(kernel.runs(), "panel_gemm: the CPU does not run {kernel:?}");
     assert_eq!(a.cols, b.rows, "gemm inner dimensions");
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert!(c.len() >= m * n, "gemm output too small");
@@ -76,16 +112,19 @@ pub fn gemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
         }
         return;
     }
-    let vectors = n.div_ceil(16);
-    let block_vectors = vectors.div_ceil(vectors.div_ceil(NC / 16));
-    with_scratch(&B_PANELS, KC * 16 * block_vectors, |b_panels| {
+    let shape = Shape::of(kernel);
+    let vectors = n.div_ceil(shape.lanes);
+    let block_vectors = vectors.div_ceil(vectors.div_ceil(shape.nc / shape.lanes));
+    with_scratch(&B_PANELS, KC * shape.lanes * block_vectors, |b_panels| {
         with_scratch(&A_TILES, KC * MC.min(m), |a_tiles| {
             for (v0, nv) in even_parts(vectors, block_vectors) {
-                let j0 = 16 * v0;
-                let cols = (16 * nv).min(n - j0);
+                let j0 = shape.lanes * v0;
+                let cols = (shape.lanes * nv).min(n - j0);
                 for k0 in (0..k).step_by(KC) {
                     let kc = (k - k0).min(KC);
                     let block = Block {
+                        kernel,
+                        shape,
                         j0,
                         cols,
                         k0,
@@ -103,6 +142,8 @@ pub fn gemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
 /// One block of `b`: `kc` rows from `k0`, `cols` columns from `j0`, and
 /// the beta it applies to `c` (the caller's for the first k block, then 1).
 struct Block {
+    kernel: Kernel,
+    shape: Shape,
     j0: usize,
     cols: usize,
     k0: usize,
@@ -113,38 +154,40 @@ struct Block {
 
 impl Block {
     /// The column tiles of the block: `(first column within the block,
-    /// vectors)`, at most [`NV`] vectors each.
+    /// vectors)`, at most `nv` vectors each.
     fn column_tiles(&self) -> impl Iterator<Item = (usize, usize)> {
-        even_parts(self.cols.div_ceil(16), NV).map(|(v0, v)| (16 * v0, v))
+        let lanes = self.shape.lanes;
+        even_parts(self.cols.div_ceil(lanes), self.shape.nv).map(move |(v0, v)| (lanes * v0, v))
     }
 
     /// Packs the block into `panels`, multiplies it by every row of `a`
     /// into `c`.
     fn run(&self, a: MatRef, b: MatRef, c: &mut [f32], panels: &mut [f32], tiles: &mut [f32]) {
         let (m, n) = (a.rows, b.cols);
+        let (mr, lanes) = (self.shape.mr, self.shape.lanes);
         for (jt, v) in self.column_tiles() {
-            let panel = &mut panels[jt * self.kc..][..16 * v * self.kc];
-            self.pack_panel(b, jt, 16 * v, panel);
+            let panel = &mut panels[jt * self.kc..][..lanes * v * self.kc];
+            self.pack_panel(b, jt, lanes * v, panel);
         }
-        // Row tiles as `even_parts(m, MR)`, in groups of MC rows.
-        let tiles_total = m.div_ceil(MR);
+        // Row tiles as `even_parts(m, mr)`, in groups of about MC rows.
+        let tiles_total = m.div_ceil(mr);
         let row_tile = |t: usize| even_part(m, tiles_total, t);
-        for t0 in (0..tiles_total).step_by(MC / MR) {
-            let group = t0..(t0 + MC / MR).min(tiles_total);
+        for t0 in (0..tiles_total).step_by(MC / mr) {
+            let group = t0..(t0 + MC / mr).min(tiles_total);
             let g0 = row_tile(t0).0;
             for (i0, r) in group.clone().map(row_tile) {
                 let tile = &mut tiles[(i0 - g0) * self.kc..][..r * self.kc];
                 self.pack_rows(a, i0, r, tile);
             }
             for (jt, v) in self.column_tiles() {
-                let panel = &panels[jt * self.kc..][..16 * v * self.kc];
-                let cols = (16 * v).min(self.cols - jt);
+                let panel = &panels[jt * self.kc..][..lanes * v * self.kc];
+                let cols = (lanes * v).min(self.cols - jt);
                 for (i0, r) in group.clone().map(row_tile) {
                     let tile = &tiles[(i0 - g0) * self.kc..][..r * self.kc];
                     let out = &mut c[i0 * n + self.j0 + jt..][..(r - 1) * n + cols];
-                    // SAFETY: the CPU runs AVX-512 (checked by `gemm`); the
-                    // tile holds r x kc values, the panel kc x 16v, and `out`
-                    // r rows of n values, the last of them `cols` long.
+                    // SAFETY: the CPU runs the kernel (checked by `gemm_with`);
+                    // the tile holds r x kc values, the panel kc x lanes·v, and
+                    // `out` r rows of n values, the last of them `cols` long.
                     unsafe { x86::tile(r, v, self, tile, panel, out, n, cols) };
                 }
             }
@@ -199,17 +242,19 @@ impl Block {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::Block;
+    use super::{Block, Kernel};
     use std::arch::x86_64::*;
 
     /// The register tile prefetches its panel this many k steps ahead.
     const PREFETCH_STEPS: usize = 8;
 
-    /// Calls the register tile of `r` rows and `v` vectors.
+    /// Calls the register tile of `r` rows and `v` vectors of the block's
+    /// build.
     ///
     /// # Safety
-    /// AVX-512F; `tile` holds `r * kc` values, `panel` `kc * 16 * v`, and
-    /// `out` `r` rows `ldc` apart, the last `cols <= 16 * v` long.
+    /// The CPU runs the block's build; `tile` holds `r * kc` values, `panel`
+    /// `kc * lanes * v`, and `out` `r` rows `ldc` apart, the last
+    /// `cols <= lanes * v` long.
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn tile(
         r: usize,
@@ -221,12 +266,16 @@ mod x86 {
         ldc: usize,
         cols: usize,
     ) {
-        debug_assert!(tile.len() >= r * block.kc && panel.len() >= 16 * v * block.kc);
-        debug_assert!(out.len() > (r - 1) * ldc && cols <= 16 * v);
+        let lanes = block.shape.lanes;
+        debug_assert!(tile.len() >= r * block.kc && panel.len() >= lanes * v * block.kc);
+        debug_assert!(out.len() > (r - 1) * ldc && cols <= lanes * v);
         let (a, b, c) = (tile.as_ptr(), panel.as_ptr(), out.as_mut_ptr());
         macro_rules! shape {
             ($r:literal, $v:literal) => {
-                kernel::<$r, $v>(block, a, b, c, ldc, cols)
+                match block.kernel {
+                    Kernel::Avx512 => kernel512::<$r, $v>(block, a, b, c, ldc, cols),
+                    Kernel::Avx2 => kernel256::<$r, $v>(block, a, b, c, ldc, cols),
+                }
             };
         }
         macro_rules! rows {
@@ -255,10 +304,10 @@ mod x86 {
         }
     }
 
-    /// `R` rows by `V` vectors over the block's k steps, then
+    /// `R` rows by `V` 16-lane vectors over the block's k steps, then
     /// `alpha·acc + beta·c` into the first `cols` columns of `c`.
     #[target_feature(enable = "avx512f")]
-    unsafe fn kernel<const R: usize, const V: usize>(
+    unsafe fn kernel512<const R: usize, const V: usize>(
         block: &Block,
         a: *const f32,
         b: *const f32,
@@ -307,6 +356,59 @@ mod x86 {
             }
         }
     }
+
+    /// `R` rows by `V` 8-lane vectors over the block's k steps, then
+    /// `alpha·acc + beta·c` into the first `cols` columns of `c`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn kernel256<const R: usize, const V: usize>(
+        block: &Block,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+    ) {
+        // SAFETY: as `kernel512`; the stores of a vector are masked to its
+        // live lanes.
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); V]; R];
+            let (mut ap, mut bp) = (a, b);
+            for _ in 0..block.kc {
+                _mm_prefetch::<_MM_HINT_T0>(bp.wrapping_add(8 * PREFETCH_STEPS * V).cast());
+                let bv: [__m256; V] = std::array::from_fn(|v| _mm256_loadu_ps(bp.add(8 * v)));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let av = _mm256_broadcast_ss(&*ap.add(r));
+                    for (acc, &bv) in acc.iter_mut().zip(&bv) {
+                        *acc = _mm256_fmadd_ps(av, bv, *acc);
+                    }
+                }
+                ap = ap.add(R);
+                bp = bp.add(8 * V);
+            }
+            let alpha = _mm256_set1_ps(block.alpha);
+            let beta = block.beta;
+            let lanes: [i32; 16] = std::array::from_fn(|l| -((l < 8) as i32));
+            for (r, acc) in acc.iter().enumerate() {
+                for (v, &acc) in acc.iter().enumerate() {
+                    let live = cols.saturating_sub(8 * v).min(8);
+                    let mask = _mm256_loadu_si256(lanes.as_ptr().add(8 - live).cast());
+                    let at = c.add(r * ldc + 8 * v);
+                    let value = if beta == 0.0 {
+                        _mm256_mul_ps(alpha, acc)
+                    } else {
+                        let old = _mm256_maskload_ps(at, mask);
+                        let old = _mm256_mul_ps(old, _mm256_set1_ps(beta));
+                        _mm256_fmadd_ps(alpha, acc, old)
+                    };
+                    if live == 8 {
+                        _mm256_storeu_ps(at, value);
+                    } else {
+                        _mm256_maskstore_ps(at, mask, value);
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -325,7 +427,7 @@ mod x86 {
         _: usize,
         _: usize,
     ) {
-        unreachable!("panel_gemm called on a CPU without AVX-512")
+        unreachable!("panel_gemm called on a CPU without AVX2")
     }
 }
 
@@ -341,7 +443,7 @@ mod tests {
     #[test]
     fn matches_matrixmultiply_bit_for_bit() {
         if !available() {
-            eprintln!("skipped: the CPU lacks AVX-512");
+            eprintln!("skipped: the CPU lacks AVX2 and FMA");
             return;
         }
         let mut rng = Rng::seed(17);
@@ -355,7 +457,10 @@ mod tests {
             (300, 40, 770),
             (17, 600, 1601),
         ];
-        for &(m, k, n) in &shapes {
+        for (kernel, &(m, k, n)) in Kernel::all_available()
+            .into_iter()
+            .flat_map(|kernel| shapes.iter().map(move |s| (kernel, s)))
+        {
             for &(alpha, beta) in &[(1.0, 0.0), (1.0, 1.0), (1.0, 0.5), (0.5, 0.25)] {
                 for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                     let operands = Operands::new((m, k, n), ta, tb, &mut rng);
@@ -363,11 +468,11 @@ mod tests {
                     let c0 = values(m * n, &mut rng);
                     let (mut want, mut got) = (c0.clone(), c0);
                     super::super::gemm::gemm_packed(alpha, a, b, beta, &mut want);
-                    gemm(alpha, a, b, beta, &mut got);
+                    gemm_with(kernel, alpha, a, b, beta, &mut got);
                     assert_eq!(
                         bits(&want),
                         bits(&got),
-                        "{m}x{k}x{n} alpha {alpha} beta {beta} ta {ta} tb {tb}"
+                        "{kernel:?}: {m}x{k}x{n} alpha {alpha} beta {beta} ta {ta} tb {tb}"
                     );
                 }
             }
@@ -378,20 +483,31 @@ mod tests {
     /// scales `c` by beta.
     #[test]
     fn writes_only_the_product_and_scales_an_empty_one() {
-        if !available() {
-            eprintln!("skipped: the CPU lacks AVX-512");
-            return;
-        }
         let mut rng = Rng::seed(19);
-        let (m, k, n) = (11, 300, 37);
-        let (ad, bd) = (values(m * k, &mut rng), values(k * n, &mut rng));
-        let (a, b) = (MatRef::row_major(&ad, m, k), MatRef::row_major(&bd, k, n));
-        let mut c = vec![7.0; m * n + 5];
-        gemm(1.0, a, b, 0.0, &mut c);
-        assert!(c[m * n..].iter().all(|&v| v == 7.0));
-        let mut c = vec![2.0; 6];
-        let empty = MatRef::row_major(&[], 2, 0);
-        gemm(1.0, empty, MatRef::row_major(&[], 0, 3), 0.5, &mut c);
-        assert_eq!(c, vec![1.0; 6]);
+        for kernel in Kernel::all_available() {
+            for (m, k, n) in [(11, 300, 37), (7, 20, 13)] {
+                let (ad, bd) = (values(m * k, &mut rng), values(k * n, &mut rng));
+                let (a, b) = (MatRef::row_major(&ad, m, k), MatRef::row_major(&bd, k, n));
+                for beta in [0.0, 0.5] {
+                    let mut c = vec![7.0; m * n + 5];
+                    gemm_with(kernel, 1.0, a, b, beta, &mut c);
+                    assert!(
+                        c[m * n..].iter().all(|&v| v == 7.0),
+                        "{kernel:?} {m}x{k}x{n}"
+                    );
+                }
+            }
+            let mut c = vec![2.0; 6];
+            let empty = MatRef::row_major(&[], 2, 0);
+            gemm_with(
+                kernel,
+                1.0,
+                empty,
+                MatRef::row_major(&[], 0, 3),
+                0.5,
+                &mut c,
+            );
+            assert_eq!(c, vec![1.0; 6]);
+        }
     }
 }

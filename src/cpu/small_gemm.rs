@@ -84,6 +84,14 @@ impl Kernel {
         }
     }
 
+    /// Whether the CPU runs this build.
+    pub fn runs(self) -> bool {
+        match self {
+            Kernel::Avx512 => super::small_gemm_avx512::available(),
+            Kernel::Avx2 => available(),
+        }
+    }
+
     /// The builds the CPU runs, best first.
     pub fn all_available() -> Vec<Kernel> {
         let mut out = Vec::new();
