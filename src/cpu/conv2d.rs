@@ -6,11 +6,13 @@
 //! `W (O x C*kh*kw) · col (C*kh*kw x Ho*Wo)`. The im2col matrices live in
 //! per-thread scratch buffers, reused from call to call: the weight
 //! gradient rebuilds them from the input rather than keeping a whole batch
-//! of them from the forward pass. Where the CPU allows (AVX-512), stride-1
-//! layers skip im2col altogether: in the forward pass
-//! ([`super::conv_direct`]), in the weight gradient
-//! ([`super::conv_weight_grad`]), and in the input gradient, which they
-//! compute as a forward convolution of the output gradient.
+//! of them from the forward pass. Where the CPU allows, stride-1 layers
+//! skip im2col altogether: 3x3 ones with at least 8 input channels through
+//! Winograd F(4x4, 3x3) (AVX2 or AVX-512) or F(2x2, 3x3) (AVX-512), the
+//! others on AVX-512 through [`super::conv_direct`] — in the forward pass,
+//! in the weight gradient ([`super::conv_weight_grad`], AVX-512) and in
+//! the input gradient, which they compute as a forward convolution of the
+//! output gradient.
 
 use super::conv_direct;
 use super::conv_weight_grad;
@@ -358,12 +360,13 @@ fn transposed(g: &ConvGeom, o: usize) -> Option<ConvGeom> {
     (gt.ho == g.h && gt.wo == g.w).then_some(gt)
 }
 
-/// Whether the forward convolution `gt` of `n` samples ([`transposed`]) is
-/// the faster way to the input gradient: [`conv2d_forward`] runs it through
+/// Whether the forward convolution `gt` of `n` samples ([`transposed`]),
+/// with `outputs` channels (the layer's inputs), is the faster way to the
+/// input gradient: [`conv2d_forward`] runs it through [`winograd4`] or
 /// [`winograd`], or [`conv_direct`] runs it with AVX-512 and it has few
 /// enough taps for the batch size.
-fn transposed_wins(gt: &ConvGeom, n: usize) -> bool {
-    if winograd::applies(gt, n) {
+fn transposed_wins(gt: &ConvGeom, n: usize, outputs: usize) -> bool {
+    if winograd4::applies(gt, n, outputs) || winograd::applies(gt, n) {
         return true;
     }
     let direct = conv_direct::Build::best_for(gt) == Some(conv_direct::Build::Avx512);
@@ -406,7 +409,7 @@ pub fn conv2d_backward_input(dy: &[f32], g: &ConvGeom, weight: &[f32], o: usize,
         return;
     }
     let n = dx.len() / in_len;
-    if let Some(gt) = transposed(g, o).filter(|gt| transposed_wins(gt, n)) {
+    if let Some(gt) = transposed(g, o).filter(|gt| transposed_wins(gt, n, g.c)) {
         let flipped = flip_transpose(weight, g, o);
         conv2d_forward(&dy[..n * o * ncols], &gt, &flipped, g.c, None, dx);
         return;

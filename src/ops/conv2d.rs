@@ -234,7 +234,7 @@ pub fn conv2d(
 /// or untracked tensors) the BatchNorm's running-statistics affine map and
 /// the ReLU run in place on the convolution's output, without the two
 /// intermediate tensors; the values are bit for bit those of the three ops
-/// (through a 3x3 layer on an AVX-512 CPU both run the same Winograd
+/// (through a 3x3 layer on an AVX2 or AVX-512 CPU both run the same Winograd
 /// algorithm, the block on a weight transform kept from call to call:
 /// `ops::frozen_weights`).
 /// `stats` is only read. Errors as the three ops.
@@ -340,8 +340,8 @@ fn eval_scales(stats: &RunningStats, gamma: &Tensor) -> (Vec<f32>, Vec<f32>) {
 
 /// An evaluation-mode CRNN block: [`conv2d_bn_relu_eval`], then with
 /// `pool` a [`maxpool2d`]; recorded as those ops when a gradient is wanted.
-/// Otherwise, on an AVX-512 CPU, a block without bias and with a 2x2 or
-/// 2x1 pool of equal stride runs in one pass, with the same bits: a layer
+/// Otherwise, on an AVX2 or AVX-512 CPU, a block without bias and with a
+/// 2x2 or 2x1 pool of equal stride runs in one pass, with the same bits: a layer
 /// that Winograd F(4x4, 3x3) takes ([`winograd4::applies`]) pools each
 /// output tile in its output transform;
 /// else a thin block (at most 8 input channels, 3x3, stride 1, padding 1,
@@ -569,8 +569,8 @@ mod tests {
             Pool2dSpec::new((2, 2), (2, 2)),
             Pool2dSpec::new((2, 1), (2, 1)),
         );
-        // Thin blocks, F(2x2) and direct convolutions, and (on AVX-512)
-        // F(4x4) with each pool in its output transform.
+        // Thin blocks, F(2x2) and direct convolutions, and (on AVX2 and
+        // AVX-512) F(4x4) with each pool in its output transform.
         for (n, c, o, h, wd, pool) in [
             (2, 1, 8, 8, 20, both),
             (2, 8, 16, 8, 20, both),

@@ -1,16 +1,141 @@
-//! AVX-512 kernels of F(4x4, 3x3): 16 tiles per vector.
+//! The kernels of F(4x4, 3x3): 16 tiles per vector of [`Lanes16`], one
+//! AVX-512 register or two AVX2 ones ([`super::avx2`]). The transforms are
+//! written once over [`Lanes16`]; the products have a register tile per
+//! build. Both builds run the same IEEE operations in the same order on
+//! each lane, so they give the same bits.
 
+use super::avx2::Y2;
 use super::{Layout, Pool, LANES, ROWS};
+use crate::cpu::small_gemm::Kernel;
 use std::arch::x86_64::*;
+
+/// 16 lanes of f32 and the operations the transforms need. The methods
+/// are register arithmetic or plain loads and stores; callers run them
+/// only where the CPU has the build's features.
+pub(super) trait Lanes16: Copy {
+    unsafe fn zero() -> Self;
+    unsafe fn splat(v: f32) -> Self;
+    /// 16 values from `p`.
+    unsafe fn load(p: *const f32) -> Self;
+    /// 8 values from `lo`, then 8 from `hi`.
+    unsafe fn load_halves(lo: *const f32, hi: *const f32) -> Self;
+    unsafe fn store(self, p: *mut f32);
+    unsafe fn add(self, b: Self) -> Self;
+    unsafe fn sub(self, b: Self) -> Self;
+    unsafe fn mul(self, b: Self) -> Self;
+    /// `max(self, b)` with `vmaxps` semantics (`b` where either is NaN).
+    unsafe fn max(self, b: Self) -> Self;
+    /// `a·b + c`, fused.
+    unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self;
+    /// `c - a·b`, fused.
+    unsafe fn fnmadd(a: Self, b: Self, c: Self) -> Self;
+    /// The lanes of `a` and `b` side by side: `a0 b0 a1 b1 ...`, 32 values.
+    unsafe fn interleave2(ab: [Self; 2]) -> [Self; 2];
+    /// The lanes of four vectors side by side: `a0 b0 c0 d0 a1 ...`, 64 values.
+    unsafe fn interleave4(abcd: [Self; 4]) -> [Self; 4];
+    /// See [`split_row`].
+    unsafe fn split_row(row: &[f32], w: usize, phase: usize, out: &mut [f32]);
+}
+
+impl Lanes16 for __m512 {
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        unsafe { _mm512_setzero_ps() }
+    }
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        unsafe { _mm512_set1_ps(v) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        unsafe { _mm512_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn load_halves(lo: *const f32, hi: *const f32) -> Self {
+        unsafe {
+            let lo = _mm256_loadu_ps(lo);
+            let hi = _mm256_loadu_ps(hi);
+            _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+                _mm512_castpd256_pd512(_mm256_castps_pd(lo)),
+                _mm256_castps_pd(hi),
+            ))
+        }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        unsafe { _mm512_storeu_ps(p, self) }
+    }
+    #[inline(always)]
+    unsafe fn add(self, b: Self) -> Self {
+        unsafe { _mm512_add_ps(self, b) }
+    }
+    #[inline(always)]
+    unsafe fn sub(self, b: Self) -> Self {
+        unsafe { _mm512_sub_ps(self, b) }
+    }
+    #[inline(always)]
+    unsafe fn mul(self, b: Self) -> Self {
+        unsafe { _mm512_mul_ps(self, b) }
+    }
+    #[inline(always)]
+    unsafe fn max(self, b: Self) -> Self {
+        unsafe { _mm512_max_ps(self, b) }
+    }
+    #[inline(always)]
+    unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
+        unsafe { _mm512_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn fnmadd(a: Self, b: Self, c: Self) -> Self {
+        unsafe { _mm512_fnmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn interleave2([a, b]: [Self; 2]) -> [Self; 2] {
+        unsafe {
+            let lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+            let hi =
+                _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+            [
+                _mm512_permutex2var_ps(a, lo, b),
+                _mm512_permutex2var_ps(a, hi, b),
+            ]
+        }
+    }
+    #[inline(always)]
+    unsafe fn interleave4([a, b, c, d]: [Self; 4]) -> [Self; 4] {
+        unsafe {
+            let ab = Self::interleave2([a, b]);
+            let cd = Self::interleave2([c, d]);
+            let lo = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
+            let hi = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
+            let quad = |h: usize, idx: __m512i| {
+                _mm512_castpd_ps(_mm512_permutex2var_pd(
+                    _mm512_castps_pd(ab[h]),
+                    idx,
+                    _mm512_castps_pd(cd[h]),
+                ))
+            };
+            [quad(0, lo), quad(0, hi), quad(1, lo), quad(1, hi)]
+        }
+    }
+    #[inline(always)]
+    unsafe fn split_row(row: &[f32], w: usize, phase: usize, out: &mut [f32]) {
+        unsafe { split_row(row, w, phase, out) }
+    }
+}
 
 /// [`split_row`] for every row of a plane (h, w), with a padding row
 /// above and below: padded row pr at `out[pr * 4 * phase]`.
 ///
 /// # Safety
-/// AVX-512F; `plane` holds h rows and `out` `h + 2` split rows.
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn split_plane(plane: &[f32], (h, w): (usize, usize), phase: usize, out: &mut [f32]) {
+/// The build's features; `plane` holds h rows and `out` `h + 2` split rows.
+#[inline(always)]
+unsafe fn split_plane<L: Lanes16>(
+    plane: &[f32],
+    (h, w): (usize, usize),
+    phase: usize,
+    out: &mut [f32],
+) {
     for (pr, out) in out.chunks_exact_mut(4 * phase).take(h + 2).enumerate() {
         let ih = pr.wrapping_sub(1);
         let row = if ih < h {
@@ -19,7 +144,7 @@ unsafe fn split_plane(plane: &[f32], (h, w): (usize, usize), phase: usize, out: 
             &[]
         };
         // SAFETY: forwarded.
-        unsafe { split_row(row, w, phase, out) };
+        unsafe { L::split_row(row, w, phase, out) };
     }
 }
 
@@ -33,7 +158,7 @@ unsafe fn split_plane(plane: &[f32], (h, w): (usize, usize), phase: usize, out: 
 /// AVX-512F; `out` holds `4 * phase` values with `phase == 8 * ceil(w / 32) + 16`.
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn split_row(row: &[f32], w: usize, phase: usize, out: &mut [f32]) {
+pub(super) unsafe fn split_row(row: &[f32], w: usize, phase: usize, out: &mut [f32]) {
     let (x, o) = (row.as_ptr(), out.as_mut_ptr());
     let n = row.len();
     let lanes = |at: usize| -> __mmask16 {
@@ -67,41 +192,41 @@ unsafe fn split_row(row: &[f32], w: usize, phase: usize, out: &mut [f32]) {
 
 /// `Bᵀ d`, d a column of 6 vectors.
 #[inline(always)]
-unsafe fn bt(d: [__m512; 6]) -> [__m512; 6] {
-    // SAFETY: register arithmetic only (AVX-512F by the caller's target feature).
+unsafe fn bt<L: Lanes16>(d: [L; 6]) -> [L; 6] {
+    // SAFETY: register arithmetic only (the build's features by the caller's target feature).
     unsafe {
-        let four = _mm512_set1_ps(4.0);
-        let five = _mm512_set1_ps(5.0);
-        let two = _mm512_set1_ps(2.0);
-        let t1 = _mm512_fnmadd_ps(four, d[2], d[4]);
-        let t2 = _mm512_fnmadd_ps(four, d[1], d[3]);
-        let t3 = _mm512_sub_ps(d[4], d[2]);
-        let t4 = _mm512_mul_ps(two, _mm512_sub_ps(d[3], d[1]));
+        let four = L::splat(4.0);
+        let five = L::splat(5.0);
+        let two = L::splat(2.0);
+        let t1 = L::fnmadd(four, d[2], d[4]);
+        let t2 = L::fnmadd(four, d[1], d[3]);
+        let t3 = d[4].sub(d[2]);
+        let t4 = two.mul(d[3].sub(d[1]));
         [
-            _mm512_fmadd_ps(four, d[0], _mm512_fnmadd_ps(five, d[2], d[4])),
-            _mm512_add_ps(t1, t2),
-            _mm512_sub_ps(t1, t2),
-            _mm512_add_ps(t3, t4),
-            _mm512_sub_ps(t3, t4),
-            _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5])),
+            L::fmadd(four, d[0], L::fnmadd(five, d[2], d[4])),
+            t1.add(t2),
+            t1.sub(t2),
+            t3.add(t4),
+            t3.sub(t4),
+            L::fmadd(four, d[1], L::fnmadd(five, d[3], d[5])),
         ]
     }
 }
 
 /// `Aᵀ m`, m a column of 6 vectors.
 #[inline(always)]
-unsafe fn at(m: [__m512; 6]) -> [__m512; 4] {
+unsafe fn at<L: Lanes16>(m: [L; 6]) -> [L; 4] {
     // SAFETY: register arithmetic only.
     unsafe {
-        let s12 = _mm512_add_ps(m[1], m[2]);
-        let d12 = _mm512_sub_ps(m[1], m[2]);
-        let s34 = _mm512_add_ps(m[3], m[4]);
-        let d34 = _mm512_sub_ps(m[3], m[4]);
+        let s12 = m[1].add(m[2]);
+        let d12 = m[1].sub(m[2]);
+        let s34 = m[3].add(m[4]);
+        let d34 = m[3].sub(m[4]);
         [
-            _mm512_add_ps(_mm512_add_ps(m[0], s12), s34),
-            _mm512_fmadd_ps(_mm512_set1_ps(2.0), d34, d12),
-            _mm512_fmadd_ps(_mm512_set1_ps(4.0), s34, s12),
-            _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0), d34, d12), m[5]),
+            m[0].add(s12).add(s34),
+            L::fmadd(L::splat(2.0), d34, d12),
+            L::fmadd(L::splat(4.0), s34, s12),
+            L::fmadd(L::splat(8.0), d34, d12).add(m[5]),
         ]
     }
 }
@@ -109,18 +234,13 @@ unsafe fn at(m: [__m512; 6]) -> [__m512; 4] {
 /// 16 tiles' values at offset `at` from `first` (8 from `first` and 8
 /// from `second` when `second` is not null).
 #[inline(always)]
-unsafe fn patch_column(first: *const f32, second: *const f32, at: usize) -> __m512 {
+unsafe fn patch_column<L: Lanes16>(first: *const f32, second: *const f32, at: usize) -> L {
     // SAFETY: the caller's loads lie in the phases.
     unsafe {
         if second.is_null() {
-            _mm512_loadu_ps(first.add(at))
+            L::load(first.add(at))
         } else {
-            let lo = _mm256_loadu_ps(first.add(at));
-            let hi = _mm256_loadu_ps(second.add(at));
-            _mm512_castpd_ps(_mm512_insertf64x4::<1>(
-                _mm512_castpd256_pd512(_mm256_castps_pd(lo)),
-                _mm256_castps_pd(hi),
-            ))
+            L::load_halves(first.add(at), second.add(at))
         }
     }
 }
@@ -132,10 +252,48 @@ unsafe fn patch_column(first: *const f32, second: *const f32, at: usize) -> __m5
 /// while they are in L1.
 ///
 /// # Safety
-/// AVX-512F; `x` holds the planes, `phases` `h + 2` split rows, `v` 36
-/// entries of `v_stride >= c * tiles` values.
-#[target_feature(enable = "avx512f")]
+/// The CPU runs `kernel`; `x` holds the planes, `phases` `h + 2` split
+/// rows, `v` 36 entries of `v_stride >= c * tiles` values.
 pub(super) unsafe fn input_transform(
+    kernel: Kernel,
+    x: &[f32],
+    chw: (usize, usize, usize),
+    l: &Layout,
+    phases: &mut [f32],
+    v: &mut [f32],
+) {
+    #[target_feature(enable = "avx512f")]
+    unsafe fn on_512(
+        x: &[f32],
+        chw: (usize, usize, usize),
+        l: &Layout,
+        p: &mut [f32],
+        v: &mut [f32],
+    ) {
+        unsafe { input_transform_with::<__m512>(x, chw, l, p, v) }
+    }
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn on_256(
+        x: &[f32],
+        chw: (usize, usize, usize),
+        l: &Layout,
+        p: &mut [f32],
+        v: &mut [f32],
+    ) {
+        unsafe { input_transform_with::<Y2>(x, chw, l, p, v) }
+    }
+    // SAFETY: forwarded.
+    unsafe {
+        match kernel {
+            Kernel::Avx512 => on_512(x, chw, l, phases, v),
+            Kernel::Avx2 => on_256(x, chw, l, phases, v),
+        }
+    }
+}
+
+/// [`input_transform`] on one build.
+#[inline(always)]
+unsafe fn input_transform_with<L: Lanes16>(
     x: &[f32],
     (c, h, w): (usize, usize, usize),
     l: &Layout,
@@ -149,7 +307,7 @@ pub(super) unsafe fn input_transform(
     // layout); stores stay within entry e's c x tiles values.
     unsafe {
         for ch in 0..c {
-            split_plane(&x[ch * h * w..(ch + 1) * h * w], (h, w), l.phase, phases);
+            split_plane::<L>(&x[ch * h * w..(ch + 1) * h * w], (h, w), l.phase, phases);
             let channel = phases.as_ptr();
             for s in 0..l.strips {
                 // Patch row 0 of the strip's tiles (and of the second row
@@ -162,7 +320,7 @@ pub(super) unsafe fn input_transform(
                     (channel.add(4 * tr * 4 * l.phase + tc), std::ptr::null())
                 };
                 // Rows: column j of Bᵀ d.
-                let mut cols = [[_mm512_setzero_ps(); 6]; 6];
+                let mut cols = [[L::zero(); 6]; 6];
                 for (j, col) in cols.iter_mut().enumerate() {
                     let at = (j % 4) * l.phase + j / 4;
                     *col = bt(std::array::from_fn(|i| {
@@ -173,10 +331,7 @@ pub(super) unsafe fn input_transform(
                 let rows = (0..6).map(|i| bt(std::array::from_fn(|j| cols[j][i])));
                 for (i, r) in rows.enumerate() {
                     for (j, &val) in r.iter().enumerate() {
-                        _mm512_storeu_ps(
-                            out.add((6 * i + j) * l.v_stride + ch * tiles + LANES * s),
-                            val,
-                        );
+                        val.store(out.add((6 * i + j) * l.v_stride + ch * tiles + LANES * s));
                     }
                 }
             }
@@ -193,7 +348,7 @@ pub(super) unsafe fn input_transform(
 /// # Safety
 /// AVX-512F; the operands hold those values.
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn products(
+pub(super) unsafe fn products_512(
     u: &[f32],
     u_entry: usize,
     c: usize,
@@ -232,7 +387,7 @@ pub(super) unsafe fn products(
 /// # Safety
 /// AVX-512F; the operands hold those values.
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn products_strips<const S: usize>(
+pub(super) unsafe fn products_strips_512<const S: usize>(
     u: &[f32],
     u_entry: usize,
     c: usize,
@@ -279,10 +434,57 @@ pub(super) unsafe fn products_strips<const S: usize>(
 /// values a row).
 ///
 /// # Safety
-/// AVX-512F; `m` holds the block's 36 products; the strip's (pooled) tiles
-/// lie in `plane`.
-#[target_feature(enable = "avx512f")]
+/// The CPU runs `kernel`; `m` holds the block's 36 products; the strip's
+/// (pooled) tiles lie in `plane`.
+#[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn output_transform(
+    kernel: Kernel,
+    m: &[f32],
+    l: &Layout,
+    at: (usize, usize),
+    post: (f32, Option<[f32; 3]>),
+    pool: Pool,
+    w: usize,
+    plane: &mut [f32],
+) {
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn on_512(
+        m: &[f32],
+        l: &Layout,
+        at: (usize, usize),
+        post: (f32, Option<[f32; 3]>),
+        pool: Pool,
+        w: usize,
+        plane: &mut [f32],
+    ) {
+        unsafe { output_transform_with::<__m512>(m, l, at, post, pool, w, plane) }
+    }
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn on_256(
+        m: &[f32],
+        l: &Layout,
+        at: (usize, usize),
+        post: (f32, Option<[f32; 3]>),
+        pool: Pool,
+        w: usize,
+        plane: &mut [f32],
+    ) {
+        unsafe { output_transform_with::<Y2>(m, l, at, post, pool, w, plane) }
+    }
+    // SAFETY: forwarded.
+    unsafe {
+        match kernel {
+            Kernel::Avx512 => on_512(m, l, at, post, pool, w, plane),
+            Kernel::Avx2 => on_256(m, l, at, post, pool, w, plane),
+        }
+    }
+}
+
+/// [`output_transform`] on one build.
+#[inline(always)]
+unsafe fn output_transform_with<L: Lanes16>(
     m: &[f32],
     l: &Layout,
     (row, strip): (usize, usize),
@@ -296,20 +498,20 @@ pub(super) unsafe fn output_transform(
     unsafe {
         let base = m.as_ptr().add(LANES * row);
         // Columns: Aᵀ times column j of m.
-        let mut q = [[_mm512_setzero_ps(); 4]; 6];
+        let mut q = [[L::zero(); 4]; 6];
         for (j, q) in q.iter_mut().enumerate() {
-            let mut col = [_mm512_setzero_ps(); 6];
+            let mut col = [L::zero(); 6];
             for (i, v) in col.iter_mut().enumerate() {
-                *v = _mm512_loadu_ps(base.add((6 * i + j) * l.m_stride));
+                *v = L::load(base.add((6 * i + j) * l.m_stride));
             }
             *q = at(col);
         }
-        let bias = _mm512_set1_ps(bias);
-        let affine = relu_affine.map(|a| a.map(|v| _mm512_set1_ps(v)));
+        let bias = L::splat(bias);
+        let affine = relu_affine.map(|a| a.map(|v| L::splat(v)));
         // Row i of the tiles: (Aᵀ m A)[i][j] for j = 0..4.
-        let mut rows = [[_mm512_setzero_ps(); 4]; 4];
+        let mut rows = [[L::zero(); 4]; 4];
         for (i, row) in rows.iter_mut().enumerate() {
-            let mut col = [_mm512_setzero_ps(); 6];
+            let mut col = [L::zero(); 6];
             for (j, v) in col.iter_mut().enumerate() {
                 *v = q[j][i];
             }
@@ -329,28 +531,42 @@ pub(super) unsafe fn output_transform(
         match pool {
             Pool::None => {
                 for (i, z) in rows.iter().enumerate() {
-                    store_row(interleave4(*z), l.cols, y, (4 * tr + i) * w, 4 * w, 4 * tc);
+                    store_row(
+                        L::interleave4(*z),
+                        l.cols,
+                        y,
+                        (4 * tr + i) * w,
+                        4 * w,
+                        4 * tc,
+                    );
                 }
             }
             Pool::Rows => {
                 for (i, pair) in rows.chunks_exact(2).enumerate() {
                     let z = max4(pair[0], pair[1]);
-                    store_row(interleave4(z), l.cols, y, (2 * tr + i) * w, 2 * w, 4 * tc);
+                    store_row(
+                        L::interleave4(z),
+                        l.cols,
+                        y,
+                        (2 * tr + i) * w,
+                        2 * w,
+                        4 * tc,
+                    );
                 }
             }
             Pool::Both => {
                 for (i, pair) in rows.chunks_exact(2).enumerate() {
                     let z = max4(pair[0], pair[1]);
-                    let p = [_mm512_max_ps(z[0], z[1]), _mm512_max_ps(z[2], z[3])];
-                    let out = interleave2(p);
+                    let p = [z[0].max(z[1]), z[2].max(z[3])];
+                    let out = L::interleave2(p);
                     if l.cols == 8 {
                         // Tiles 0-7 (16 values) on row tr, 8-15 on row tr + 1.
-                        _mm512_storeu_ps(y.add((2 * tr + i) * w), out[0]);
-                        _mm512_storeu_ps(y.add((2 * tr + 2 + i) * w), out[1]);
+                        out[0].store(y.add((2 * tr + i) * w));
+                        out[1].store(y.add((2 * tr + 2 + i) * w));
                     } else {
                         let dst = y.add((2 * tr + i) * w + 2 * tc);
-                        _mm512_storeu_ps(dst, out[0]);
-                        _mm512_storeu_ps(dst.add(LANES), out[1]);
+                        out[0].store(dst);
+                        out[1].store(dst.add(LANES));
                     }
                 }
             }
@@ -362,15 +578,12 @@ pub(super) unsafe fn output_transform(
 /// scale + beta, 0)`: the bits of `batchnorm2d_relu_inplace` (vmaxps with
 /// zero second, which a NaN or -0 gives).
 #[inline(always)]
-unsafe fn finish(v: __m512, bias: __m512, affine: Option<[__m512; 3]>) -> __m512 {
+unsafe fn finish<L: Lanes16>(v: L, bias: L, affine: Option<[L; 3]>) -> L {
     // SAFETY: register arithmetic only.
     unsafe {
-        let v = _mm512_add_ps(v, bias);
+        let v = v.add(bias);
         match affine {
-            Some([mean, scale, beta]) => _mm512_max_ps(
-                _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(v, mean), scale), beta),
-                _mm512_setzero_ps(),
-            ),
+            Some([mean, scale, beta]) => v.sub(mean).mul(scale).add(beta).max(L::zero()),
             None => v,
         }
     }
@@ -378,49 +591,15 @@ unsafe fn finish(v: __m512, bias: __m512, affine: Option<[__m512; 3]>) -> __m512
 
 /// Lane-wise maxima of two rows of four vectors.
 #[inline(always)]
-unsafe fn max4(a: [__m512; 4], b: [__m512; 4]) -> [__m512; 4] {
+unsafe fn max4<L: Lanes16>(a: [L; 4], b: [L; 4]) -> [L; 4] {
     // SAFETY: register arithmetic only.
     unsafe {
         [
-            _mm512_max_ps(a[0], b[0]),
-            _mm512_max_ps(a[1], b[1]),
-            _mm512_max_ps(a[2], b[2]),
-            _mm512_max_ps(a[3], b[3]),
+            a[0].max(b[0]),
+            a[1].max(b[1]),
+            a[2].max(b[2]),
+            a[3].max(b[3]),
         ]
-    }
-}
-
-/// The 16 lanes of `a` and `b` side by side: `a0 b0 a1 b1 ...`, 32 values.
-#[inline(always)]
-unsafe fn interleave2([a, b]: [__m512; 2]) -> [__m512; 2] {
-    // SAFETY: register shuffles only.
-    unsafe {
-        let lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-        let hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-        [
-            _mm512_permutex2var_ps(a, lo, b),
-            _mm512_permutex2var_ps(a, hi, b),
-        ]
-    }
-}
-
-/// The 16 lanes of four vectors side by side: `a0 b0 c0 d0 a1 ...`, 64 values.
-#[inline(always)]
-unsafe fn interleave4([a, b, c, d]: [__m512; 4]) -> [__m512; 4] {
-    // SAFETY: register shuffles only.
-    unsafe {
-        let ab = interleave2([a, b]);
-        let cd = interleave2([c, d]);
-        let lo = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
-        let hi = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
-        let quad = |h: usize, idx: __m512i| {
-            _mm512_castpd_ps(_mm512_permutex2var_pd(
-                _mm512_castps_pd(ab[h]),
-                idx,
-                _mm512_castps_pd(cd[h]),
-            ))
-        };
-        [quad(0, lo), quad(0, hi), quad(1, lo), quad(1, hi)]
     }
 }
 
@@ -428,8 +607,8 @@ unsafe fn interleave4([a, b, c, d]: [__m512; 4]) -> [__m512; 4] {
 /// `y + at + first` (tiles 0-7 at `y + at`, 8-15 at `y + at + next` when
 /// rows hold 8 tiles, `first` then 0).
 #[inline(always)]
-unsafe fn store_row(
-    out: [__m512; 4],
+unsafe fn store_row<L: Lanes16>(
+    out: [L; 4],
     cols: usize,
     y: *mut f32,
     at: usize,
@@ -439,13 +618,13 @@ unsafe fn store_row(
     // SAFETY: the caller's stores lie in the plane.
     unsafe {
         if cols == 8 {
-            _mm512_storeu_ps(y.add(at), out[0]);
-            _mm512_storeu_ps(y.add(at + LANES), out[1]);
-            _mm512_storeu_ps(y.add(at + next), out[2]);
-            _mm512_storeu_ps(y.add(at + next + LANES), out[3]);
+            out[0].store(y.add(at));
+            out[1].store(y.add(at + LANES));
+            out[2].store(y.add(at + next));
+            out[3].store(y.add(at + next + LANES));
         } else {
             for (k, &v) in out.iter().enumerate() {
-                _mm512_storeu_ps(y.add(at + first + LANES * k), v);
+                v.store(y.add(at + first + LANES * k));
             }
         }
     }

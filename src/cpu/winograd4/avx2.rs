@@ -1,0 +1,218 @@
+//! The AVX2 build of F(4x4, 3x3): 16 tiles as two 8-lane registers
+//! ([`Y2`]), and register tiles of the products that fit in 16 registers.
+
+use super::x86::Lanes16;
+use super::{Layout, LANES, ROWS};
+use std::arch::x86_64::*;
+
+/// 16 lanes as two AVX registers: lanes 0-7, then 8-15.
+#[derive(Clone, Copy)]
+pub(super) struct Y2([__m256; 2]);
+
+impl Y2 {
+    #[inline(always)]
+    unsafe fn each(self, b: Self, f: impl Fn(__m256, __m256) -> __m256) -> Self {
+        Y2([f(self.0[0], b.0[0]), f(self.0[1], b.0[1])])
+    }
+}
+
+/// `a0 b0 a1 b1 ...` of two 8-lane vectors of 32-bit values (`ps`) or of
+/// 64-bit ones (`pd`, pairs of values): the first 8 values, then the next 8.
+#[inline(always)]
+unsafe fn zip_ps(a: __m256, b: __m256) -> [__m256; 2] {
+    // SAFETY: register shuffles only (AVX by the caller's target feature).
+    unsafe {
+        let lo = _mm256_unpacklo_ps(a, b);
+        let hi = _mm256_unpackhi_ps(a, b);
+        [
+            _mm256_permute2f128_ps::<0x20>(lo, hi),
+            _mm256_permute2f128_ps::<0x31>(lo, hi),
+        ]
+    }
+}
+
+#[inline(always)]
+unsafe fn zip_pd(a: __m256, b: __m256) -> [__m256; 2] {
+    // SAFETY: as `zip_ps`.
+    unsafe {
+        let (a, b) = (_mm256_castps_pd(a), _mm256_castps_pd(b));
+        let lo = _mm256_unpacklo_pd(a, b);
+        let hi = _mm256_unpackhi_pd(a, b);
+        [
+            _mm256_castpd_ps(_mm256_permute2f128_pd::<0x20>(lo, hi)),
+            _mm256_castpd_ps(_mm256_permute2f128_pd::<0x31>(lo, hi)),
+        ]
+    }
+}
+
+impl Lanes16 for Y2 {
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        unsafe { Y2([_mm256_setzero_ps(); 2]) }
+    }
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        unsafe { Y2([_mm256_set1_ps(v); 2]) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        unsafe { Y2([_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))]) }
+    }
+    #[inline(always)]
+    unsafe fn load_halves(lo: *const f32, hi: *const f32) -> Self {
+        unsafe { Y2([_mm256_loadu_ps(lo), _mm256_loadu_ps(hi)]) }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        unsafe {
+            _mm256_storeu_ps(p, self.0[0]);
+            _mm256_storeu_ps(p.add(8), self.0[1]);
+        }
+    }
+    #[inline(always)]
+    unsafe fn add(self, b: Self) -> Self {
+        unsafe { self.each(b, |x, y| _mm256_add_ps(x, y)) }
+    }
+    #[inline(always)]
+    unsafe fn sub(self, b: Self) -> Self {
+        unsafe { self.each(b, |x, y| _mm256_sub_ps(x, y)) }
+    }
+    #[inline(always)]
+    unsafe fn mul(self, b: Self) -> Self {
+        unsafe { self.each(b, |x, y| _mm256_mul_ps(x, y)) }
+    }
+    #[inline(always)]
+    unsafe fn max(self, b: Self) -> Self {
+        unsafe { self.each(b, |x, y| _mm256_max_ps(x, y)) }
+    }
+    #[inline(always)]
+    unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
+        unsafe {
+            Y2([
+                _mm256_fmadd_ps(a.0[0], b.0[0], c.0[0]),
+                _mm256_fmadd_ps(a.0[1], b.0[1], c.0[1]),
+            ])
+        }
+    }
+    #[inline(always)]
+    unsafe fn fnmadd(a: Self, b: Self, c: Self) -> Self {
+        unsafe {
+            Y2([
+                _mm256_fnmadd_ps(a.0[0], b.0[0], c.0[0]),
+                _mm256_fnmadd_ps(a.0[1], b.0[1], c.0[1]),
+            ])
+        }
+    }
+    #[inline(always)]
+    unsafe fn interleave2([a, b]: [Self; 2]) -> [Self; 2] {
+        unsafe { [Y2(zip_ps(a.0[0], b.0[0])), Y2(zip_ps(a.0[1], b.0[1]))] }
+    }
+    #[inline(always)]
+    unsafe fn interleave4([a, b, c, d]: [Self; 4]) -> [Self; 4] {
+        unsafe {
+            let ab = Self::interleave2([a, b]);
+            let cd = Self::interleave2([c, d]);
+            // Pairs (a_i, b_i) and (c_i, d_i) side by side, four tiles a vector.
+            let quad = |h: usize, q: usize| Y2(zip_pd(ab[h].0[q], cd[h].0[q]));
+            [quad(0, 0), quad(0, 1), quad(1, 0), quad(1, 1)]
+        }
+    }
+    #[inline(always)]
+    unsafe fn split_row(row: &[f32], w: usize, phase: usize, out: &mut [f32]) {
+        split_row(row, w, phase, out)
+    }
+}
+
+/// The AVX-512 `split_row` in plain code, storing the same values in the
+/// same order: padded column `4k + p` (input column `4k + p - 1`) of the
+/// row at `out[p * phase + k]`, each 32 input columns' 8 values of a phase
+/// followed by 8 zeros that the next 32 overwrite. Panics unless `out`
+/// holds `4 * phase` values with `phase == 8 * ceil(w / 32) + 16`.
+fn split_row(row: &[f32], w: usize, phase: usize, out: &mut [f32]) {
+    out[0] = 0.0;
+    for chunk in 0..w.div_ceil(32) {
+        for p in 0..4 {
+            let (phase_of, shift) = if p == 3 { (0, 1) } else { (p + 1, 0) };
+            let dst = &mut out[phase_of * phase + 8 * chunk + shift..][..16];
+            for (k, v) in dst[..8].iter_mut().enumerate() {
+                *v = row.get(32 * chunk + 4 * k + p).copied().unwrap_or(0.0);
+            }
+            dst[8..].fill(0.0);
+        }
+    }
+}
+
+/// The 36 products of one block for `S` strips (1 to 3), each with its own
+/// `v` and `m` (as the AVX-512 `products_strips`): rows in passes of 4
+/// (one strip: 8 accumulators) or 2 (two or three strips: 8 or 12), each
+/// k step `2 S` loads of `v` and a broadcast of `u` per row. The same FMAs
+/// in the same order per value as the AVX-512 build.
+///
+/// # Safety
+/// AVX2 and FMA; the operands hold those values.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn products<const S: usize>(
+    u: &[f32],
+    u_entry: usize,
+    c: usize,
+    v: [&[f32]; S],
+    l: &Layout,
+    m: [&mut [f32]; S],
+) {
+    let v = v.map(|v| v.as_ptr());
+    let m = m.map(|m| m.as_mut_ptr());
+    // SAFETY: the caller's contract.
+    unsafe {
+        for e in 0..36 {
+            let up = u.as_ptr().add(e * u_entry);
+            let vp = v.map(|v| v.add(e * l.v_stride));
+            let mp = m.map(|m| m.add(e * l.m_stride));
+            if S == 1 {
+                for r0 in (0..ROWS).step_by(4) {
+                    rows::<4, S>(up.add(r0 * c), c, vp, l, mp.map(|m| m.add(LANES * r0)));
+                }
+            } else {
+                for r0 in (0..ROWS).step_by(2) {
+                    rows::<2, S>(up.add(r0 * c), c, vp, l, mp.map(|m| m.add(LANES * r0)));
+                }
+            }
+        }
+    }
+}
+
+/// `R` rows of `u` (from `up`, `c` apart) times `S` strips of one entry,
+/// row r of strip s to `m[s] + 16 r`.
+#[inline(always)]
+unsafe fn rows<const R: usize, const S: usize>(
+    up: *const f32,
+    c: usize,
+    vp: [*const f32; S],
+    l: &Layout,
+    m: [*mut f32; S],
+) {
+    let tiles = l.strips * LANES;
+    // SAFETY: the caller's contract (AVX2 and FMA by its target feature).
+    unsafe {
+        let mut acc = [[[_mm256_setzero_ps(); 2]; S]; R];
+        for k in 0..c {
+            let b: [[__m256; 2]; S] = std::array::from_fn(|s| {
+                let at = vp[s].add(k * tiles);
+                [_mm256_loadu_ps(at), _mm256_loadu_ps(at.add(8))]
+            });
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let a = _mm256_broadcast_ss(&*up.add(r * c + k));
+                for (acc, b) in acc.iter_mut().zip(&b) {
+                    acc[0] = _mm256_fmadd_ps(a, b[0], acc[0]);
+                    acc[1] = _mm256_fmadd_ps(a, b[1], acc[1]);
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            for (s, acc) in acc.iter().enumerate() {
+                let at = m[s].add(LANES * r);
+                _mm256_storeu_ps(at, acc[0]);
+                _mm256_storeu_ps(at.add(8), acc[1]);
+            }
+        }
+    }
+}
