@@ -158,6 +158,20 @@ mod x86 {
         // possible (8 rows: 4 + 4, not 6 + 2).
         let tiles = o.m.div_ceil(MR);
         let mut j = 0;
+        if o.m == 1 {
+            // One row: 96 columns at a time, 12 independent chains.
+            while j + WIDE <= o.n {
+                // SAFETY: the columns lie inside the operands.
+                unsafe {
+                    wide_row(Operands {
+                        b: o.b.add(j),
+                        c: o.c.add(j),
+                        ..o
+                    })
+                };
+                j += WIDE;
+            }
+        }
         while j < o.n {
             let w = (o.n - j).min(NR);
             let mut i = 0;
@@ -194,6 +208,49 @@ mod x86 {
                 i += r;
             }
             j += w;
+        }
+    }
+
+    /// Columns of [`wide_row`]: 12 vectors.
+    const WIDE: usize = 96;
+
+    /// The first [`WIDE`] columns of a one-row product, over all k: 12
+    /// accumulators (a 1 x 16 tile has two, and waits on each FMA's
+    /// latency), the same chain per value as [`tile`].
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn wide_row(t: Operands) {
+        // SAFETY: every pointer below stays inside the operands' first
+        // WIDE columns of row 0.
+        unsafe {
+            let alpha = _mm256_set1_ps(t.alpha);
+            let mut k0 = 0;
+            while k0 < t.k {
+                let kc = (t.k - k0).min(KC);
+                let mut acc = [_mm256_setzero_ps(); WIDE / 8];
+                let mut ap = t.a.add(k0 * t.csa);
+                let mut bp = t.b.add(k0 * t.rsb);
+                for _ in 0..kc {
+                    let av = _mm256_broadcast_ss(&*ap);
+                    for (v, acc) in acc.iter_mut().enumerate() {
+                        *acc = _mm256_fmadd_ps(av, _mm256_loadu_ps(bp.add(8 * v)), *acc);
+                    }
+                    ap = ap.add(t.csa);
+                    bp = bp.add(t.rsb);
+                }
+                let beta = if k0 == 0 { t.beta } else { 1.0 };
+                for (v, &a) in acc.iter().enumerate() {
+                    let p = t.c.add(8 * v);
+                    let out = if beta == 0.0 {
+                        _mm256_mul_ps(alpha, a)
+                    } else {
+                        let cv = _mm256_mul_ps(_mm256_loadu_ps(p), _mm256_set1_ps(beta));
+                        _mm256_fmadd_ps(alpha, a, cv)
+                    };
+                    _mm256_storeu_ps(p, out);
+                }
+                k0 += kc;
+            }
         }
     }
 
