@@ -119,16 +119,71 @@ impl Lanes16 for Y2 {
     }
     #[inline(always)]
     unsafe fn split_row(row: &[f32], w: usize, phase: usize, out: &mut [f32]) {
-        split_row(row, w, phase, out)
+        // SAFETY: forwarded (AVX2 by the caller's target feature).
+        unsafe { split_row(row, w, phase, out) }
     }
 }
 
-/// The AVX-512 `split_row` in plain code, storing the same values in the
-/// same order: padded column `4k + p` (input column `4k + p - 1`) of the
-/// row at `out[p * phase + k]`, each 32 input columns' 8 values of a phase
-/// followed by 8 zeros that the next 32 overwrite. Panics unless `out`
-/// holds `4 * phase` values with `phase == 8 * ceil(w / 32) + 16`.
-fn split_row(row: &[f32], w: usize, phase: usize, out: &mut [f32]) {
+/// The AVX-512 `split_row` on AVX2, storing the same values in the same
+/// order: padded column `4k + p` (input column `4k + p - 1`) of the row at
+/// `out[p * phase + k]`, each 32 input columns' 8 values of a phase
+/// followed by 8 zeros that the next 32 overwrite. The 32 columns are a
+/// 4 x 8 transpose: each vector of 8 permuted to its phases' pairs, then
+/// the pairs transposed as 4 x 4 doubles.
+///
+/// # Safety
+/// AVX2; `out` holds `4 * phase` values with `phase == 8 * ceil(w / 32) + 16`.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn split_row(row: &[f32], w: usize, phase: usize, out: &mut [f32]) {
+    assert!(out.len() >= 4 * phase && phase > 8 * w.div_ceil(32) + 8);
+    let (x, o) = (row.as_ptr(), out.as_mut_ptr());
+    let n = row.len();
+    // SAFETY: loads are masked to the row (masked-off lanes are not read);
+    // stores reach index 8 * ceil(w / 32) + 8 < phase of each phase.
+    unsafe {
+        let lanes: [i32; 16] = std::array::from_fn(|l| -((l < 8) as i32));
+        let pairs = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        let zero = _mm256_setzero_ps();
+        *o = 0.0;
+        for chunk in 0..w.div_ceil(32) {
+            let at = 32 * chunk;
+            let d: [__m256d; 4] = std::array::from_fn(|q| {
+                let live = n.saturating_sub(at + 8 * q).min(8);
+                let v = match live {
+                    0 => zero,
+                    8 => _mm256_loadu_ps(x.add(at + 8 * q)),
+                    _ => {
+                        let mask = _mm256_loadu_si256(lanes.as_ptr().add(8 - live).cast());
+                        _mm256_maskload_ps(x.add(at + 8 * q), mask)
+                    }
+                };
+                _mm256_castps_pd(_mm256_permutevar8x32_ps(v, pairs))
+            });
+            let t0 = _mm256_unpacklo_pd(d[0], d[1]);
+            let t1 = _mm256_unpackhi_pd(d[0], d[1]);
+            let t2 = _mm256_unpacklo_pd(d[2], d[3]);
+            let t3 = _mm256_unpackhi_pd(d[2], d[3]);
+            let phases = [
+                _mm256_permute2f128_pd::<0x20>(t0, t2),
+                _mm256_permute2f128_pd::<0x20>(t1, t3),
+                _mm256_permute2f128_pd::<0x31>(t0, t2),
+                _mm256_permute2f128_pd::<0x31>(t1, t3),
+            ];
+            for (p, &q) in phases.iter().enumerate() {
+                // Input column 4k + p is padded column 4k + p + 1.
+                let (phase_of, shift) = if p == 3 { (0, 1) } else { (p + 1, 0) };
+                let dst = o.add(phase_of * phase + 8 * chunk + shift);
+                _mm256_storeu_ps(dst, _mm256_castpd_ps(q));
+                _mm256_storeu_ps(dst.add(8), zero);
+            }
+        }
+    }
+}
+
+/// [`split_row`] in plain code: the reference it is tested against.
+#[cfg(test)]
+fn split_row_plain(row: &[f32], w: usize, phase: usize, out: &mut [f32]) {
     out[0] = 0.0;
     for chunk in 0..w.div_ceil(32) {
         for p in 0..4 {
@@ -212,6 +267,35 @@ unsafe fn rows<const R: usize, const S: usize>(
                 let at = m[s].add(LANES * r);
                 _mm256_storeu_ps(at, acc[0]);
                 _mm256_storeu_ps(at.add(8), acc[1]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The vector split stores what the plain one does, for rows of every
+    /// length up to three chunks, a padding row (empty) included, over a
+    /// buffer of stale values.
+    #[test]
+    fn split_row_matches_the_plain_split() {
+        if !crate::cpu::small_gemm::available() {
+            eprintln!("skipped: no AVX2 and FMA");
+            return;
+        }
+        for w in [32usize, 64, 96] {
+            let phase = 8 * w.div_ceil(32) + 16;
+            for len in [0, 1, 7, 8, 9, 31, 32, 33, 40, 63, w] {
+                let len = len.min(w);
+                let row: Vec<f32> = (0..len).map(|i| i as f32 + 0.5).collect();
+                let mut want = vec![-1.0; 4 * phase];
+                let mut got = want.clone();
+                split_row_plain(&row, w, phase, &mut want);
+                // SAFETY: AVX2 checked above; `got` holds 4 phases.
+                unsafe { split_row(&row, w, phase, &mut got) };
+                assert_eq!(got, want, "w {w} row of {len}");
             }
         }
     }
