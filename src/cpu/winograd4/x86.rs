@@ -9,6 +9,33 @@ use super::{Layout, Pool, LANES, ROWS};
 use crate::cpu::small_gemm::Kernel;
 use std::arch::x86_64::*;
 
+/// Calls `generic::<__m512>(args)` from an AVX-512F build or
+/// `generic::<Y2>(args)` from an AVX2 one, as `kernel` says; the caller
+/// guarantees that the CPU runs it.
+macro_rules! on_build {
+    ($kernel:expr, $generic:ident($($arg:ident: $ty:ty),* $(,)?)) => {{
+        #[target_feature(enable = "avx512f")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn on_512($($arg: $ty),*) {
+            // SAFETY: forwarded.
+            unsafe { $generic::<__m512>($($arg),*) }
+        }
+        #[target_feature(enable = "avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn on_256($($arg: $ty),*) {
+            // SAFETY: forwarded.
+            unsafe { $generic::<Y2>($($arg),*) }
+        }
+        // SAFETY: the CPU runs `kernel` (the caller's contract).
+        unsafe {
+            match $kernel {
+                Kernel::Avx512 => on_512($($arg),*),
+                Kernel::Avx2 => on_256($($arg),*),
+            }
+        }
+    }};
+}
+
 /// 16 lanes of f32 and the operations the transforms need. The methods
 /// are register arithmetic or plain loads and stores; callers run them
 /// only where the CPU has the build's features.
@@ -262,33 +289,16 @@ pub(super) unsafe fn input_transform(
     phases: &mut [f32],
     v: &mut [f32],
 ) {
-    #[target_feature(enable = "avx512f")]
-    unsafe fn on_512(
-        x: &[f32],
-        chw: (usize, usize, usize),
-        l: &Layout,
-        p: &mut [f32],
-        v: &mut [f32],
-    ) {
-        unsafe { input_transform_with::<__m512>(x, chw, l, p, v) }
-    }
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn on_256(
-        x: &[f32],
-        chw: (usize, usize, usize),
-        l: &Layout,
-        p: &mut [f32],
-        v: &mut [f32],
-    ) {
-        unsafe { input_transform_with::<Y2>(x, chw, l, p, v) }
-    }
-    // SAFETY: forwarded.
-    unsafe {
-        match kernel {
-            Kernel::Avx512 => on_512(x, chw, l, phases, v),
-            Kernel::Avx2 => on_256(x, chw, l, phases, v),
-        }
-    }
+    on_build!(
+        kernel,
+        input_transform_with(
+            x: &[f32],
+            chw: (usize, usize, usize),
+            l: &Layout,
+            phases: &mut [f32],
+            v: &mut [f32],
+        )
+    )
 }
 
 /// [`input_transform`] on one build.
@@ -447,39 +457,18 @@ pub(super) unsafe fn output_transform(
     w: usize,
     plane: &mut [f32],
 ) {
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn on_512(
-        m: &[f32],
-        l: &Layout,
-        at: (usize, usize),
-        post: (f32, Option<[f32; 3]>),
-        pool: Pool,
-        w: usize,
-        plane: &mut [f32],
-    ) {
-        unsafe { output_transform_with::<__m512>(m, l, at, post, pool, w, plane) }
-    }
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn on_256(
-        m: &[f32],
-        l: &Layout,
-        at: (usize, usize),
-        post: (f32, Option<[f32; 3]>),
-        pool: Pool,
-        w: usize,
-        plane: &mut [f32],
-    ) {
-        unsafe { output_transform_with::<Y2>(m, l, at, post, pool, w, plane) }
-    }
-    // SAFETY: forwarded.
-    unsafe {
-        match kernel {
-            Kernel::Avx512 => on_512(m, l, at, post, pool, w, plane),
-            Kernel::Avx2 => on_256(m, l, at, post, pool, w, plane),
-        }
-    }
+    on_build!(
+        kernel,
+        output_transform_with(
+            m: &[f32],
+            l: &Layout,
+            at: (usize, usize),
+            post: (f32, Option<[f32; 3]>),
+            pool: Pool,
+            w: usize,
+            plane: &mut [f32],
+        )
+    )
 }
 
 /// [`output_transform`] on one build.
