@@ -1,7 +1,8 @@
 //! A thin CRNN block in evaluation mode, in one pass: a 3x3 convolution
 //! of at most [`MAX_CHANNELS`] input channels (stride 1, padding 1, no
 //! bias), BatchNorm on running statistics, ReLU and a 2x2 max-pool of
-//! stride 2, on AVX-512 — a CRNN's first block, and `crnn-s`'s second.
+//! stride 2, on AVX-512 or AVX2 — a CRNN's first block, and `crnn-s`'s
+//! second where Winograd F(4x4) does not take it.
 //!
 //! Separately, the convolution writes O full-size planes, BatchNorm and
 //! ReLU read and write them again and the pool reads them a third time;
@@ -25,12 +26,14 @@
 use super::batchnorm2d::ChannelAffine;
 use super::conv2d::ConvGeom;
 use super::scratch::with_scratch;
+use super::small_gemm::Kernel;
 use rayon::prelude::*;
 use std::cell::Cell;
 
 /// Whether [`thin_block_eval`] runs the convolution `g` followed by a 2x2
 /// stride-2 pool on this CPU: 1 to [`MAX_CHANNELS`] input channels, 3x3,
-/// stride 1, padding 1, even height and width, and AVX-512F.
+/// stride 1, padding 1, even height and width, and AVX-512F or AVX2 with
+/// FMA (the two builds give the same bits).
 pub fn applies(g: &ConvGeom) -> bool {
     (1..=MAX_CHANNELS).contains(&g.c)
         && (g.kh, g.kw, g.sh, g.sw, g.ph, g.pw) == (3, 3, 1, 1, 1, 1)
@@ -38,7 +41,7 @@ pub fn applies(g: &ConvGeom) -> bool {
         && g.w >= 2
         && g.h.is_multiple_of(2)
         && g.w.is_multiple_of(2)
-        && super::small_gemm_avx512::available()
+        && Kernel::best().is_some()
 }
 
 /// The most input channels taken (`crnn-s` b2: 27 µs against 40 for the
@@ -70,6 +73,24 @@ pub fn thin_block_eval(
     affine: ChannelAffine,
     y: &mut [f32],
 ) {
+    let kernel = Kernel::best().expect("thin_block_eval: no AVX2 or AVX-512");
+    eval_on(kernel, x, g, weight, o, affine, y);
+}
+
+/// [`thin_block_eval`] on the build `kernel`, which the CPU runs.
+fn eval_on(
+    kernel: Kernel,
+    x: &[f32],
+    g: &ConvGeom,
+    weight: &[f32],
+    o: usize,
+    affine: ChannelAffine,
+    y: &mut [f32],
+) {
+    assert!(
+        kernel.runs(),
+        "thin_block_eval: the CPU does not run {kernel:?}"
+    );
     assert!(applies(g), "thin_block_eval: geometry {g:?} not handled");
     let (in_len, out_len) = (g.in_len(), o * (g.h / 2) * (g.w / 2));
     assert!(weight.len() >= 9 * g.c * o && affine.mean.len() >= o);
@@ -80,8 +101,14 @@ pub fn thin_block_eval(
         let len = g.c * (g.h + 2) * padded_row(g.w) + 16;
         with_scratch(&PADDED, len, |padded| {
             pad_planes(xs, g, padded);
-            // SAFETY: AVX-512F is present (`applies`); the slices fit (checked).
-            unsafe { x86::sample_channels(padded, g.c, g.h, g.w, weight, o, affine, ys) }
+            let planes = (&*padded, g.c, g.h, g.w);
+            // SAFETY: the CPU runs `kernel` (checked); the slices fit (checked).
+            unsafe {
+                match kernel {
+                    Kernel::Avx512 => x86::sample_channels(planes, weight, o, affine, ys),
+                    Kernel::Avx2 => x86::sample_channels_avx2(planes, weight, o, affine, ys),
+                }
+            }
         })
     };
     if n == 1 {
@@ -159,10 +186,7 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn sample_channels(
-        padded: &[f32],
-        c: usize,
-        h: usize,
-        w: usize,
+        (padded, c, h, w): (&[f32], usize, usize, usize),
         weight: &[f32],
         o: usize,
         affine: ChannelAffine,
@@ -239,6 +263,111 @@ mod x86 {
             }
         }
     }
+
+    /// Channel `ch`'s two conv rows of 16 columns `acc` ([row][vector])
+    /// through the affine map and ReLU, pooled 2x2 into the first `live`
+    /// of the 8 values at `at`.
+    ///
+    /// # Safety
+    /// AVX2; `ch` within the affine map; `at` valid for `live` values.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn pool_store_avx2(
+        acc: [[__m256; 2]; 2],
+        affine: ChannelAffine,
+        ch: usize,
+        at: *mut f32,
+        live: usize,
+    ) {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            let zero = _mm256_setzero_ps();
+            let m = _mm256_set1_ps(*affine.mean.get_unchecked(ch));
+            let s = _mm256_set1_ps(*affine.scale.get_unchecked(ch));
+            let b = _mm256_set1_ps(*affine.beta.get_unchecked(ch));
+            let act = |v: __m256| {
+                _mm256_max_ps(
+                    _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v, m), s), b),
+                    zero,
+                )
+            };
+            let rows: [__m256; 2] =
+                std::array::from_fn(|v| _mm256_max_ps(act(acc[0][v]), act(acc[1][v])));
+            // Even and odd columns: [0 2 8 10 | 4 6 12 14] and [1 3 9 11 | 5 7 13 15].
+            let even = _mm256_shuffle_ps::<0x88>(rows[0], rows[1]);
+            let odd = _mm256_shuffle_ps::<0xDD>(rows[0], rows[1]);
+            let pooled = _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(
+                _mm256_max_ps(even, odd),
+            )));
+            if live == 8 {
+                _mm256_storeu_ps(at, pooled);
+            } else {
+                let lanes: [i32; 16] = std::array::from_fn(|l| -((l < 8) as i32));
+                let mask = _mm256_loadu_si256(lanes.as_ptr().add(8 - live).cast());
+                _mm256_maskstore_ps(at, mask, pooled);
+            }
+        }
+    }
+
+    /// [`sample_channels`] on AVX2: two conv rows of 16 columns of two
+    /// output channels at a time (8 accumulator chains), the same FMAs in
+    /// the same order per value.
+    ///
+    /// # Safety
+    /// AVX2 and FMA; otherwise as [`sample_channels`].
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn sample_channels_avx2(
+        (padded, c, h, w): (&[f32], usize, usize, usize),
+        weight: &[f32],
+        o: usize,
+        affine: ChannelAffine,
+        y: &mut [f32],
+    ) {
+        const G: usize = 2;
+        let ld = padded_row(w);
+        let plane = (h + 2) * ld;
+        let (ho, wo) = (h / 2, w / 2);
+        // SAFETY: every load reads padded rows 2 pr ..= 2 pr + 3 <= H + 1 of
+        // a plane ic < c at columns 15 ..= 16 + x0 + 16 < ld (x0 < w); weights
+        // (o, c, 9) are read at channels below o; stores reach the live
+        // pooled columns of row pr of each channel's plane in `y`.
+        unsafe {
+            let zero = _mm256_setzero_ps();
+            for pr in 0..ho {
+                for x0 in (0..w).step_by(16) {
+                    let live = (wo - x0 / 2).min(8);
+                    for o0 in (0..o).step_by(G) {
+                        // The group's channels; past the last, repeats of it.
+                        let group: [usize; G] = std::array::from_fn(|j| (o0 + j).min(o - 1));
+                        // [output channel of the group][conv row][vector]
+                        let mut acc = [[[zero; 2]; 2]; G];
+                        for ic in 0..c {
+                            let top = padded.as_ptr().add(ic * plane + 2 * pr * ld + 16 + x0);
+                            let k = group.map(|oc| weight.as_ptr().add((oc * c + ic) * 9));
+                            // Taps in (channel, kernel row, kernel column) order.
+                            for tap in 0..9 {
+                                let (ky, kx) = (tap / 3, tap % 3);
+                                let wv = k.map(|k| _mm256_broadcast_ss(&*k.add(tap)));
+                                for cr in 0..2 {
+                                    for v in 0..2 {
+                                        let at = top.add((cr + ky) * ld + 8 * v + kx).sub(1);
+                                        let xv = _mm256_loadu_ps(at);
+                                        for (acc, wv) in acc.iter_mut().zip(wv) {
+                                            acc[cr][v] = _mm256_fmadd_ps(wv, xv, acc[cr][v]);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        for (&ch, acc) in group.iter().zip(&acc).take(o - o0) {
+                            let at = y.as_mut_ptr().add(ch * ho * wo + pr * wo + x0 / 2);
+                            pool_store_avx2(*acc, affine, ch, at, live);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -248,16 +377,24 @@ mod x86 {
     /// Never called: [`super::applies`] is false off x86-64.
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn sample_channels(
-        _: &[f32],
-        _: usize,
-        _: usize,
-        _: usize,
+        _: (&[f32], usize, usize, usize),
         _: &[f32],
         _: usize,
         _: ChannelAffine,
         _: &mut [f32],
     ) {
         unreachable!("thin_block_eval called without AVX-512")
+    }
+
+    /// Never called: [`super::applies`] is false off x86-64.
+    pub(super) unsafe fn sample_channels_avx2(
+        _: (&[f32], usize, usize, usize),
+        _: &[f32],
+        _: usize,
+        _: ChannelAffine,
+        _: &mut [f32],
+    ) {
+        unreachable!("thin_block_eval called without AVX2")
     }
 }
 
@@ -302,7 +439,7 @@ mod tests {
         ] {
             let g = ConvGeom::new((c, h, w), (3, 3), (1, 1), (1, 1)).unwrap();
             if !applies(&g) {
-                eprintln!("no AVX-512: the one-pass block is not run here");
+                eprintln!("no AVX2 or AVX-512: the one-pass block is not run here");
                 return;
             }
             let x = values(n * c * h * w, &mut rng, 1.0);
@@ -317,13 +454,19 @@ mod tests {
                 scale: &scale,
                 beta: &beta,
             };
-            let mut y = vec![f32::NAN; n * o * (h / 2) * (w / 2)];
-            thin_block_eval(&x, &g, &wt, o, a, &mut y);
             let want = separate(&x, &g, &wt, o, a);
             let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&y), bits(&want), "n {n} c {c} o {o} {h}x{w}");
-            if y.len() >= 64 {
-                assert!(y.iter().any(|&v| v > 0.0) && y.contains(&0.0));
+            for kernel in Kernel::all_available() {
+                let mut y = vec![f32::NAN; n * o * (h / 2) * (w / 2)];
+                eval_on(kernel, &x, &g, &wt, o, a, &mut y);
+                assert_eq!(
+                    bits(&y),
+                    bits(&want),
+                    "{kernel:?}: n {n} c {c} o {o} {h}x{w}"
+                );
+                if y.len() >= 64 {
+                    assert!(y.iter().any(|&v| v > 0.0) && y.contains(&0.0));
+                }
             }
         }
     }
