@@ -2,8 +2,9 @@
 //! right-hand side run on this crate's unpacked kernel
 //! ([`super::small_gemm`]), the others on its packed-panel kernel
 //! ([`super::panel_gemm`]) on AVX-512 CPUs and for wide products with few
-//! rows on AVX2 ones, the rest through `matrixmultiply::sgemm`. All give bit-identical values (with
-//! `alpha = 1` on a CPU with FMA), so the choice never changes a result.
+//! rows on AVX2 ones, the rest through `matrixmultiply::sgemm`. All give
+//! bit-identical values (with `alpha = 1` on a CPU with FMA), so the
+//! choice never changes a result.
 //!
 //! Matrices are described by a pointer-free view: a slice, its row stride and
 //! its column stride, so transposes cost nothing.
