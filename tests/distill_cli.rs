@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 /// Tiny data and an untrained crnn-s teacher (default charset), plus a
 /// teacher that reads only digits.
-fn fixture(name: &str) -> PathBuf {
+fn fixture(name: &str) -> cli::Scratch {
     let root = scratch(name);
     for (dir, count, seed) in [("train", 16, 1), ("val", 8, 2)] {
         let cfg = RenderConfig {

@@ -27,6 +27,8 @@ struct Blowup {
     last_before: Vec<u8>,
     /// The resumed run that blew up.
     out: Output,
+    /// The folder of it all (a static is never dropped, so it stays).
+    _dir: cli::Scratch,
 }
 
 /// Runs the scenario once for all the tests of this file.
@@ -76,6 +78,7 @@ fn blowup() -> &'static Blowup {
             val,
             last_before,
             out,
+            _dir: dir,
         }
     })
 }
