@@ -200,7 +200,10 @@ fn split_row_plain(row: &[f32], w: usize, phase: usize, out: &mut [f32]) {
 /// The 36 products of one block for `S` strips (1 to 3), each with its own
 /// `v` and `m` (as the AVX-512 `products_strips`): rows in passes of 4
 /// (one strip: 8 accumulators) or 2 (two or three strips: 8 or 12), each
-/// k step `2 S` loads of `v` and a broadcast of `u` per row. The same FMAs
+/// k step a broadcast of `u` per row, then `2 S` loads of `v`, a strip at
+/// a time (loading every strip's vectors first spilled three accumulators
+/// a step with three strips: distill-step 1.18x, batch-32 inference 1.12x
+/// without the spills). The same FMAs
 /// in the same order per value as the AVX-512 build.
 ///
 /// # Safety
@@ -250,15 +253,16 @@ unsafe fn rows<const R: usize, const S: usize>(
     unsafe {
         let mut acc = [[[_mm256_setzero_ps(); 2]; S]; R];
         for k in 0..c {
-            let b: [[__m256; 2]; S] = std::array::from_fn(|s| {
+            // The rows' values first, then one strip's two vectors at a
+            // time: 12 accumulators, 2 values and 2 vectors fit the 16
+            // registers (all strips' vectors at once spilled 3 a step).
+            let a: [__m256; R] = std::array::from_fn(|r| _mm256_broadcast_ss(&*up.add(r * c + k)));
+            for s in 0..S {
                 let at = vp[s].add(k * tiles);
-                [_mm256_loadu_ps(at), _mm256_loadu_ps(at.add(8))]
-            });
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let a = _mm256_broadcast_ss(&*up.add(r * c + k));
-                for (acc, b) in acc.iter_mut().zip(&b) {
-                    acc[0] = _mm256_fmadd_ps(a, b[0], acc[0]);
-                    acc[1] = _mm256_fmadd_ps(a, b[1], acc[1]);
+                let b = [_mm256_loadu_ps(at), _mm256_loadu_ps(at.add(8))];
+                for (acc, &a) in acc.iter_mut().zip(&a) {
+                    acc[s][0] = _mm256_fmadd_ps(a, b[0], acc[s][0]);
+                    acc[s][1] = _mm256_fmadd_ps(a, b[1], acc[s][1]);
                 }
             }
         }
