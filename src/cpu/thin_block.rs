@@ -403,6 +403,7 @@ mod tests {
     use super::*;
     use crate::cpu::batchnorm2d::batchnorm2d_relu_inplace;
     use crate::cpu::conv2d::conv2d_forward_tapwise;
+    use crate::cpu::gemm::testing::bits;
     use crate::cpu::maxpool2d::maxpool2d_forward;
     use crate::rng::Rng;
 
@@ -455,7 +456,6 @@ mod tests {
                 beta: &beta,
             };
             let want = separate(&x, &g, &wt, o, a);
-            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
             for kernel in Kernel::all_available() {
                 let mut y = vec![f32::NAN; n * o * (h / 2) * (w / 2)];
                 eval_on(kernel, &x, &g, &wt, o, a, &mut y);

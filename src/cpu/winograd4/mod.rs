@@ -485,15 +485,8 @@ impl Block<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::gemm::testing::{bits, values};
     use crate::rng::Rng;
-
-    fn values(len: usize, rng: &mut Rng) -> Vec<f32> {
-        (0..len).map(|_| rng.range(-1.0, 1.0)).collect()
-    }
-
-    fn bits(v: &[f32]) -> Vec<u32> {
-        v.iter().map(|x| x.to_bits()).collect()
-    }
 
     /// The AVX2 build gives the AVX-512 build's bits (where the CPU runs
     /// both): every strip count of the products, rows of 8 and 16 tiles,
