@@ -62,12 +62,6 @@ impl Shape {
     }
 }
 
-/// Whether the CPU runs a build of this kernel (AVX-512F, or AVX2 and FMA).
-#[inline]
-pub fn available() -> bool {
-    Kernel::best().is_some()
-}
-
 thread_local! {
     /// Each thread's packed block of `b`.
     static B_PANELS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
@@ -89,18 +83,11 @@ fn even_part(total: usize, parts: usize, u: usize) -> (usize, usize) {
 }
 
 /// `c = alpha * a·b + beta * c` (`c` row-major, `b.cols` values a row) on
-/// the best build the CPU runs.
+/// the build `kernel`.
 ///
-/// Panics if the CPU runs neither ([`available`]), if the inner dimensions
-/// differ or if `c` is too small; the views are checked by the caller
-/// ([`super::gemm::gemm`]).
-pub fn gemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
-    let kernel = Kernel::best().expect("panel_gemm on a CPU without AVX2 and FMA");
-    gemm_with(kernel, alpha, a, b, beta, c);
-}
-
-/// [`gemm`] on the build `kernel`, which the CPU must run
-/// ([`Kernel::runs`]; panics otherwise).
+/// Panics if the CPU does not run `kernel` ([`Kernel::runs`]), if the inner
+/// dimensions differ or if `c` is too small; the views are checked by the
+/// caller ([`super::gemm::gemm`]).
 pub fn gemm_with(kernel: Kernel, alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
     assert!(kernel.runs(), "panel_gemm: the CPU does not run {kernel:?}");
     assert_eq!(a.cols, b.rows, "gemm inner dimensions");
@@ -415,7 +402,7 @@ mod x86 {
 mod x86 {
     use super::Block;
 
-    /// Never called: [`super::available`] is false off x86-64.
+    /// Never called: no build of the kernel runs off x86-64 ([`Kernel::best`] is `None`).
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn tile(
         _: usize,
@@ -442,10 +429,6 @@ mod tests {
     /// and alpha, and every layout of both operands.
     #[test]
     fn matches_matrixmultiply_bit_for_bit() {
-        if !available() {
-            eprintln!("skipped: the CPU lacks AVX2 and FMA");
-            return;
-        }
         let mut rng = Rng::seed(17);
         let shapes = [
             (1, 1, 1),
