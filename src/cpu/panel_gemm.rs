@@ -402,7 +402,7 @@ mod x86 {
 mod x86 {
     use super::Block;
 
-    /// Never called: no build of the kernel runs off x86-64 ([`Kernel::best`] is `None`).
+    /// Never called: no build of the kernel runs off x86-64 (`Kernel::best` is `None`).
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn tile(
         _: usize,
