@@ -471,19 +471,20 @@ mod tests {
     }
 
     /// One sequence with nothing saved runs its steps in registers
-    /// (`lstm_line`) where AVX-512 is present: the same bits as the general
-    /// path (which the saving run takes), for every hidden size it takes,
+    /// (`lstm_line`) where AVX-512 or AVX2 is present: the same bits as the
+    /// general path (which the saving run takes), for every hidden size it
+    /// takes,
     /// both directions, a length short of the padded steps, and inputs that
     /// drive the gates into the clamps of exp and tanh and below tanh's
     /// small-argument cutoff.
     #[test]
     fn one_sequence_in_registers_matches_the_general_path() {
-        if !lstm_line::applies(16) {
-            eprintln!("skipped: the CPU lacks AVX-512");
+        if !lstm_line::applies(8) && !lstm_line::applies(16) {
+            eprintln!("skipped: the CPU lacks AVX-512 and AVX2");
             return;
         }
         let mut rng = Rng::seed(12);
-        for h in [16, 32, 48, 64] {
+        for h in (8..=64).step_by(8).filter(|&h| lstm_line::applies(h)) {
             let (t, f) = (9, 6);
             let scaled = |len: usize, scale: f32, rng: &mut Rng| -> Vec<f32> {
                 values(len, rng).into_iter().map(|v| v * scale).collect()

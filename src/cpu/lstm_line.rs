@@ -1,18 +1,47 @@
 //! The recurrence of one LSTM direction over a single sequence (batch 1,
-//! nothing saved for a backward pass) on AVX-512, for up to 64 hidden
-//! units: each step's `h·W_hhᵀ` is summed in registers and the cell runs
-//! on those registers, instead of a GEMM call writing the gates and the
-//! cell reading them back (a `crnn-s` line runs 64 such steps).
+//! nothing saved for a backward pass) on AVX-512 or AVX2, for up to 64
+//! hidden units: each step's `h·W_hhᵀ` is summed in registers and the cell
+//! runs on those registers, instead of a GEMM call writing the gates and
+//! the cell reading them back (a `crnn-s` line runs 64 such steps).
+//!
+//! The hidden units are taken a group of vectors at a time: the four
+//! gates' accumulators of a group fill at most 16 of AVX-512's 32 registers
+//! (the whole of 64 units) or 12 of AVX2's 16 (24 units), and the group's
+//! cell runs as soon as its sums are done. The new h goes to a second
+//! buffer, since the later groups of the step still read the old one.
 //!
 //! Every value is the same chain of IEEE operations as the general path:
 //! the product's FMAs over k from zero, then `acc + pre` (the GEMM's
 //! `alpha·acc + beta·c` with both 1), then [`super::fastmath`]'s `sigmoid`
 //! and `tanh` written out lane-wise with the same operations in the same
-//! order, so the two give the same bits (tested in `super::lstm`).
+//! order, so the two give the same bits (tested in `super::lstm`), and
+//! the builds give each other's bits.
+
+use super::small_gemm::Kernel;
+
+/// The most hidden units [`run`] takes.
+const MAX_HIDDEN: usize = 64;
+
+/// Whether `kernel`'s build takes a direction of `hidden` units: whole
+/// vectors of 16 (AVX-512) or 8 (AVX2) lanes, up to [`MAX_HIDDEN`].
+fn takes(kernel: Kernel, hidden: usize) -> bool {
+    let lanes = match kernel {
+        Kernel::Avx512 => 16,
+        Kernel::Avx2 => 8,
+    };
+    hidden > 0 && hidden.is_multiple_of(lanes) && hidden <= MAX_HIDDEN
+}
+
+/// The build [`run`] uses for `hidden` units on this CPU, if any.
+fn build_for(hidden: usize) -> Option<Kernel> {
+    Kernel::all_available()
+        .into_iter()
+        .find(|&k| takes(k, hidden))
+}
 
 /// Whether [`run`] takes a direction of `hidden` units on this CPU.
 pub(crate) fn applies(hidden: usize) -> bool {
-    super::simd::has_avx512() && hidden.is_multiple_of(16) && (16..=64).contains(&hidden)
+    build_for(hidden).is_some()
 }
 
 /// Runs the `len` steps of one direction for one sample. `pre` holds the
@@ -30,165 +59,477 @@ pub(crate) fn run(
     reverse: bool,
     out: &mut [f32],
 ) {
-    assert!(applies(hidden), "lstm_line: {hidden} hidden units");
+    let kernel = build_for(hidden);
+    let kernel = kernel.unwrap_or_else(|| panic!("lstm_line: {hidden} hidden units"));
+    run_on(kernel, pre, w_hh_t, hidden, len, reverse, out);
+}
+
+/// [`run`] on `kernel`'s build. Panics unless the CPU runs it, it
+/// [`takes`] `hidden`, and the slices have the sizes of [`run`].
+fn run_on(
+    kernel: Kernel,
+    pre: &[f32],
+    w_hh_t: &[f32],
+    hidden: usize,
+    len: usize,
+    reverse: bool,
+    out: &mut [f32],
+) {
+    assert!(
+        kernel.runs() && takes(kernel, hidden),
+        "lstm_line: {hidden} hidden units on {kernel:?}"
+    );
     let g4 = 4 * hidden;
     assert!(pre.len() >= len * g4 && out.len() >= len * hidden && w_hh_t.len() >= hidden * g4);
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX-512F is present (`applies`); the sizes were checked above.
+    // SAFETY: the CPU runs the build and it takes `hidden` (asserted), so
+    // `hidden` is a whole number of its vectors; the sizes were checked.
     unsafe {
-        match hidden / 16 {
-            1 => x86::run::<1>(pre, w_hh_t, len, reverse, out),
-            2 => x86::run::<2>(pre, w_hh_t, len, reverse, out),
-            3 => x86::run::<3>(pre, w_hh_t, len, reverse, out),
-            _ => x86::run::<4>(pre, w_hh_t, len, reverse, out),
+        match kernel {
+            Kernel::Avx512 => x86::run_512(pre, w_hh_t, hidden, len, reverse, out),
+            Kernel::Avx2 => x86::run_256(pre, w_hh_t, hidden, len, reverse, out),
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("lstm_line::applies is false off x86-64");
+    unreachable!("no build of lstm_line runs off x86-64");
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// `x` with values below `lo` set to `lo` and above `hi` to `hi`; NaN
-    /// stays (ordered compares are false for it), as `clamp_nan`.
-    #[inline(always)]
-    unsafe fn clamp_nan(x: __m512, lo: f32, hi: f32) -> __m512 {
-        let lo = _mm512_set1_ps(lo);
-        let hi = _mm512_set1_ps(hi);
-        let v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, lo), x, lo);
-        _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, hi), v, hi)
+    /// A vector of f32 lanes and the operations the step needs: register
+    /// arithmetic, plain loads and stores. Callers run them only where the
+    /// CPU has the build's features.
+    pub(super) trait Lanes: Copy {
+        const LANES: usize;
+        unsafe fn zero() -> Self;
+        unsafe fn splat(v: f32) -> Self;
+        unsafe fn load(p: *const f32) -> Self;
+        unsafe fn store(self, p: *mut f32);
+        unsafe fn add(self, b: Self) -> Self;
+        unsafe fn sub(self, b: Self) -> Self;
+        unsafe fn mul(self, b: Self) -> Self;
+        unsafe fn div(self, b: Self) -> Self;
+        /// `a·b + c`, fused.
+        unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self;
+        /// Lanes below `lo` set to `lo` and above `hi` to `hi`; NaN stays
+        /// (ordered compares are false for it), as `clamp_nan`.
+        unsafe fn clamp_nan(self, lo: f32, hi: f32) -> Self;
+        /// The lanes with their sign bits flipped.
+        unsafe fn neg(self) -> Self;
+        /// `small` where `|x| < limit`, else `self`.
+        unsafe fn where_abs_below(self, x: Self, limit: f32, small: Self) -> Self;
+        /// 2^n for `t` holding `n + ROUND_MAGIC` (`fastmath::exp`'s scale).
+        unsafe fn pow2_of_rounded(t: Self, round_magic: f32) -> Self;
+    }
+
+    impl Lanes for __m512 {
+        const LANES: usize = 16;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            unsafe { _mm512_setzero_ps() }
+        }
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            unsafe { _mm512_set1_ps(v) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            unsafe { _mm512_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            unsafe { _mm512_storeu_ps(p, self) }
+        }
+        #[inline(always)]
+        unsafe fn add(self, b: Self) -> Self {
+            unsafe { _mm512_add_ps(self, b) }
+        }
+        #[inline(always)]
+        unsafe fn sub(self, b: Self) -> Self {
+            unsafe { _mm512_sub_ps(self, b) }
+        }
+        #[inline(always)]
+        unsafe fn mul(self, b: Self) -> Self {
+            unsafe { _mm512_mul_ps(self, b) }
+        }
+        #[inline(always)]
+        unsafe fn div(self, b: Self) -> Self {
+            unsafe { _mm512_div_ps(self, b) }
+        }
+        #[inline(always)]
+        unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
+            unsafe { _mm512_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn clamp_nan(self, lo: f32, hi: f32) -> Self {
+            unsafe {
+                let lo = _mm512_set1_ps(lo);
+                let hi = _mm512_set1_ps(hi);
+                let v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_LT_OQ>(self, lo), self, lo);
+                _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, hi), v, hi)
+            }
+        }
+        #[inline(always)]
+        unsafe fn neg(self) -> Self {
+            unsafe {
+                _mm512_castsi512_ps(_mm512_xor_si512(
+                    _mm512_castps_si512(self),
+                    _mm512_set1_epi32(i32::MIN),
+                ))
+            }
+        }
+        #[inline(always)]
+        unsafe fn where_abs_below(self, x: Self, limit: f32, small: Self) -> Self {
+            unsafe {
+                let abs = _mm512_castsi512_ps(_mm512_and_si512(
+                    _mm512_castps_si512(x),
+                    _mm512_set1_epi32(i32::MAX),
+                ));
+                let below = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(abs, _mm512_set1_ps(limit));
+                _mm512_mask_blend_ps(below, self, small)
+            }
+        }
+        #[inline(always)]
+        unsafe fn pow2_of_rounded(t: Self, round_magic: f32) -> Self {
+            unsafe {
+                let n = _mm512_sub_epi32(
+                    _mm512_castps_si512(t),
+                    _mm512_set1_epi32(round_magic.to_bits() as i32),
+                );
+                let bits = _mm512_slli_epi32::<23>(_mm512_add_epi32(n, _mm512_set1_epi32(127)));
+                _mm512_castsi512_ps(bits)
+            }
+        }
+    }
+
+    impl Lanes for __m256 {
+        const LANES: usize = 8;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            unsafe { _mm256_setzero_ps() }
+        }
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            unsafe { _mm256_set1_ps(v) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            unsafe { _mm256_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            unsafe { _mm256_storeu_ps(p, self) }
+        }
+        #[inline(always)]
+        unsafe fn add(self, b: Self) -> Self {
+            unsafe { _mm256_add_ps(self, b) }
+        }
+        #[inline(always)]
+        unsafe fn sub(self, b: Self) -> Self {
+            unsafe { _mm256_sub_ps(self, b) }
+        }
+        #[inline(always)]
+        unsafe fn mul(self, b: Self) -> Self {
+            unsafe { _mm256_mul_ps(self, b) }
+        }
+        #[inline(always)]
+        unsafe fn div(self, b: Self) -> Self {
+            unsafe { _mm256_div_ps(self, b) }
+        }
+        #[inline(always)]
+        unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
+            unsafe { _mm256_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn clamp_nan(self, lo: f32, hi: f32) -> Self {
+            unsafe {
+                let lo = _mm256_set1_ps(lo);
+                let hi = _mm256_set1_ps(hi);
+                let v = _mm256_blendv_ps(self, lo, _mm256_cmp_ps::<_CMP_LT_OQ>(self, lo));
+                _mm256_blendv_ps(v, hi, _mm256_cmp_ps::<_CMP_GT_OQ>(v, hi))
+            }
+        }
+        #[inline(always)]
+        unsafe fn neg(self) -> Self {
+            unsafe { _mm256_xor_ps(self, _mm256_set1_ps(-0.0)) }
+        }
+        #[inline(always)]
+        unsafe fn where_abs_below(self, x: Self, limit: f32, small: Self) -> Self {
+            unsafe {
+                let abs = _mm256_andnot_ps(_mm256_set1_ps(-0.0), x);
+                let below = _mm256_cmp_ps::<_CMP_LT_OQ>(abs, _mm256_set1_ps(limit));
+                _mm256_blendv_ps(self, small, below)
+            }
+        }
+        #[inline(always)]
+        unsafe fn pow2_of_rounded(t: Self, round_magic: f32) -> Self {
+            unsafe {
+                let n = _mm256_sub_epi32(
+                    _mm256_castps_si256(t),
+                    _mm256_set1_epi32(round_magic.to_bits() as i32),
+                );
+                let bits = _mm256_slli_epi32::<23>(_mm256_add_epi32(n, _mm256_set1_epi32(127)));
+                _mm256_castsi256_ps(bits)
+            }
+        }
     }
 
     /// `a * b + c`, rounded twice, as Rust computes `a * b + c`.
     #[inline(always)]
-    unsafe fn mul_add(a: __m512, b: __m512, c: f32) -> __m512 {
-        _mm512_add_ps(_mm512_mul_ps(a, b), _mm512_set1_ps(c))
+    unsafe fn mul_add<V: Lanes>(a: V, b: V, c: f32) -> V {
+        unsafe { a.mul(b).add(V::splat(c)) }
     }
 
     /// `fastmath::exp`, lane-wise.
     #[inline(always)]
-    unsafe fn exp(x: __m512) -> __m512 {
+    unsafe fn exp<V: Lanes>(x: V) -> V {
         const LOG2E: f32 = std::f32::consts::LOG2_E;
         const LN2_HI: f32 = 0.693_359_4;
         const LN2_LO: f32 = -2.121_944_4e-4;
         const ROUND_MAGIC: f32 = 12_582_912.0;
-        let xc = clamp_nan(x, -87.0, 88.0);
-        let t = mul_add(xc, _mm512_set1_ps(LOG2E), ROUND_MAGIC);
-        let n = _mm512_sub_ps(t, _mm512_set1_ps(ROUND_MAGIC));
-        let r = _mm512_sub_ps(
-            _mm512_sub_ps(xc, _mm512_mul_ps(n, _mm512_set1_ps(LN2_HI))),
-            _mm512_mul_ps(n, _mm512_set1_ps(LN2_LO)),
-        );
-        let mut p = _mm512_set1_ps(1.987_569_1e-4);
-        p = mul_add(p, r, 1.398_199_9e-3);
-        p = mul_add(p, r, 8.333_452e-3);
-        p = mul_add(p, r, 4.166_579_6e-2);
-        p = mul_add(p, r, 1.666_666_5e-1);
-        p = mul_add(p, r, 0.5);
-        let er = _mm512_add_ps(
-            _mm512_add_ps(_mm512_mul_ps(p, _mm512_mul_ps(r, r)), r),
-            _mm512_set1_ps(1.0),
-        );
-        let ni = _mm512_sub_epi32(
-            _mm512_castps_si512(t),
-            _mm512_set1_epi32(ROUND_MAGIC.to_bits() as i32),
-        );
-        let scale = _mm512_slli_epi32::<23>(_mm512_add_epi32(ni, _mm512_set1_epi32(127)));
-        _mm512_mul_ps(er, _mm512_castsi512_ps(scale))
+        unsafe {
+            let xc = x.clamp_nan(-87.0, 88.0);
+            let t = mul_add(xc, V::splat(LOG2E), ROUND_MAGIC);
+            let n = t.sub(V::splat(ROUND_MAGIC));
+            let r = xc.sub(n.mul(V::splat(LN2_HI))).sub(n.mul(V::splat(LN2_LO)));
+            let mut p = V::splat(1.987_569_1e-4);
+            p = mul_add(p, r, 1.398_199_9e-3);
+            p = mul_add(p, r, 8.333_452e-3);
+            p = mul_add(p, r, 4.166_579_6e-2);
+            p = mul_add(p, r, 1.666_666_5e-1);
+            p = mul_add(p, r, 0.5);
+            let er = p.mul(r.mul(r)).add(r).add(V::splat(1.0));
+            er.mul(V::pow2_of_rounded(t, ROUND_MAGIC))
+        }
     }
 
-    /// `fastmath::sigmoid`, lane-wise: 1 / (1 + e^-x), -x by its sign bit.
+    /// `fastmath::sigmoid`, lane-wise: 1 / (1 + e^-x).
     #[inline(always)]
-    unsafe fn sigmoid(x: __m512) -> __m512 {
-        let neg = _mm512_castsi512_ps(_mm512_xor_si512(
-            _mm512_castps_si512(x),
-            _mm512_set1_epi32(i32::MIN),
-        ));
-        let one = _mm512_set1_ps(1.0);
-        _mm512_div_ps(one, _mm512_add_ps(one, exp(neg)))
+    unsafe fn sigmoid<V: Lanes>(x: V) -> V {
+        unsafe {
+            let one = V::splat(1.0);
+            one.div(one.add(exp(x.neg())))
+        }
     }
 
     /// `fastmath::tanh`, lane-wise.
     #[inline(always)]
-    unsafe fn tanh(x: __m512) -> __m512 {
+    unsafe fn tanh<V: Lanes>(x: V) -> V {
         const CLAMP: f32 = 7.905_311;
-        let xc = clamp_nan(x, -CLAMP, CLAMP);
-        let x2 = _mm512_mul_ps(xc, xc);
-        let mut p = _mm512_set1_ps(-2.760_768_5e-16);
-        p = mul_add(p, x2, 2.000_188e-13);
-        p = mul_add(p, x2, -8.604_672e-11);
-        p = mul_add(p, x2, 5.122_297e-8);
-        p = mul_add(p, x2, 1.485_722_4e-5);
-        p = mul_add(p, x2, 6.372_619_3e-4);
-        p = mul_add(p, x2, 4.893_524_6e-3);
-        p = _mm512_mul_ps(p, xc);
-        let mut q = _mm512_set1_ps(1.198_258_4e-6);
-        q = mul_add(q, x2, 1.185_347e-4);
-        q = mul_add(q, x2, 2.268_434_6e-3);
-        q = mul_add(q, x2, 4.893_525e-3);
-        let y = _mm512_div_ps(p, q);
-        let abs = _mm512_castsi512_ps(_mm512_and_si512(
-            _mm512_castps_si512(x),
-            _mm512_set1_epi32(i32::MAX),
-        ));
-        let tiny = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(abs, _mm512_set1_ps(4e-4));
-        _mm512_mask_blend_ps(tiny, y, x)
+        unsafe {
+            let xc = x.clamp_nan(-CLAMP, CLAMP);
+            let x2 = xc.mul(xc);
+            let mut p = V::splat(-2.760_768_5e-16);
+            p = mul_add(p, x2, 2.000_188e-13);
+            p = mul_add(p, x2, -8.604_672e-11);
+            p = mul_add(p, x2, 5.122_297e-8);
+            p = mul_add(p, x2, 1.485_722_4e-5);
+            p = mul_add(p, x2, 6.372_619_3e-4);
+            p = mul_add(p, x2, 4.893_524_6e-3);
+            p = p.mul(xc);
+            let mut q = V::splat(1.198_258_4e-6);
+            q = mul_add(q, x2, 1.185_347e-4);
+            q = mul_add(q, x2, 2.268_434_6e-3);
+            q = mul_add(q, x2, 4.893_525e-3);
+            p.div(q).where_abs_below(x, 4e-4, x)
+        }
     }
 
-    /// [`super::run`] for `16 * Q` hidden units (`4 * Q` gate vectors).
+    /// The state of one direction between steps, and where a step writes.
+    struct Step<'a> {
+        /// Gate pre-activations of this step's time (4H).
+        pre: *const f32,
+        /// `W_hhᵀ` (H x 4H).
+        w: *const f32,
+        hidden: usize,
+        /// h of the step before; `None` at the first step (h = 0).
+        h_prev: Option<&'a [f32]>,
+        /// The cell state (H), updated.
+        c: &'a mut [f32],
+        /// The new h (H).
+        h_next: &'a mut [f32],
+        /// This time's row of the output (H).
+        y: *mut f32,
+    }
+
+    /// The step for the `G` vectors of hidden units from vector `q0`: the
+    /// four gates' sums, then the cell.
     ///
     /// # Safety
-    /// AVX-512F must be present; `pre` must hold `len` rows of `64 * Q`
-    /// values, `w_hh_t` `16 * Q` such rows, `out` `len` rows of `16 * Q`.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn run<const Q: usize>(
-        pre: &[f32],
-        w_hh_t: &[f32],
-        len: usize,
-        reverse: bool,
-        out: &mut [f32],
-    ) {
-        let (h_len, g4) = (16 * Q, 64 * Q);
-        // h of the step before, in memory for the product's broadcasts.
-        let mut h = [0.0f32; 64];
-        let mut c = [_mm512_setzero_ps(); Q];
-        let w = w_hh_t.as_ptr();
-        for s in 0..len {
-            let t = if reverse { len - 1 - s } else { s };
-            let row = pre.as_ptr().add(t * g4);
-            let mut gates: [[__m512; Q]; 4] = std::array::from_fn(|b| {
-                std::array::from_fn(|q| _mm512_loadu_ps(row.add(16 * (b * Q + q))))
-            });
-            if s > 0 {
-                let mut acc = [[_mm512_setzero_ps(); Q]; 4];
-                for (k, &hk) in h[..h_len].iter().enumerate() {
-                    let hv = _mm512_set1_ps(hk);
-                    let wk = w.add(k * g4);
+    /// The CPU runs `V`'s build; `step`'s pointers hold the sizes of
+    /// [`Step`], and `q0 + G` vectors fit in `hidden`.
+    #[inline(always)]
+    unsafe fn group<V: Lanes, const G: usize>(step: &mut Step, q0: usize) {
+        let (hidden, l) = (step.hidden, V::LANES);
+        let at = |b: usize, j: usize| b * hidden + (q0 + j) * l;
+        // Loops, not closures, around the vector operations: a closure is
+        // not compiled with the build's features, and its intrinsics could
+        // become calls.
+        unsafe {
+            let mut gates = [[V::zero(); G]; 4];
+            for (b, gates) in gates.iter_mut().enumerate() {
+                for (j, g) in gates.iter_mut().enumerate() {
+                    *g = V::load(step.pre.add(at(b, j)));
+                }
+            }
+            if let Some(h_prev) = step.h_prev {
+                let mut acc = [[V::zero(); G]; 4];
+                for (k, &hk) in h_prev[..hidden].iter().enumerate() {
+                    let hv = V::splat(hk);
+                    let wk = step.w.add(k * 4 * hidden);
                     for (b, acc) in acc.iter_mut().enumerate() {
-                        for (q, acc) in acc.iter_mut().enumerate() {
-                            let wv = _mm512_loadu_ps(wk.add(16 * (b * Q + q)));
-                            *acc = _mm512_fmadd_ps(hv, wv, *acc);
+                        for (j, acc) in acc.iter_mut().enumerate() {
+                            *acc = V::fmadd(hv, V::load(wk.add(at(b, j))), *acc);
                         }
                     }
                 }
                 for (gates, acc) in gates.iter_mut().zip(&acc) {
                     for (g, &a) in gates.iter_mut().zip(acc) {
-                        *g = _mm512_add_ps(a, *g);
+                        *g = a.add(*g);
                     }
                 }
             }
-            let y = out.as_mut_ptr().add(t * h_len);
-            for q in 0..Q {
-                let i = sigmoid(gates[0][q]);
-                let f = sigmoid(gates[1][q]);
-                let g = tanh(gates[2][q]);
-                let o = sigmoid(gates[3][q]);
-                c[q] = _mm512_add_ps(_mm512_mul_ps(f, c[q]), _mm512_mul_ps(i, g));
-                let hv = _mm512_mul_ps(o, tanh(c[q]));
-                _mm512_storeu_ps(h.as_mut_ptr().add(16 * q), hv);
-                _mm512_storeu_ps(y.add(16 * q), hv);
+            let [gi, gf, gg, go] = gates;
+            for (j, (((gi, gf), gg), go)) in gi.into_iter().zip(gf).zip(gg).zip(go).enumerate() {
+                let u = (q0 + j) * l;
+                let i = sigmoid(gi);
+                let f = sigmoid(gf);
+                let g = tanh(gg);
+                let o = sigmoid(go);
+                let c = f.mul(V::load(step.c.as_ptr().add(u))).add(i.mul(g));
+                c.store(step.c.as_mut_ptr().add(u));
+                let h = o.mul(tanh(c));
+                h.store(step.h_next.as_mut_ptr().add(u));
+                h.store(step.y.add(u));
+            }
+        }
+    }
+
+    /// [`super::run`] with vectors `V`, at most `max_group` vectors of
+    /// hidden units at a time.
+    ///
+    /// # Safety
+    /// The CPU runs `V`'s build; `hidden` is a whole number of `V`s, at
+    /// most [`super::MAX_HIDDEN`]; `pre` holds `len` rows of `4 * hidden`
+    /// values, `w_hh_t` `hidden` such rows, `out` `len` rows of `hidden`.
+    #[inline(always)]
+    unsafe fn run<V: Lanes>(
+        pre: &[f32],
+        w_hh_t: &[f32],
+        hidden: usize,
+        len: usize,
+        reverse: bool,
+        out: &mut [f32],
+        max_group: usize,
+    ) {
+        // SAFETY: the caller's contract; q0 + n <= vectors below.
+        unsafe {
+            let mut h = [[0.0f32; super::MAX_HIDDEN]; 2];
+            let mut c = [0.0f32; super::MAX_HIDDEN];
+            let vectors = hidden / V::LANES;
+            for s in 0..len {
+                let t = if reverse { len - 1 - s } else { s };
+                let [h_a, h_b] = &mut h;
+                let (h_prev, h_next) = if s % 2 == 0 { (h_b, h_a) } else { (h_a, h_b) };
+                let mut step = Step {
+                    pre: pre.as_ptr().add(t * 4 * hidden),
+                    w: w_hh_t.as_ptr(),
+                    hidden,
+                    h_prev: (s > 0).then_some(&h_prev[..]),
+                    c: &mut c,
+                    h_next,
+                    y: out.as_mut_ptr().add(t * hidden),
+                };
+                let groups = vectors.div_ceil(max_group);
+                for u in 0..groups {
+                    let u = if s % 2 == 0 { u } else { groups - 1 - u };
+                    let q0 = u * max_group;
+                    match max_group.min(vectors - q0) {
+                        1 => group::<V, 1>(&mut step, q0),
+                        2 => group::<V, 2>(&mut step, q0),
+                        3 => group::<V, 3>(&mut step, q0),
+                        _ => group::<V, 4>(&mut step, q0),
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`run`] on AVX-512: up to 4 vectors (64 units) at a time.
+    ///
+    /// # Safety
+    /// AVX-512F must be present; the sizes of [`run`].
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn run_512(
+        pre: &[f32],
+        w_hh_t: &[f32],
+        hidden: usize,
+        len: usize,
+        reverse: bool,
+        out: &mut [f32],
+    ) {
+        // SAFETY: forwarded.
+        unsafe { run::<__m512>(pre, w_hh_t, hidden, len, reverse, out, 4) }
+    }
+
+    /// [`run`] on AVX2: up to 3 vectors (24 units) at a time, 12
+    /// accumulators.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be present; the sizes of [`run`].
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn run_256(
+        pre: &[f32],
+        w_hh_t: &[f32],
+        hidden: usize,
+        len: usize,
+        reverse: bool,
+        out: &mut [f32],
+    ) {
+        // SAFETY: forwarded.
+        unsafe { run::<__m256>(pre, w_hh_t, hidden, len, reverse, out, 3) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// Every build the CPU runs gives the same bits for every hidden size
+    /// it takes, both directions, pre-activations in the clamps of exp and
+    /// tanh and below tanh's small-argument cutoff. (Each build against
+    /// the general path: `super::lstm`'s tests.)
+    #[test]
+    fn the_builds_agree() {
+        let kernels = Kernel::all_available();
+        if kernels.len() < 2 {
+            eprintln!("skipped: the CPU runs {kernels:?}");
+            return;
+        }
+        let mut rng = Rng::seed(3);
+        for hidden in (16..=MAX_HIDDEN).step_by(16) {
+            let len = 7;
+            let g4 = 4 * hidden;
+            let mut pre: Vec<f32> = (0..len * g4).map(|_| rng.range(-3.0, 3.0)).collect();
+            pre[..g4].iter_mut().for_each(|v| *v *= 1e-6);
+            pre[g4..2 * g4].iter_mut().for_each(|v| *v *= 100.0);
+            let w: Vec<f32> = (0..hidden * g4).map(|_| rng.range(-0.4, 0.4)).collect();
+            for reverse in [false, true] {
+                let outs: Vec<Vec<u32>> = kernels
+                    .iter()
+                    .map(|&k| {
+                        let mut out = vec![0.0; len * hidden];
+                        run_on(k, &pre, &w, hidden, len, reverse, &mut out);
+                        out.iter().map(|v| v.to_bits()).collect()
+                    })
+                    .collect();
+                assert!(
+                    outs.windows(2).all(|w| w[0] == w[1]),
+                    "hidden {hidden} reverse {reverse}"
+                );
             }
         }
     }
