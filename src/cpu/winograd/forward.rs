@@ -1,7 +1,8 @@
 //! The forward pass: `Y = Aᵀ [U ⊙ V] A` for every tile.
 
 use super::{
-    block_rows_len, computes, input_block, skewed, split_block_rows, x86, Tiles, LANES, M, ROWS, V,
+    block_rows_len, computes, input_block, kernel, skewed, split_block_rows, x86, Tiles, LANES, M,
+    ROWS, V,
 };
 use crate::cpu::batchnorm2d::ChannelAffine;
 use crate::cpu::conv2d::ConvGeom;
@@ -69,7 +70,7 @@ avx2_dispatch! {
 /// Convolves `n` samples `x` (n, c, h, w) with a 3x3 `weight` (o, c, 3, 3)
 /// and an optional `bias` (o) into `y` (n, o, ho, wo), stride 1, padding
 /// from `g`. Panics unless [`computes`](super::computes) (a 3x3 stride-1
-/// layer on an AVX-512 CPU); [`applies`](super::applies) says when it
+/// layer on an AVX-512 or AVX2 CPU); [`applies`](super::applies) says when it
 /// pays. Samples run in parallel; with fewer samples than threads, each
 /// block's output channels are split instead.
 pub fn conv2d_winograd(
@@ -117,7 +118,7 @@ pub fn conv2d_winograd_then(
 ) {
     assert!(
         computes(g),
-        "conv2d_winograd: {g:?} is not computed here (a 3x3 stride-1 layer, AVX-512F)"
+        "conv2d_winograd: {g:?} is not computed here (a 3x3 stride-1 layer, AVX-512F or AVX2)"
     );
     let (in_len, out_len) = (g.in_len(), o * g.ho * g.wo);
     let n = x.len() / in_len;
@@ -222,9 +223,10 @@ fn output_tiles(
 ) {
     assert!(cols == 0 || m.len() >= 15 * stride + at + cols.next_multiple_of(LANES));
     assert!(2 * r < ho && cols == wo.div_ceil(2) && y.len() >= ho * wo);
-    // SAFETY: conv2d_winograd_with asserted computes() (AVX-512F); loads are bounded by the first
-    // assert, stores are masked to the plane's row `2r` (and `2r + 1` if < ho).
-    unsafe { x86::output_tiles(m, stride, at, cols, post, (ho, wo), r, y) }
+    // SAFETY: conv2d_winograd_with asserted computes() (a build of the
+    // transforms); loads are bounded by the first assert, stores are masked
+    // to the plane's row `2r` (and `2r + 1` if < ho).
+    unsafe { x86::output_tiles(kernel(), m, stride, at, cols, post, (ho, wo), r, y) }
 }
 
 #[cfg(test)]
@@ -275,8 +277,8 @@ mod tests {
     /// 0 to 2, several blocks per sample, bias or not, one and three threads.
     #[test]
     fn matches_im2col_gemm_up_to_rounding() {
-        if !crate::cpu::simd::has_avx512() {
-            eprintln!("skipped: no AVX-512F");
+        if !super::super::kernel_runs() {
+            eprintln!("skipped: no AVX-512F or AVX2");
             return;
         }
         let mut rng = Rng::seed(21);
@@ -320,8 +322,8 @@ mod tests {
     /// The thread count changes no bit.
     #[test]
     fn same_bits_on_any_thread_count() {
-        if !crate::cpu::simd::has_avx512() {
-            eprintln!("skipped: no AVX-512F");
+        if !super::super::kernel_runs() {
+            eprintln!("skipped: no AVX-512F or AVX2");
             return;
         }
         let mut rng = Rng::seed(22);

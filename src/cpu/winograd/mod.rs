@@ -18,7 +18,8 @@
 //! depend on the geometry only, and each value is summed by one thread in
 //! a fixed order, so results do not depend on the thread count.
 //!
-//! The transforms are AVX-512 kernels (module `x86`), 16 tiles per vector.
+//! The transforms are AVX-512 or AVX2 kernels (module `x86`), 16 tiles per
+//! vector; the two give the same bits.
 
 mod forward;
 mod weight_grad;
@@ -28,7 +29,7 @@ pub use forward::{conv2d_winograd, conv2d_winograd_then, conv2d_winograd_with, t
 pub use weight_grad::{weight_grad_applies, weight_grad_winograd};
 
 use super::conv2d::ConvGeom;
-use super::simd;
+use super::small_gemm::Kernel;
 use std::cell::Cell;
 use std::ops::Range;
 
@@ -55,7 +56,7 @@ thread_local! {
 
 /// Whether [`conv2d_winograd`] and [`weight_grad_winograd`] take `n` samples
 /// of this geometry on this CPU: a 3x3 kernel, stride 1, at least
-/// [`MIN_CHANNELS`] input channels and [`MIN_TILES`] tiles, AVX-512F.
+/// [`MIN_CHANNELS`] input channels and [`MIN_TILES`] tiles, AVX-512F or AVX2.
 pub fn applies(g: &ConvGeom, n: usize) -> bool {
     n * g.ho.div_ceil(2) * g.wo.div_ceil(2) >= MIN_TILES && runs(g)
 }
@@ -82,9 +83,20 @@ fn runs(g: &ConvGeom) -> bool {
 }
 
 /// Whether the Winograd kernels compute this geometry on this CPU, fast or
-/// not: a 3x3 kernel, stride 1, a non-empty output, AVX-512F.
+/// not: a 3x3 kernel, stride 1, a non-empty output, AVX-512F or AVX2.
 pub fn computes(g: &ConvGeom) -> bool {
-    g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.ho > 0 && g.wo > 0 && simd::has_avx512()
+    g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.ho > 0 && g.wo > 0 && kernel_runs()
+}
+
+/// Whether the CPU runs a build of the transforms.
+fn kernel_runs() -> bool {
+    Kernel::best().is_some()
+}
+
+/// The build of the transforms on this CPU: AVX-512F, else AVX2. Panics
+/// where neither runs; the entry points assert [`computes`] first.
+fn kernel() -> Kernel {
+    Kernel::best().expect("the Winograd transforms run on AVX-512F or AVX2 (computes() checks)")
 }
 
 /// The tiling of one sample's output.
@@ -121,12 +133,13 @@ impl Tiles {
     }
 }
 
-/// The distance between consecutive entries' matrices of `len` values: a
-/// 16-value multiple, then skewed by two cache lines off any 4 KB multiple,
-/// so that the 16 loads or stores of one strip (one per entry) do not all
-/// fall in the same L1 set.
+/// The distance between consecutive entries' matrices of `len` values: room
+/// for a strip's whole store past the end ([`LANES`] values, see
+/// `x86::input_tiles`), a 16-value multiple, then skewed by two cache lines
+/// off any 4 KB multiple, so that the 16 loads or stores of one strip (one
+/// per entry) do not all fall in the same L1 set.
 fn skewed(len: usize) -> usize {
-    let len = len.next_multiple_of(LANES);
+    let len = (len + LANES).next_multiple_of(LANES);
     if len % 1024 < 2 * LANES {
         len + 2 * LANES - len % 1024
     } else {
@@ -168,17 +181,21 @@ fn input_block(
     let row_len = 2 * t.half;
     assert!(js.end <= 4 && !js.is_empty());
     assert!(rows.len() >= block_rows_len(g, t, block_rows));
-    assert!(v.len() >= (4 * js.len() - 1) * stride + g.c * tiles);
+    // Room for the last strip's whole store after each entry's values.
+    assert!(stride >= g.c * tiles + LANES);
+    assert!(v.len() >= (4 * js.len() - 1) * stride + g.c * tiles + LANES);
     let per_channel = (2 * block_rows + 2) * row_len;
     for (ch, rows) in rows.chunks_exact(per_channel).take(g.c).enumerate() {
         for r in 0..block_rows {
             let four = &rows[2 * r * row_len..(2 * r + 4) * row_len];
-            // SAFETY: computes() (AVX-512F) was asserted by both callers; the
-            // halves hold cols + 16 values, so the 16-value loads from
-            // index t + 1 <= cols stay in `four`; stores reach slot
-            // 4 * js.len() - 1 at offset < c * tiles (asserted above).
+            // SAFETY: computes() (a build of the transforms) was asserted by
+            // both callers; the halves hold cols + 16 values, so the 16-value
+            // loads from index t + 1 <= cols stay in `four`; stores reach
+            // slot 4 * js.len() - 1 at offset < c * tiles + 16, and stay
+            // within each slot's stride (asserted above).
             unsafe {
                 x86::input_tiles(
+                    kernel(),
                     four,
                     t.half,
                     t.cols,
@@ -221,9 +238,10 @@ fn split_padded_rows(x: &[f32], g: &ConvGeom, t: &Tiles, first: usize, rows: &mu
 fn deinterleave(x: &[f32], a: &mut [f32], b: &mut [f32]) {
     let pairs = x.len() / 2;
     assert!(a.len() >= x.len().div_ceil(2) && b.len() >= pairs);
-    // SAFETY: computes() (AVX-512F) was asserted by the callers; stores stay within the first
-    // `pairs` values of `a` and `b` (asserted above), loads within `x`.
-    let done = unsafe { x86::deinterleave(x, a, b) };
+    // SAFETY: computes() (a build of the transforms) was asserted by the
+    // callers; the whole blocks' pairs are within `a` and `b` (asserted above).
+    unsafe { x86::deinterleave(kernel(), x, a, b) };
+    let done = x.len() / (2 * LANES) * LANES;
     for k in done..pairs {
         a[k] = x[2 * k];
         b[k] = x[2 * k + 1];

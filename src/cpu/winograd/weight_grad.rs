@@ -10,7 +10,8 @@
 //! grouping changes no value.
 
 use super::{
-    block_rows_len, computes, input_block, skewed, split_block_rows, x86, Tiles, M, ROWS, V,
+    block_rows_len, computes, input_block, kernel, skewed, split_block_rows, x86, Tiles, LANES, M,
+    ROWS, V,
 };
 use crate::cpu::conv2d::ConvGeom;
 use crate::cpu::gemm::{gemm, MatRef};
@@ -37,7 +38,7 @@ pub fn weight_grad_applies(g: &ConvGeom, o: usize, n: usize) -> bool {
 /// The gradient `dw` (o, c, 3, 3) of a 3x3 stride-1 convolution of `x`
 /// (n, c, h, w) with output gradient `dy` (n, o, ho, wo); `dw` is
 /// overwritten. Panics unless [`computes`](super::computes) (a 3x3 stride-1
-/// layer on an AVX-512 CPU); [`weight_grad_applies`] says when it pays.
+/// layer on an AVX-512 or AVX2 CPU); [`weight_grad_applies`] says when it pays.
 pub fn weight_grad_winograd(dy: &[f32], x: &[f32], g: &ConvGeom, o: usize, dw: &mut [f32]) {
     assert!(
         computes(g),
@@ -138,15 +139,28 @@ fn output_grad_block(
 ) {
     let (plane, tiles) = (g.ho * g.wo, block.len() * t.cols);
     assert!(js.end <= 4 && !js.is_empty() && block.end <= t.rows && t.cols == g.wo.div_ceil(2));
-    assert!(dm.len() >= (4 * js.len() - 1) * stride + o * tiles && dy.len() >= o * plane);
+    // Room for the last strip's whole store after each entry's values.
+    assert!(stride >= o * tiles + LANES && dy.len() >= o * plane);
+    assert!(dm.len() >= (4 * js.len() - 1) * stride + o * tiles + LANES);
     for (oc, dy) in dy.chunks_exact(plane).take(o).enumerate() {
         for r in block.clone() {
             let at = oc * tiles + (r - block.start) * t.cols;
-            // SAFETY: computes() (AVX-512F) was asserted by the caller; loads
+            // SAFETY: computes() (a build of the transforms) was asserted by the caller; loads
             // are masked to rows 2r and 2r + 1 (< ho) of the plane, stores
-            // to the block's tiles of the slots (asserted above).
+            // to the block's tiles of the slots and up to 16 values after
+            // them, within each slot's stride (asserted above).
             unsafe {
-                x86::output_grad_tiles(dy, (g.ho, g.wo), r, t.cols, js.clone(), dm, stride, at)
+                x86::output_grad_tiles(
+                    kernel(),
+                    dy,
+                    (g.ho, g.wo),
+                    r,
+                    t.cols,
+                    js.clone(),
+                    dm,
+                    stride,
+                    at,
+                )
             }
         }
     }
@@ -229,7 +243,7 @@ mod tests {
             }
         }
         if checked == 0 {
-            eprintln!("skipped: no AVX-512F");
+            eprintln!("skipped: no AVX-512F or AVX2");
         }
     }
 
@@ -239,7 +253,7 @@ mod tests {
         let mut rng = Rng::seed(24);
         let g = ConvGeom::new((16, 8, 32), (3, 3), (1, 1), (1, 1)).unwrap();
         if !computes(&g) {
-            eprintln!("skipped: no AVX-512F");
+            eprintln!("skipped: no AVX-512F or AVX2");
             return;
         }
         let (n, o) = (3, 24);

@@ -1,43 +1,72 @@
-//! AVX-512 kernels of the Winograd transforms: 16 tiles per vector.
+//! The kernels of the Winograd transforms: 16 tiles per vector of
+//! [`Lanes16`], one AVX-512 register or two AVX2 ones, as the
+//! [`Kernel`] passed in names (the caller guarantees the CPU runs it).
+//! Both builds run the same IEEE operations in the same order on each
+//! lane, so they give the same bits.
 
 use super::LANES;
-use std::arch::x86_64::*;
+use crate::cpu::lanes16::{on_build, Lanes16};
+use crate::cpu::small_gemm::Kernel;
 use std::ops::Range;
 
-/// The first `n` lanes (all from 16 on).
-fn mask(n: usize) -> __mmask16 {
-    if n >= LANES {
-        0xffff
-    } else {
-        ((1u32 << n) - 1) as __mmask16
+/// Deinterleaves the whole blocks of 32 values of `x` into `a` (even
+/// values) and `b` (odd values): `x.len() / 32 * 16` pairs.
+///
+/// # Safety
+/// The CPU runs `kernel`; `a` and `b` hold the pairs.
+pub(super) unsafe fn deinterleave(kernel: Kernel, x: &[f32], a: &mut [f32], b: &mut [f32]) {
+    on_build!(kernel, deinterleave_with(x: &[f32], a: &mut [f32], b: &mut [f32]))
+}
+
+#[inline(always)]
+unsafe fn deinterleave_with<L: Lanes16>(x: &[f32], a: &mut [f32], b: &mut [f32]) {
+    // SAFETY: loads within the whole blocks of `x`, stores within the
+    // pairs of `a` and `b` (the caller's contract).
+    unsafe {
+        for i in 0..x.len() / (2 * LANES) {
+            let lo = L::load(x.as_ptr().add(2 * LANES * i));
+            let hi = L::load(x.as_ptr().add(2 * LANES * i + LANES));
+            let [evens, odds] = L::deinterleave2([lo, hi]);
+            evens.store(a.as_mut_ptr().add(LANES * i));
+            odds.store(b.as_mut_ptr().add(LANES * i));
+        }
     }
 }
 
-/// Deinterleaves whole blocks of 32 values; returns the pairs done.
-#[target_feature(enable = "avx512f")]
-pub(super) unsafe fn deinterleave(x: &[f32], a: &mut [f32], b: &mut [f32]) -> usize {
-    let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    let odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    let blocks = x.len() / (2 * LANES);
-    for i in 0..blocks {
-        let lo = _mm512_loadu_ps(x.as_ptr().add(2 * LANES * i));
-        let hi = _mm512_loadu_ps(x.as_ptr().add(2 * LANES * i + LANES));
-        _mm512_storeu_ps(
-            a.as_mut_ptr().add(LANES * i),
-            _mm512_permutex2var_ps(lo, evens, hi),
-        );
-        _mm512_storeu_ps(
-            b.as_mut_ptr().add(LANES * i),
-            _mm512_permutex2var_ps(lo, odds, hi),
-        );
-    }
-    blocks * LANES
-}
-
-/// Columns `js` of `Bᵀ d B`; see `super::input_tiles`.
-#[target_feature(enable = "avx512f")]
+/// Columns `js` of `Bᵀ d B`; see `super::input_block`. The last strip of
+/// tiles may be stored whole ([`Lanes16::store_first_or_all`]): up to 15
+/// values past the row's tiles, which the next row's stores overwrite.
+///
+/// # Safety
+/// The CPU runs `kernel`; the bounds `super::input_block` asserts.
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn input_tiles(
+    kernel: Kernel,
+    four: &[f32],
+    half: usize,
+    cols: usize,
+    js: Range<usize>,
+    v: &mut [f32],
+    stride: usize,
+    at: usize,
+) {
+    on_build!(
+        kernel,
+        input_tiles_with(
+            four: &[f32],
+            half: usize,
+            cols: usize,
+            js: Range<usize>,
+            v: &mut [f32],
+            stride: usize,
+            at: usize,
+        )
+    )
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn input_tiles_with<L: Lanes16>(
     four: &[f32],
     half: usize,
     cols: usize,
@@ -47,58 +76,102 @@ pub(super) unsafe fn input_tiles(
     at: usize,
 ) {
     let (p, out) = (four.as_ptr(), v.as_mut_ptr());
-    for t in (0..cols).step_by(LANES) {
-        let k = mask(cols - t);
-        // d[i]: the four columns of row i of the patches.
-        let d = [0, 1, 2, 3].map(|i| {
-            let even = p.add(i * 2 * half + t);
-            let odd = even.add(half);
-            [
-                _mm512_loadu_ps(even),
-                _mm512_loadu_ps(odd),
-                _mm512_loadu_ps(even.add(1)),
-                _mm512_loadu_ps(odd.add(1)),
-            ]
-        });
-        for j in js.clone() {
-            // Row i of the patch times column j of B, then Bᵀ times that column.
-            let a = d.map(|row| bt_row(j, row));
-            for i in 0..4 {
-                let slot = i * js.len() + j - js.start;
-                _mm512_mask_storeu_ps(out.add(slot * stride + at + t), k, bt_row(i, a));
+    // SAFETY: the caller's contract.
+    unsafe {
+        for t in (0..cols).step_by(LANES) {
+            // d[i]: the four columns of row i of the patches. (Loops, not
+            // closures: a closure here is not compiled with the build's
+            // features, and its intrinsics become calls.)
+            let mut d = [[L::zero(); 4]; 4];
+            for (i, d) in d.iter_mut().enumerate() {
+                let even = p.add(i * 2 * half + t);
+                let odd = even.add(half);
+                *d = [
+                    L::load(even),
+                    L::load(odd),
+                    L::load(even.add(1)),
+                    L::load(odd.add(1)),
+                ];
+            }
+            for j in js.clone() {
+                // Row i of the patch times column j of B, then Bᵀ times that column.
+                let mut a = [L::zero(); 4];
+                for (a, &row) in a.iter_mut().zip(&d) {
+                    *a = bt_row(j, row);
+                }
+                for i in 0..4 {
+                    let slot = i * js.len() + j - js.start;
+                    bt_row(i, a).store_first_or_all(out.add(slot * stride + at + t), cols - t);
+                }
             }
         }
     }
 }
 
 /// Row `j` of `Bᵀ` times the column `v`: `v0 - v2`, `v1 + v2`, `v2 - v1`, `v1 - v3`.
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn bt_row(j: usize, v: [__m512; 4]) -> __m512 {
-    match j {
-        0 => _mm512_sub_ps(v[0], v[2]),
-        1 => _mm512_add_ps(v[1], v[2]),
-        2 => _mm512_sub_ps(v[2], v[1]),
-        _ => _mm512_sub_ps(v[1], v[3]),
+#[inline(always)]
+unsafe fn bt_row<L: Lanes16>(j: usize, v: [L; 4]) -> L {
+    // SAFETY: register arithmetic only (the build's features by the caller's target feature).
+    unsafe {
+        match j {
+            0 => v[0].sub(v[2]),
+            1 => v[1].add(v[2]),
+            2 => v[2].sub(v[1]),
+            _ => v[1].sub(v[3]),
+        }
     }
 }
 
-/// Row `i` of `A` times the column `(v0, v1)`: `v0`, `v0 + v1`, `v0 - v1`, `-v1`.
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn a_row(i: usize, v0: __m512, v1: __m512) -> __m512 {
-    match i {
-        0 => v0,
-        1 => _mm512_add_ps(v0, v1),
-        2 => _mm512_sub_ps(v0, v1),
-        _ => _mm512_sub_ps(_mm512_setzero_ps(), v1),
+/// Row `i` of `A` times the column `(v0, v1)`: `v0`, `v0 + v1`, `v0 - v1`, `0 - v1`.
+#[inline(always)]
+unsafe fn a_row<L: Lanes16>(i: usize, v0: L, v1: L) -> L {
+    // SAFETY: as `bt_row`.
+    unsafe {
+        match i {
+            0 => v0,
+            1 => v0.add(v1),
+            2 => v0.sub(v1),
+            _ => L::zero().sub(v1),
+        }
     }
 }
 
 /// Columns `js` of `A dY Aᵀ`; see `super::weight_grad`'s `output_grad_block`.
-#[target_feature(enable = "avx512f")]
+/// The last strip may be stored whole, as in [`input_tiles`].
+///
+/// # Safety
+/// The CPU runs `kernel`; row `2r` of the plane `dy` (ho, wo) exists, and
+/// the bounds `output_grad_block` asserts.
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn output_grad_tiles(
+    kernel: Kernel,
+    dy: &[f32],
+    hw: (usize, usize),
+    r: usize,
+    cols: usize,
+    js: Range<usize>,
+    dm: &mut [f32],
+    stride: usize,
+    at: usize,
+) {
+    on_build!(
+        kernel,
+        output_grad_tiles_with(
+            dy: &[f32],
+            hw: (usize, usize),
+            r: usize,
+            cols: usize,
+            js: Range<usize>,
+            dm: &mut [f32],
+            stride: usize,
+            at: usize,
+        )
+    )
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn output_grad_tiles_with<L: Lanes16>(
     dy: &[f32],
     (ho, wo): (usize, usize),
     r: usize,
@@ -108,41 +181,71 @@ pub(super) unsafe fn output_grad_tiles(
     stride: usize,
     at: usize,
 ) {
-    let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    let odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     let (p, out) = (dy.as_ptr(), dm.as_mut_ptr());
-    for t in (0..cols).step_by(LANES) {
-        let width = (wo - 2 * t).min(2 * LANES);
-        // Row a of the tiles of dY: its left and right columns (zero past the plane).
-        let rows = [0, 1].map(|a| {
-            let oh = 2 * r + a;
-            if oh >= ho {
-                return [_mm512_setzero_ps(); 2];
+    // SAFETY: loads are limited to the plane's rows 2r and 2r + 1 (< ho),
+    // stores to the caller's slots.
+    unsafe {
+        for t in (0..cols).step_by(LANES) {
+            let width = (wo - 2 * t).min(2 * LANES);
+            // Row a of the tiles of dY: its left and right columns (zero
+            // past the plane). Loops, not closures, as in `input_tiles_with`.
+            let mut rows = [[L::zero(); 2]; 2];
+            for (a, row) in rows.iter_mut().enumerate() {
+                let oh = 2 * r + a;
+                if oh < ho {
+                    let src = p.add(oh * wo + 2 * t);
+                    let lo = L::load_first(src, width);
+                    let hi = L::load_first(src.add(LANES), width.saturating_sub(LANES));
+                    *row = L::deinterleave2([lo, hi]);
+                }
             }
-            let src = p.add(oh * wo + 2 * t);
-            let lo = _mm512_maskz_loadu_ps(mask(width), src);
-            let hi = _mm512_maskz_loadu_ps(mask(width.saturating_sub(LANES)), src.add(LANES));
-            [
-                _mm512_permutex2var_ps(lo, evens, hi),
-                _mm512_permutex2var_ps(lo, odds, hi),
-            ]
-        });
-        let k = mask(cols - t);
-        for j in js.clone() {
-            // Row a of dY times column j of Aᵀ, then A times that column.
-            let z = rows.map(|[left, right]| a_row(j, left, right));
-            for i in 0..4 {
-                let slot = i * js.len() + j - js.start;
-                _mm512_mask_storeu_ps(out.add(slot * stride + at + t), k, a_row(i, z[0], z[1]));
+            for j in js.clone() {
+                // Row a of dY times column j of Aᵀ, then A times that column.
+                let z0 = a_row(j, rows[0][0], rows[0][1]);
+                let z1 = a_row(j, rows[1][0], rows[1][1]);
+                for i in 0..4 {
+                    let slot = i * js.len() + j - js.start;
+                    a_row(i, z0, z1).store_first_or_all(out.add(slot * stride + at + t), cols - t);
+                }
             }
         }
     }
 }
 
 /// `Aᵀ m A` then its `Post`; see `super::forward`'s `output_tiles`.
-#[target_feature(enable = "avx512f")]
+///
+/// # Safety
+/// The CPU runs `kernel`; the bounds `output_tiles` asserts.
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn output_tiles(
+    kernel: Kernel,
+    m: &[f32],
+    stride: usize,
+    at: usize,
+    cols: usize,
+    post: super::forward::Post,
+    hw: (usize, usize),
+    r: usize,
+    y: &mut [f32],
+) {
+    on_build!(
+        kernel,
+        output_tiles_with(
+            m: &[f32],
+            stride: usize,
+            at: usize,
+            cols: usize,
+            post: super::forward::Post,
+            hw: (usize, usize),
+            r: usize,
+            y: &mut [f32],
+        )
+    )
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn output_tiles_with<L: Lanes16>(
     m: &[f32],
     stride: usize,
     at: usize,
@@ -153,59 +256,61 @@ pub(super) unsafe fn output_tiles(
     y: &mut [f32],
 ) {
     let (p, out) = (m.as_ptr(), y.as_mut_ptr());
-    let bias = _mm512_set1_ps(post.bias);
-    let zero = _mm512_setzero_ps();
-    let relu_affine = post
-        .relu_affine
-        .map(|[m, s, b]| [_mm512_set1_ps(m), _mm512_set1_ps(s), _mm512_set1_ps(b)]);
-    // The bits of `batchnorm2d_relu_inplace`: subtract, multiply, add, then
-    // vmaxps with zero second (which a NaN or -0 gives).
-    let finish = |v: __m512| match relu_affine {
-        Some([m, s, b]) => _mm512_max_ps(
-            _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(v, m), s), b),
-            zero,
-        ),
-        None => v,
-    };
-    let low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-    let high = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-    for t in (0..cols).step_by(LANES) {
-        let width = (wo - 2 * t).min(2 * LANES);
-        // Rows 0 and 1 of Aᵀ m, column j.
-        let base = p.add(at + t);
-        let mut q = [[_mm512_setzero_ps(); 2]; 4];
-        for (j, qj) in q.iter_mut().enumerate() {
-            let m0 = _mm512_loadu_ps(base.add(j * stride));
-            let m1 = _mm512_loadu_ps(base.add((4 + j) * stride));
-            let m2 = _mm512_loadu_ps(base.add((8 + j) * stride));
-            let m3 = _mm512_loadu_ps(base.add((12 + j) * stride));
-            *qj = [
-                _mm512_add_ps(_mm512_add_ps(m0, m1), m2),
-                _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3),
-            ];
+    // SAFETY: the caller's contract; stores are limited to the plane's row
+    // 2r and 2r + 1 if < ho.
+    unsafe {
+        let bias = L::splat(post.bias);
+        // A match, not `Option::map`: no closure around vector operations.
+        #[allow(clippy::manual_map)]
+        let affine = match post.relu_affine {
+            Some([m, s, b]) => Some([L::splat(m), L::splat(s), L::splat(b)]),
+            None => None,
+        };
+        for t in (0..cols).step_by(LANES) {
+            let width = (wo - 2 * t).min(2 * LANES);
+            // Rows 0 and 1 of Aᵀ m, column j. Loops, not closures, as in
+            // `input_tiles_with`.
+            let base = p.add(at + t);
+            let (mut row0, mut row1) = ([L::zero(); 4], [L::zero(); 4]);
+            for (j, (q0, q1)) in row0.iter_mut().zip(&mut row1).enumerate() {
+                let m0 = L::load(base.add(j * stride));
+                let m1 = L::load(base.add((4 + j) * stride));
+                let m2 = L::load(base.add((8 + j) * stride));
+                let m3 = L::load(base.add((12 + j) * stride));
+                *q0 = m0.add(m1).add(m2);
+                *q1 = m1.sub(m2).sub(m3);
+            }
+            let rows = [row0, row1];
+            for (dr, qr) in rows.iter().enumerate() {
+                let oh = 2 * r + dr;
+                if oh >= ho {
+                    break;
+                }
+                let left = qr[0].add(qr[1]).add(qr[2]);
+                let right = qr[1].sub(qr[2]).sub(qr[3]);
+                let left = finish(left.add(bias), affine);
+                let right = finish(right.add(bias), affine);
+                let dst = out.add(oh * wo + 2 * t);
+                let [low, high] = L::interleave2([left, right]);
+                low.store_first(dst, width);
+                if width > LANES {
+                    high.store_first(dst.add(LANES), width - LANES);
+                }
+            }
         }
-        let rows = [q.map(|qj| qj[0]), q.map(|qj| qj[1])];
-        for (dr, qr) in rows.iter().enumerate() {
-            let oh = 2 * r + dr;
-            if oh >= ho {
-                break;
-            }
-            let left = _mm512_add_ps(_mm512_add_ps(qr[0], qr[1]), qr[2]);
-            let right = _mm512_sub_ps(_mm512_sub_ps(qr[1], qr[2]), qr[3]);
-            let (left, right) = (
-                finish(_mm512_add_ps(left, bias)),
-                finish(_mm512_add_ps(right, bias)),
-            );
-            let dst = out.add(oh * wo + 2 * t);
-            _mm512_mask_storeu_ps(dst, mask(width), _mm512_permutex2var_ps(left, low, right));
-            if width > LANES {
-                let rest = mask(width - LANES);
-                _mm512_mask_storeu_ps(
-                    dst.add(LANES),
-                    rest,
-                    _mm512_permutex2var_ps(left, high, right),
-                );
-            }
+    }
+}
+
+/// `v`, then with `affine` = (mean, scale, beta) the bits of
+/// `batchnorm2d_relu_inplace`: subtract, multiply, add, then `vmaxps` with
+/// zero second (which a NaN or -0 gives).
+#[inline(always)]
+unsafe fn finish<L: Lanes16>(v: L, affine: Option<[L; 3]>) -> L {
+    // SAFETY: register arithmetic only (the build's features by the caller's target feature).
+    unsafe {
+        match affine {
+            Some([m, s, b]) => v.sub(m).mul(s).add(b).max(L::zero()),
+            None => v,
         }
     }
 }

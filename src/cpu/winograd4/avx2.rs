@@ -1,128 +1,8 @@
 //! The AVX2 build of F(4x4, 3x3): 16 tiles as two 8-lane registers
-//! ([`Y2`]), and register tiles of the products that fit in 16 registers.
+//! ([`Y2`](crate::cpu::lanes16::Y2)), and register tiles of the products that fit in 16 registers.
 
-use super::x86::Lanes16;
 use super::{Layout, LANES, ROWS};
 use std::arch::x86_64::*;
-
-/// 16 lanes as two AVX registers: lanes 0-7, then 8-15.
-#[derive(Clone, Copy)]
-pub(super) struct Y2([__m256; 2]);
-
-impl Y2 {
-    #[inline(always)]
-    unsafe fn each(self, b: Self, f: impl Fn(__m256, __m256) -> __m256) -> Self {
-        Y2([f(self.0[0], b.0[0]), f(self.0[1], b.0[1])])
-    }
-}
-
-/// `a0 b0 a1 b1 ...` of two 8-lane vectors of 32-bit values (`ps`) or of
-/// 64-bit ones (`pd`, pairs of values): the first 8 values, then the next 8.
-#[inline(always)]
-unsafe fn zip_ps(a: __m256, b: __m256) -> [__m256; 2] {
-    // SAFETY: register shuffles only (AVX by the caller's target feature).
-    unsafe {
-        let lo = _mm256_unpacklo_ps(a, b);
-        let hi = _mm256_unpackhi_ps(a, b);
-        [
-            _mm256_permute2f128_ps::<0x20>(lo, hi),
-            _mm256_permute2f128_ps::<0x31>(lo, hi),
-        ]
-    }
-}
-
-#[inline(always)]
-unsafe fn zip_pd(a: __m256, b: __m256) -> [__m256; 2] {
-    // SAFETY: as `zip_ps`.
-    unsafe {
-        let (a, b) = (_mm256_castps_pd(a), _mm256_castps_pd(b));
-        let lo = _mm256_unpacklo_pd(a, b);
-        let hi = _mm256_unpackhi_pd(a, b);
-        [
-            _mm256_castpd_ps(_mm256_permute2f128_pd::<0x20>(lo, hi)),
-            _mm256_castpd_ps(_mm256_permute2f128_pd::<0x31>(lo, hi)),
-        ]
-    }
-}
-
-impl Lanes16 for Y2 {
-    #[inline(always)]
-    unsafe fn zero() -> Self {
-        unsafe { Y2([_mm256_setzero_ps(); 2]) }
-    }
-    #[inline(always)]
-    unsafe fn splat(v: f32) -> Self {
-        unsafe { Y2([_mm256_set1_ps(v); 2]) }
-    }
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> Self {
-        unsafe { Y2([_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))]) }
-    }
-    #[inline(always)]
-    unsafe fn load_halves(lo: *const f32, hi: *const f32) -> Self {
-        unsafe { Y2([_mm256_loadu_ps(lo), _mm256_loadu_ps(hi)]) }
-    }
-    #[inline(always)]
-    unsafe fn store(self, p: *mut f32) {
-        unsafe {
-            _mm256_storeu_ps(p, self.0[0]);
-            _mm256_storeu_ps(p.add(8), self.0[1]);
-        }
-    }
-    #[inline(always)]
-    unsafe fn add(self, b: Self) -> Self {
-        unsafe { self.each(b, |x, y| _mm256_add_ps(x, y)) }
-    }
-    #[inline(always)]
-    unsafe fn sub(self, b: Self) -> Self {
-        unsafe { self.each(b, |x, y| _mm256_sub_ps(x, y)) }
-    }
-    #[inline(always)]
-    unsafe fn mul(self, b: Self) -> Self {
-        unsafe { self.each(b, |x, y| _mm256_mul_ps(x, y)) }
-    }
-    #[inline(always)]
-    unsafe fn max(self, b: Self) -> Self {
-        unsafe { self.each(b, |x, y| _mm256_max_ps(x, y)) }
-    }
-    #[inline(always)]
-    unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
-        unsafe {
-            Y2([
-                _mm256_fmadd_ps(a.0[0], b.0[0], c.0[0]),
-                _mm256_fmadd_ps(a.0[1], b.0[1], c.0[1]),
-            ])
-        }
-    }
-    #[inline(always)]
-    unsafe fn fnmadd(a: Self, b: Self, c: Self) -> Self {
-        unsafe {
-            Y2([
-                _mm256_fnmadd_ps(a.0[0], b.0[0], c.0[0]),
-                _mm256_fnmadd_ps(a.0[1], b.0[1], c.0[1]),
-            ])
-        }
-    }
-    #[inline(always)]
-    unsafe fn interleave2([a, b]: [Self; 2]) -> [Self; 2] {
-        unsafe { [Y2(zip_ps(a.0[0], b.0[0])), Y2(zip_ps(a.0[1], b.0[1]))] }
-    }
-    #[inline(always)]
-    unsafe fn interleave4([a, b, c, d]: [Self; 4]) -> [Self; 4] {
-        unsafe {
-            let ab = Self::interleave2([a, b]);
-            let cd = Self::interleave2([c, d]);
-            // Pairs (a_i, b_i) and (c_i, d_i) side by side, four tiles a vector.
-            let quad = |h: usize, q: usize| Y2(zip_pd(ab[h].0[q], cd[h].0[q]));
-            [quad(0, 0), quad(0, 1), quad(1, 0), quad(1, 1)]
-        }
-    }
-    #[inline(always)]
-    unsafe fn split_row(row: &[f32], w: usize, phase: usize, out: &mut [f32]) {
-        // SAFETY: forwarded (AVX2 by the caller's target feature).
-        unsafe { split_row(row, w, phase, out) }
-    }
-}
 
 /// The AVX-512 `split_row` on AVX2, storing the same values in the same
 /// order: padded column `4k + p` (input column `4k + p - 1`) of the row at
@@ -135,7 +15,7 @@ impl Lanes16 for Y2 {
 /// AVX2; `out` holds `4 * phase` values with `phase == 8 * ceil(w / 32) + 16`.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn split_row(row: &[f32], w: usize, phase: usize, out: &mut [f32]) {
+pub(super) unsafe fn split_row(row: &[f32], w: usize, phase: usize, out: &mut [f32]) {
     assert!(out.len() >= 4 * phase && phase > 8 * w.div_ceil(32) + 8);
     let (x, o) = (row.as_ptr(), out.as_mut_ptr());
     let n = row.len();

@@ -4,150 +4,30 @@
 //! build. Both builds run the same IEEE operations in the same order on
 //! each lane, so they give the same bits.
 
-use super::avx2::Y2;
 use super::{Layout, Pool, LANES, ROWS};
+use crate::cpu::lanes16::{on_build, Lanes16, Y2};
 use crate::cpu::small_gemm::Kernel;
 use std::arch::x86_64::*;
 
-/// Calls `generic::<__m512>(args)` from an AVX-512F build or
-/// `generic::<Y2>(args)` from an AVX2 one, as `kernel` says; the caller
-/// guarantees that the CPU runs it.
-macro_rules! on_build {
-    ($kernel:expr, $generic:ident($($arg:ident: $ty:ty),* $(,)?)) => {{
-        #[target_feature(enable = "avx512f")]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn on_512($($arg: $ty),*) {
-            // SAFETY: forwarded.
-            unsafe { $generic::<__m512>($($arg),*) }
-        }
-        #[target_feature(enable = "avx2,fma")]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn on_256($($arg: $ty),*) {
-            // SAFETY: forwarded.
-            unsafe { $generic::<Y2>($($arg),*) }
-        }
-        // SAFETY: the CPU runs `kernel` (the caller's contract).
-        unsafe {
-            match $kernel {
-                Kernel::Avx512 => on_512($($arg),*),
-                Kernel::Avx2 => on_256($($arg),*),
-            }
-        }
-    }};
-}
-
-/// 16 lanes of f32 and the operations the transforms need. The methods
-/// are register arithmetic or plain loads and stores; callers run them
-/// only where the CPU has the build's features.
-pub(super) trait Lanes16: Copy {
-    unsafe fn zero() -> Self;
-    unsafe fn splat(v: f32) -> Self;
-    /// 16 values from `p`.
-    unsafe fn load(p: *const f32) -> Self;
-    /// 8 values from `lo`, then 8 from `hi`.
-    unsafe fn load_halves(lo: *const f32, hi: *const f32) -> Self;
-    unsafe fn store(self, p: *mut f32);
-    unsafe fn add(self, b: Self) -> Self;
-    unsafe fn sub(self, b: Self) -> Self;
-    unsafe fn mul(self, b: Self) -> Self;
-    /// `max(self, b)` with `vmaxps` semantics (`b` where either is NaN).
-    unsafe fn max(self, b: Self) -> Self;
-    /// `a·b + c`, fused.
-    unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self;
-    /// `c - a·b`, fused.
-    unsafe fn fnmadd(a: Self, b: Self, c: Self) -> Self;
-    /// The lanes of `a` and `b` side by side: `a0 b0 a1 b1 ...`, 32 values.
-    unsafe fn interleave2(ab: [Self; 2]) -> [Self; 2];
-    /// The lanes of four vectors side by side: `a0 b0 c0 d0 a1 ...`, 64 values.
-    unsafe fn interleave4(abcd: [Self; 4]) -> [Self; 4];
+/// [`Lanes16`] with the split of an input row into its four phases.
+pub(super) trait SplitRow: Lanes16 {
     /// See [`split_row`].
     unsafe fn split_row(row: &[f32], w: usize, phase: usize, out: &mut [f32]);
 }
 
-impl Lanes16 for __m512 {
-    #[inline(always)]
-    unsafe fn zero() -> Self {
-        unsafe { _mm512_setzero_ps() }
-    }
-    #[inline(always)]
-    unsafe fn splat(v: f32) -> Self {
-        unsafe { _mm512_set1_ps(v) }
-    }
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> Self {
-        unsafe { _mm512_loadu_ps(p) }
-    }
-    #[inline(always)]
-    unsafe fn load_halves(lo: *const f32, hi: *const f32) -> Self {
-        unsafe {
-            let lo = _mm256_loadu_ps(lo);
-            let hi = _mm256_loadu_ps(hi);
-            _mm512_castpd_ps(_mm512_insertf64x4::<1>(
-                _mm512_castpd256_pd512(_mm256_castps_pd(lo)),
-                _mm256_castps_pd(hi),
-            ))
-        }
-    }
-    #[inline(always)]
-    unsafe fn store(self, p: *mut f32) {
-        unsafe { _mm512_storeu_ps(p, self) }
-    }
-    #[inline(always)]
-    unsafe fn add(self, b: Self) -> Self {
-        unsafe { _mm512_add_ps(self, b) }
-    }
-    #[inline(always)]
-    unsafe fn sub(self, b: Self) -> Self {
-        unsafe { _mm512_sub_ps(self, b) }
-    }
-    #[inline(always)]
-    unsafe fn mul(self, b: Self) -> Self {
-        unsafe { _mm512_mul_ps(self, b) }
-    }
-    #[inline(always)]
-    unsafe fn max(self, b: Self) -> Self {
-        unsafe { _mm512_max_ps(self, b) }
-    }
-    #[inline(always)]
-    unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
-        unsafe { _mm512_fmadd_ps(a, b, c) }
-    }
-    #[inline(always)]
-    unsafe fn fnmadd(a: Self, b: Self, c: Self) -> Self {
-        unsafe { _mm512_fnmadd_ps(a, b, c) }
-    }
-    #[inline(always)]
-    unsafe fn interleave2([a, b]: [Self; 2]) -> [Self; 2] {
-        unsafe {
-            let lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-            let hi =
-                _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-            [
-                _mm512_permutex2var_ps(a, lo, b),
-                _mm512_permutex2var_ps(a, hi, b),
-            ]
-        }
-    }
-    #[inline(always)]
-    unsafe fn interleave4([a, b, c, d]: [Self; 4]) -> [Self; 4] {
-        unsafe {
-            let ab = Self::interleave2([a, b]);
-            let cd = Self::interleave2([c, d]);
-            let lo = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
-            let hi = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
-            let quad = |h: usize, idx: __m512i| {
-                _mm512_castpd_ps(_mm512_permutex2var_pd(
-                    _mm512_castps_pd(ab[h]),
-                    idx,
-                    _mm512_castps_pd(cd[h]),
-                ))
-            };
-            [quad(0, lo), quad(0, hi), quad(1, lo), quad(1, hi)]
-        }
-    }
+impl SplitRow for __m512 {
     #[inline(always)]
     unsafe fn split_row(row: &[f32], w: usize, phase: usize, out: &mut [f32]) {
+        // SAFETY: forwarded (AVX-512F by the caller's target feature).
         unsafe { split_row(row, w, phase, out) }
+    }
+}
+
+impl SplitRow for Y2 {
+    #[inline(always)]
+    unsafe fn split_row(row: &[f32], w: usize, phase: usize, out: &mut [f32]) {
+        // SAFETY: forwarded (AVX2 by the caller's target feature).
+        unsafe { super::avx2::split_row(row, w, phase, out) }
     }
 }
 
@@ -157,7 +37,7 @@ impl Lanes16 for __m512 {
 /// # Safety
 /// The build's features; `plane` holds h rows and `out` `h + 2` split rows.
 #[inline(always)]
-unsafe fn split_plane<L: Lanes16>(
+unsafe fn split_plane<L: SplitRow>(
     plane: &[f32],
     (h, w): (usize, usize),
     phase: usize,
@@ -303,7 +183,7 @@ pub(super) unsafe fn input_transform(
 
 /// [`input_transform`] on one build.
 #[inline(always)]
-unsafe fn input_transform_with<L: Lanes16>(
+unsafe fn input_transform_with<L: SplitRow>(
     x: &[f32],
     (c, h, w): (usize, usize, usize),
     l: &Layout,
