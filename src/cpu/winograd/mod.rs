@@ -96,6 +96,10 @@ fn kernel_runs() -> bool {
 /// The build of the transforms on this CPU: AVX-512F, else AVX2. Panics
 /// where neither runs; the entry points assert [`computes`] first.
 fn kernel() -> Kernel {
+    #[cfg(test)]
+    if let Some(k) = tests::BUILD.with(Cell::get) {
+        return k;
+    }
     Kernel::best().expect("the Winograd transforms run on AVX-512F or AVX2 (computes() checks)")
 }
 
@@ -248,5 +252,83 @@ fn deinterleave(x: &[f32], a: &mut [f32], b: &mut [f32]) {
     }
     if x.len() % 2 == 1 {
         a[pairs] = x[x.len() - 1];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    thread_local! {
+        /// The build this thread's transforms use instead of the best one.
+        pub(super) static BUILD: Cell<Option<Kernel>> = const { Cell::new(None) };
+    }
+
+    /// Every build the CPU runs gives the same bits: forward (bias, and
+    /// BatchNorm + ReLU) and weight gradient, rows of tiles that end in a
+    /// partial strip, odd heights, paddings 0 and 1 (on one thread, whose
+    /// build is set for the run).
+    #[test]
+    fn the_builds_agree() {
+        let kernels = Kernel::all_available();
+        if kernels.len() < 2 {
+            eprintln!("skipped: the CPU runs {kernels:?}");
+            return;
+        }
+        let mut rng = Rng::seed(31);
+        let values = |len: usize, rng: &mut Rng| -> Vec<f32> {
+            (0..len).map(|_| rng.range(-1.0, 1.0)).collect()
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        for (c, h, w, o, n) in [(16, 8, 32, 32, 2), (17, 7, 30, 5, 3), (20, 9, 66, 8, 1)] {
+            for pad in 0..2 {
+                let g = ConvGeom::new((c, h, w), (3, 3), (1, 1), (pad, pad)).unwrap();
+                let x = values(n * g.in_len(), &mut rng);
+                let wt = values(o * c * 9, &mut rng);
+                let bias = values(o, &mut rng);
+                let dy = values(n * o * g.col_cols(), &mut rng);
+                let (mean, scale, beta) = (
+                    values(o, &mut rng),
+                    values(o, &mut rng),
+                    values(o, &mut rng),
+                );
+                let affine = crate::cpu::batchnorm2d::ChannelAffine {
+                    mean: &mean,
+                    scale: &scale,
+                    beta: &beta,
+                };
+                let u = transform_weight(&wt, o, c);
+                let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                let runs: Vec<_> = kernels
+                    .iter()
+                    .map(|&k| {
+                        pool.install(|| {
+                            BUILD.with(|b| b.set(Some(k)));
+                            let mut y = vec![0.0; n * o * g.col_cols()];
+                            conv2d_winograd(&x, &g, &wt, o, Some(&bias), &mut y);
+                            let mut z = vec![0.0; y.len()];
+                            forward::conv2d_winograd_then(
+                                &x,
+                                &g,
+                                &u,
+                                o,
+                                None,
+                                Some(affine),
+                                &mut z,
+                            );
+                            let mut dw = vec![0.0; o * c * 9];
+                            weight_grad_winograd(&dy, &x, &g, o, &mut dw);
+                            BUILD.with(|b| b.set(None));
+                            (bits(&y), bits(&z), bits(&dw))
+                        })
+                    })
+                    .collect();
+                assert!(runs.windows(2).all(|r| r[0] == r[1]), "{g:?} o {o} n {n}");
+            }
+        }
     }
 }
