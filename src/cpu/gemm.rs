@@ -54,6 +54,12 @@ pub const UNPACKED_TRANSPOSED_MIN_M: usize = 64;
 /// the packed panels. Larger ones go to the panels, which pack them anyway
 /// (1024 x 128 x 192 even, 1024 x 256 x 512 1.05x, 256 x 256 x 512 1.18x,
 /// 64 x 256 x 512 1.47x the copy; in one process in alternation).
+/// The AVX2 build takes the same: the F(2x2) weight gradient's products
+/// `dM_e·V_eᵀ` (o x tiles x c) on a Zen 3 core against matrixmultiply's
+/// packing, whole weight gradients at N = 32 in one process in
+/// alternation: `crnn-t` b2 (64 x 128 x 32) 1.24-1.34x, b3 (128 x 64 x 64)
+/// 1.18-1.25x, b4 (128 x 64 x 128) 1.13-1.17x on 1 thread and 0.98-1.15x on
+/// 2, `crnn-s` b3 and b4 1.37-1.65x; train-step 1.06x.
 pub const UNPACKED_TRANSPOSED_SMALL_B: usize = 16 * 1024;
 
 /// With the AVX-512 build, a left-hand side without contiguous rows (`dgᵀ`
@@ -87,7 +93,7 @@ fn unpacked_wins(kernel: small_gemm::Kernel, a: MatRef, b: MatRef) -> bool {
         || (kernel == small_gemm::Kernel::Avx2
             && k * n <= UNPACKED_AVX2_B
             && !strided_a
-            && !copies_b)
+            && (!copies_b || k * n <= UNPACKED_TRANSPOSED_SMALL_B))
         || (kernel == small_gemm::Kernel::Avx512
             && k * n <= UNPACKED_AVX512_B
             && (!strided_a || m <= STRIDED_A_MAX_M)
