@@ -96,23 +96,11 @@ fn run_on(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use crate::cpu::lanes::Lanes;
     use std::arch::x86_64::*;
 
-    /// A vector of f32 lanes and the operations the step needs: register
-    /// arithmetic, plain loads and stores. Callers run them only where the
-    /// CPU has the build's features.
-    pub(super) trait Lanes: Copy {
-        const LANES: usize;
-        unsafe fn zero() -> Self;
-        unsafe fn splat(v: f32) -> Self;
-        unsafe fn load(p: *const f32) -> Self;
-        unsafe fn store(self, p: *mut f32);
-        unsafe fn add(self, b: Self) -> Self;
-        unsafe fn sub(self, b: Self) -> Self;
-        unsafe fn mul(self, b: Self) -> Self;
-        unsafe fn div(self, b: Self) -> Self;
-        /// `a·b + c`, fused.
-        unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self;
+    /// The operations of `fastmath`'s functions beyond [`Lanes`]' arithmetic.
+    pub(super) trait GateMath: Lanes {
         /// Lanes below `lo` set to `lo` and above `hi` to `hi`; NaN stays
         /// (ordered compares are false for it), as `clamp_nan`.
         unsafe fn clamp_nan(self, lo: f32, hi: f32) -> Self;
@@ -124,44 +112,7 @@ mod x86 {
         unsafe fn pow2_of_rounded(t: Self, round_magic: f32) -> Self;
     }
 
-    impl Lanes for __m512 {
-        const LANES: usize = 16;
-        #[inline(always)]
-        unsafe fn zero() -> Self {
-            unsafe { _mm512_setzero_ps() }
-        }
-        #[inline(always)]
-        unsafe fn splat(v: f32) -> Self {
-            unsafe { _mm512_set1_ps(v) }
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> Self {
-            unsafe { _mm512_loadu_ps(p) }
-        }
-        #[inline(always)]
-        unsafe fn store(self, p: *mut f32) {
-            unsafe { _mm512_storeu_ps(p, self) }
-        }
-        #[inline(always)]
-        unsafe fn add(self, b: Self) -> Self {
-            unsafe { _mm512_add_ps(self, b) }
-        }
-        #[inline(always)]
-        unsafe fn sub(self, b: Self) -> Self {
-            unsafe { _mm512_sub_ps(self, b) }
-        }
-        #[inline(always)]
-        unsafe fn mul(self, b: Self) -> Self {
-            unsafe { _mm512_mul_ps(self, b) }
-        }
-        #[inline(always)]
-        unsafe fn div(self, b: Self) -> Self {
-            unsafe { _mm512_div_ps(self, b) }
-        }
-        #[inline(always)]
-        unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
-            unsafe { _mm512_fmadd_ps(a, b, c) }
-        }
+    impl GateMath for __m512 {
         #[inline(always)]
         unsafe fn clamp_nan(self, lo: f32, hi: f32) -> Self {
             unsafe {
@@ -204,44 +155,7 @@ mod x86 {
         }
     }
 
-    impl Lanes for __m256 {
-        const LANES: usize = 8;
-        #[inline(always)]
-        unsafe fn zero() -> Self {
-            unsafe { _mm256_setzero_ps() }
-        }
-        #[inline(always)]
-        unsafe fn splat(v: f32) -> Self {
-            unsafe { _mm256_set1_ps(v) }
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> Self {
-            unsafe { _mm256_loadu_ps(p) }
-        }
-        #[inline(always)]
-        unsafe fn store(self, p: *mut f32) {
-            unsafe { _mm256_storeu_ps(p, self) }
-        }
-        #[inline(always)]
-        unsafe fn add(self, b: Self) -> Self {
-            unsafe { _mm256_add_ps(self, b) }
-        }
-        #[inline(always)]
-        unsafe fn sub(self, b: Self) -> Self {
-            unsafe { _mm256_sub_ps(self, b) }
-        }
-        #[inline(always)]
-        unsafe fn mul(self, b: Self) -> Self {
-            unsafe { _mm256_mul_ps(self, b) }
-        }
-        #[inline(always)]
-        unsafe fn div(self, b: Self) -> Self {
-            unsafe { _mm256_div_ps(self, b) }
-        }
-        #[inline(always)]
-        unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
-            unsafe { _mm256_fmadd_ps(a, b, c) }
-        }
+    impl GateMath for __m256 {
         #[inline(always)]
         unsafe fn clamp_nan(self, lo: f32, hi: f32) -> Self {
             unsafe {
@@ -278,13 +192,13 @@ mod x86 {
 
     /// `a * b + c`, rounded twice, as Rust computes `a * b + c`.
     #[inline(always)]
-    unsafe fn mul_add<V: Lanes>(a: V, b: V, c: f32) -> V {
+    unsafe fn mul_add<V: GateMath>(a: V, b: V, c: f32) -> V {
         unsafe { a.mul(b).add(V::splat(c)) }
     }
 
     /// `fastmath::exp`, lane-wise.
     #[inline(always)]
-    unsafe fn exp<V: Lanes>(x: V) -> V {
+    unsafe fn exp<V: GateMath>(x: V) -> V {
         const LOG2E: f32 = std::f32::consts::LOG2_E;
         const LN2_HI: f32 = 0.693_359_4;
         const LN2_LO: f32 = -2.121_944_4e-4;
@@ -307,7 +221,7 @@ mod x86 {
 
     /// `fastmath::sigmoid`, lane-wise: 1 / (1 + e^-x).
     #[inline(always)]
-    unsafe fn sigmoid<V: Lanes>(x: V) -> V {
+    unsafe fn sigmoid<V: GateMath>(x: V) -> V {
         unsafe {
             let one = V::splat(1.0);
             one.div(one.add(exp(x.neg())))
@@ -316,7 +230,7 @@ mod x86 {
 
     /// `fastmath::tanh`, lane-wise.
     #[inline(always)]
-    unsafe fn tanh<V: Lanes>(x: V) -> V {
+    unsafe fn tanh<V: GateMath>(x: V) -> V {
         const CLAMP: f32 = 7.905_311;
         unsafe {
             let xc = x.clamp_nan(-CLAMP, CLAMP);
@@ -361,7 +275,7 @@ mod x86 {
     /// The CPU runs `V`'s build; `step`'s pointers hold the sizes of
     /// [`Step`], and `q0 + G` vectors fit in `hidden`.
     #[inline(always)]
-    unsafe fn group<V: Lanes, const G: usize>(step: &mut Step, q0: usize) {
+    unsafe fn group<V: GateMath, const G: usize>(step: &mut Step, q0: usize) {
         let (hidden, l) = (step.hidden, V::LANES);
         let at = |b: usize, j: usize| b * hidden + (q0 + j) * l;
         // Loops, not closures, around the vector operations: a closure is
@@ -415,7 +329,7 @@ mod x86 {
     /// most [`super::MAX_HIDDEN`]; `pre` holds `len` rows of `4 * hidden`
     /// values, `w_hh_t` `hidden` such rows, `out` `len` rows of `hidden`.
     #[inline(always)]
-    unsafe fn run<V: Lanes>(
+    unsafe fn run<V: GateMath>(
         pre: &[f32],
         w_hh_t: &[f32],
         hidden: usize,

@@ -12,7 +12,7 @@ pub mod ctc;
 pub mod elementwise;
 pub mod fastmath;
 pub mod gemm;
-mod lanes16;
+mod lanes;
 pub mod layout;
 pub mod lstm;
 mod lstm_line;

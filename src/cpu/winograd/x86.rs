@@ -5,7 +5,7 @@
 //! lane, so they give the same bits.
 
 use super::LANES;
-use crate::cpu::lanes16::{on_build, Lanes16};
+use crate::cpu::lanes::{on_build, Lanes16};
 use crate::cpu::small_gemm::Kernel;
 use std::ops::Range;
 

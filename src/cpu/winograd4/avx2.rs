@@ -1,5 +1,5 @@
 //! The AVX2 build of F(4x4, 3x3): 16 tiles as two 8-lane registers
-//! ([`Y2`](crate::cpu::lanes16::Y2)), and register tiles of the products that fit in 16 registers.
+//! ([`Y2`](crate::cpu::lanes::Y2)), and register tiles of the products that fit in 16 registers.
 
 use super::{Layout, LANES, ROWS};
 use std::arch::x86_64::*;

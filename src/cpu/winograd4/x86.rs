@@ -5,7 +5,7 @@
 //! each lane, so they give the same bits.
 
 use super::{Layout, Pool, LANES, ROWS};
-use crate::cpu::lanes16::{on_build, Lanes16, Y2};
+use crate::cpu::lanes::{on_build, Lanes16, Y2};
 use crate::cpu::small_gemm::Kernel;
 use std::arch::x86_64::*;
 

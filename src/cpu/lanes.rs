@@ -1,8 +1,10 @@
-//! 16 lanes of f32 for the Winograd transforms, written once over the
-//! [`Lanes16`] operations: one AVX-512 register (`__m512`) or two AVX2 ones
-//! ([`Y2`]). Both run the same IEEE operation on each lane, so a transform
-//! gives the same bits on either build; [`on_build!`] runs a generic
-//! function on the build a [`Kernel`](super::small_gemm::Kernel) names.
+//! Vectors of f32 for kernels written once for AVX-512 and AVX2: [`Lanes`]
+//! (arithmetic, loads and stores) for `__m512`, `__m256` and [`Y2`], and
+//! [`Lanes16`] (16 lanes, with the shuffles of the Winograd transforms) for
+//! one AVX-512 register (`__m512`) or two AVX2 ones ([`Y2`]). Every build
+//! runs the same IEEE operation on each lane, so a kernel gives the same
+//! bits on either; [`on_build!`] runs a generic function on the build a
+//! [`Kernel`](super::small_gemm::Kernel) names.
 
 use std::arch::x86_64::*;
 
@@ -21,7 +23,7 @@ macro_rules! on_build {
         #[allow(clippy::too_many_arguments)]
         unsafe fn on_256($($arg: $ty),*) {
             // SAFETY: forwarded.
-            unsafe { $generic::<$crate::cpu::lanes16::Y2>($($arg),*) }
+            unsafe { $generic::<$crate::cpu::lanes::Y2>($($arg),*) }
         }
         // SAFETY: the CPU runs `kernel` (the caller's contract).
         unsafe {
@@ -34,26 +36,34 @@ macro_rules! on_build {
 }
 pub(crate) use on_build;
 
-/// 16 lanes of f32 and the operations the Winograd transforms need. The methods
-/// are register arithmetic or plain loads and stores; callers run them
-/// only where the CPU has the build's features.
-pub(crate) trait Lanes16: Copy {
+/// A vector of f32 lanes and its arithmetic. The methods are register
+/// arithmetic or plain loads and stores; callers run them only where the
+/// CPU has the build's features.
+pub(crate) trait Lanes: Copy {
+    /// Lanes of a vector.
+    const LANES: usize;
     unsafe fn zero() -> Self;
     unsafe fn splat(v: f32) -> Self;
-    /// 16 values from `p`.
+    /// [`LANES`](Lanes::LANES) values from `p`.
     unsafe fn load(p: *const f32) -> Self;
-    /// 8 values from `lo`, then 8 from `hi`.
-    unsafe fn load_halves(lo: *const f32, hi: *const f32) -> Self;
     unsafe fn store(self, p: *mut f32);
     unsafe fn add(self, b: Self) -> Self;
     unsafe fn sub(self, b: Self) -> Self;
     unsafe fn mul(self, b: Self) -> Self;
+    unsafe fn div(self, b: Self) -> Self;
     /// `max(self, b)` with `vmaxps` semantics (`b` where either is NaN).
     unsafe fn max(self, b: Self) -> Self;
     /// `a·b + c`, fused.
     unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self;
     /// `c - a·b`, fused.
     unsafe fn fnmadd(a: Self, b: Self, c: Self) -> Self;
+}
+
+/// 16 lanes of f32 and the shuffles, partial loads and stores the Winograd
+/// transforms need.
+pub(crate) trait Lanes16: Lanes {
+    /// 8 values from `lo`, then 8 from `hi`.
+    unsafe fn load_halves(lo: *const f32, hi: *const f32) -> Self;
     /// The lanes of `a` and `b` side by side: `a0 b0 a1 b1 ...`, 32 values.
     unsafe fn interleave2(ab: [Self; 2]) -> [Self; 2];
     /// The lanes of four vectors side by side: `a0 b0 c0 d0 a1 ...`, 64 values.
@@ -73,7 +83,8 @@ pub(crate) trait Lanes16: Copy {
     unsafe fn deinterleave2(lohi: [Self; 2]) -> [Self; 2];
 }
 
-impl Lanes16 for __m512 {
+impl Lanes for __m512 {
+    const LANES: usize = 16;
     #[inline(always)]
     unsafe fn zero() -> Self {
         unsafe { _mm512_setzero_ps() }
@@ -85,17 +96,6 @@ impl Lanes16 for __m512 {
     #[inline(always)]
     unsafe fn load(p: *const f32) -> Self {
         unsafe { _mm512_loadu_ps(p) }
-    }
-    #[inline(always)]
-    unsafe fn load_halves(lo: *const f32, hi: *const f32) -> Self {
-        unsafe {
-            let lo = _mm256_loadu_ps(lo);
-            let hi = _mm256_loadu_ps(hi);
-            _mm512_castpd_ps(_mm512_insertf64x4::<1>(
-                _mm512_castpd256_pd512(_mm256_castps_pd(lo)),
-                _mm256_castps_pd(hi),
-            ))
-        }
     }
     #[inline(always)]
     unsafe fn store(self, p: *mut f32) {
@@ -114,6 +114,10 @@ impl Lanes16 for __m512 {
         unsafe { _mm512_mul_ps(self, b) }
     }
     #[inline(always)]
+    unsafe fn div(self, b: Self) -> Self {
+        unsafe { _mm512_div_ps(self, b) }
+    }
+    #[inline(always)]
     unsafe fn max(self, b: Self) -> Self {
         unsafe { _mm512_max_ps(self, b) }
     }
@@ -124,6 +128,20 @@ impl Lanes16 for __m512 {
     #[inline(always)]
     unsafe fn fnmadd(a: Self, b: Self, c: Self) -> Self {
         unsafe { _mm512_fnmadd_ps(a, b, c) }
+    }
+}
+
+impl Lanes16 for __m512 {
+    #[inline(always)]
+    unsafe fn load_halves(lo: *const f32, hi: *const f32) -> Self {
+        unsafe {
+            let lo = _mm256_loadu_ps(lo);
+            let hi = _mm256_loadu_ps(hi);
+            _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+                _mm512_castpd256_pd512(_mm256_castps_pd(lo)),
+                _mm256_castps_pd(hi),
+            ))
+        }
     }
     #[inline(always)]
     unsafe fn interleave2([a, b]: [Self; 2]) -> [Self; 2] {
@@ -190,6 +208,54 @@ fn first(n: usize) -> __mmask16 {
     }
 }
 
+impl Lanes for __m256 {
+    const LANES: usize = 8;
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        unsafe { _mm256_setzero_ps() }
+    }
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        unsafe { _mm256_set1_ps(v) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        unsafe { _mm256_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        unsafe { _mm256_storeu_ps(p, self) }
+    }
+    #[inline(always)]
+    unsafe fn add(self, b: Self) -> Self {
+        unsafe { _mm256_add_ps(self, b) }
+    }
+    #[inline(always)]
+    unsafe fn sub(self, b: Self) -> Self {
+        unsafe { _mm256_sub_ps(self, b) }
+    }
+    #[inline(always)]
+    unsafe fn mul(self, b: Self) -> Self {
+        unsafe { _mm256_mul_ps(self, b) }
+    }
+    #[inline(always)]
+    unsafe fn div(self, b: Self) -> Self {
+        unsafe { _mm256_div_ps(self, b) }
+    }
+    #[inline(always)]
+    unsafe fn max(self, b: Self) -> Self {
+        unsafe { _mm256_max_ps(self, b) }
+    }
+    #[inline(always)]
+    unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
+        unsafe { _mm256_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn fnmadd(a: Self, b: Self, c: Self) -> Self {
+        unsafe { _mm256_fnmadd_ps(a, b, c) }
+    }
+}
+
 /// 16 lanes as two AVX registers: lanes 0-7, then 8-15.
 #[derive(Clone, Copy)]
 pub(crate) struct Y2(pub(crate) [__m256; 2]);
@@ -223,7 +289,8 @@ unsafe fn zip_pd(a: __m256, b: __m256) -> [__m256; 2] {
     }
 }
 
-impl Lanes16 for Y2 {
+impl Lanes for Y2 {
+    const LANES: usize = 16;
     #[inline(always)]
     unsafe fn zero() -> Self {
         unsafe { Y2([_mm256_setzero_ps(); 2]) }
@@ -235,10 +302,6 @@ impl Lanes16 for Y2 {
     #[inline(always)]
     unsafe fn load(p: *const f32) -> Self {
         unsafe { Y2([_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))]) }
-    }
-    #[inline(always)]
-    unsafe fn load_halves(lo: *const f32, hi: *const f32) -> Self {
-        unsafe { Y2([_mm256_loadu_ps(lo), _mm256_loadu_ps(hi)]) }
     }
     #[inline(always)]
     unsafe fn store(self, p: *mut f32) {
@@ -275,6 +338,15 @@ impl Lanes16 for Y2 {
         }
     }
     #[inline(always)]
+    unsafe fn div(self, b: Self) -> Self {
+        unsafe {
+            Y2([
+                _mm256_div_ps(self.0[0], b.0[0]),
+                _mm256_div_ps(self.0[1], b.0[1]),
+            ])
+        }
+    }
+    #[inline(always)]
     unsafe fn max(self, b: Self) -> Self {
         unsafe {
             Y2([
@@ -300,6 +372,13 @@ impl Lanes16 for Y2 {
                 _mm256_fnmadd_ps(a.0[1], b.0[1], c.0[1]),
             ])
         }
+    }
+}
+
+impl Lanes16 for Y2 {
+    #[inline(always)]
+    unsafe fn load_halves(lo: *const f32, hi: *const f32) -> Self {
+        unsafe { Y2([_mm256_loadu_ps(lo), _mm256_loadu_ps(hi)]) }
     }
     #[inline(always)]
     unsafe fn interleave2([a, b]: [Self; 2]) -> [Self; 2] {
