@@ -189,6 +189,7 @@ fn input_block(
     assert!(stride >= g.c * tiles + LANES);
     assert!(v.len() >= (4 * js.len() - 1) * stride + g.c * tiles + LANES);
     let per_channel = (2 * block_rows + 2) * row_len;
+    let kernel = kernel();
     for (ch, rows) in rows.chunks_exact(per_channel).take(g.c).enumerate() {
         for r in 0..block_rows {
             let four = &rows[2 * r * row_len..(2 * r + 4) * row_len];
@@ -199,7 +200,7 @@ fn input_block(
             // within each slot's stride (asserted above).
             unsafe {
                 x86::input_tiles(
-                    kernel(),
+                    kernel,
                     four,
                     t.half,
                     t.cols,

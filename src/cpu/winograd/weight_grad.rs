@@ -142,6 +142,7 @@ fn output_grad_block(
     // Room for the last strip's whole store after each entry's values.
     assert!(stride >= o * tiles + LANES && dy.len() >= o * plane);
     assert!(dm.len() >= (4 * js.len() - 1) * stride + o * tiles + LANES);
+    let kernel = kernel();
     for (oc, dy) in dy.chunks_exact(plane).take(o).enumerate() {
         for r in block.clone() {
             let at = oc * tiles + (r - block.start) * t.cols;
@@ -151,7 +152,7 @@ fn output_grad_block(
             // them, within each slot's stride (asserted above).
             unsafe {
                 x86::output_grad_tiles(
-                    kernel(),
+                    kernel,
                     dy,
                     (g.ho, g.wo),
                     r,
