@@ -328,7 +328,7 @@ pub fn conv2d_forward_tapwise(
         .for_each(|(i, out)| run(i, out, split));
 }
 
-/// The input gradient runs as a forward convolution ([`transposed_wins`])
+/// The input gradient runs as a forward convolution (`transposed_wins`)
 /// up to this many taps (`o * kh * kw`) at any batch size: against `Wᵀ·dy`
 /// and col2im, 1.0-1.07x at `crnn-t` b2's 576 and 2x at `crnn-s` b2 for
 /// one line (measured in one process in alternation, one thread).
@@ -397,8 +397,8 @@ fn flip_transpose(weight: &[f32], g: &ConvGeom, o: usize) -> Vec<f32> {
 
 /// Gradient of the input: for each sample `dx_i = col2im(Wᵀ · dy_i)`, or
 /// the same sums as a forward convolution of `dy` with the flipped,
-/// transposed kernel ([`transposed`]) where that is faster
-/// ([`transposed_wins`]): through [`winograd`] where it applies (equal up
+/// transposed kernel (`transposed`) where that is faster
+/// (`transposed_wins`): through [`winograd`] where it applies (equal up
 /// to rounding), else tap by tap on [`conv_direct`]'s AVX-512 kernel (no
 /// im2col-sized gradient matrix).
 /// `dy` is (n, o, ho, wo), `weight` (o, c, kh, kw), `dx` (n, c, h, w) is overwritten.

@@ -4,7 +4,7 @@
 //! positions). Here it is computed transposed, `dWᵀ += col · dyᵀ`, on the
 //! tile of [`super::small_gemm_avx512`]: the rows of `col` (one per tap)
 //! are the zero-padded input shifted by the tap's offset, copied into each
-//! row tile's panel straight from the padded planes ([`ShiftedRows`]), and
+//! row tile's panel straight from the padded planes (`ShiftedRows`), and
 //! `dyᵀ` (positions x o, a copy of this sample's `dy`) is the right-hand
 //! side, its rows read in place. im2col, and the packing of its transpose
 //! that the `dy · colᵀ` product needs, both go away.

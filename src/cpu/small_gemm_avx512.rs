@@ -4,15 +4,15 @@
 //! batch 1) gets up to 16 vectors, i.e. 256 columns, in flight at once, so
 //! the product is bound by loads, not by the latency of one FMA chain.
 //!
-//! The right-hand side need not be a strided matrix: [`Product`] takes where
-//! each of its rows starts ([`RowStarts`]) and where each 16-column vector
-//! sits in a row of `b` and of `c` ([`Columns`]). A strided matrix is one
+//! The right-hand side need not be a strided matrix: `Product` takes where
+//! each of its rows starts (`RowStarts`) and where each 16-column vector
+//! sits in a row of `b` and of `c` (`Columns`). A strided matrix is one
 //! case; a convolution read straight from its zero-padded input (row `p` =
 //! tap `p`, shifted by the tap's offset; columns = output positions, row by
 //! output row) is another ([`super::conv_direct`]): an implicit im2col.
 //! Nor need the left-hand side: the generic tile reads each row tile's rows
-//! of `a` from a panel that [`LeftRows`] fills, a strided matrix's rows
-//! ([`StridedA`]) or a convolution's input rows shifted by each tap
+//! of `a` from a panel that `LeftRows` fills, a strided matrix's rows
+//! (`StridedA`) or a convolution's input rows shifted by each tap
 //! ([`super::conv_weight_grad`], whose `a` is the im2col matrix itself).
 //!
 //! Every output value is the same chain of operations as in

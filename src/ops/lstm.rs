@@ -1,7 +1,7 @@
 //! LSTM over padded batches of sequences: one direction as one recorded op
 //! ([`lstm_direction`]) and the stacked, optionally bidirectional network
 //! ([`lstm`]) composed from it (a bidirectional layer through
-//! [`bilstm_layer`](super::bilstm::bilstm_layer), its two directions side by side).
+//! [`bilstm_layer`], its two directions side by side).
 //!
 //! Layouts, gate order (i, f, g, o) and the two bias vectors follow
 //! `torch.nn.LSTM`, and lengths behave as `pack_padded_sequence` /
