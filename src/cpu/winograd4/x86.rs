@@ -8,6 +8,7 @@ use super::{Layout, Pool, LANES, ROWS};
 use crate::cpu::lanes::{on_build, Lanes16, Y2};
 use crate::cpu::small_gemm::Kernel;
 use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
 
 /// [`Lanes16`] with the split of an input row into its four phases.
 pub(super) trait SplitRow: Lanes16 {
@@ -210,15 +211,21 @@ unsafe fn input_transform_with<L: SplitRow>(
                     (channel.add(4 * tr * 4 * l.phase + tc), std::ptr::null())
                 };
                 // Rows: column j of Bᵀ d.
-                let mut cols = [[L::zero(); 6]; 6];
+                // (Uninitialised, not zeros: an array of AVX2 vectors set to
+                // zero and then overwritten cost a `memset` call per strip.)
+                let mut cols = [[MaybeUninit::<L>::uninit(); 6]; 6];
                 for (j, col) in cols.iter_mut().enumerate() {
                     let at = (j % 4) * l.phase + j / 4;
-                    *col = bt(std::array::from_fn(|i| {
+                    let values = bt(std::array::from_fn(|i| {
                         patch_column(first, second, i * 4 * l.phase + at)
                     }));
+                    for (slot, v) in col.iter_mut().zip(values) {
+                        slot.write(v);
+                    }
                 }
-                // Then each row i of (Bᵀ d) times B.
-                let rows = (0..6).map(|i| bt(std::array::from_fn(|j| cols[j][i])));
+                // Then each row i of (Bᵀ d) times B; every value of `cols`
+                // was written above.
+                let rows = (0..6).map(|i| bt(std::array::from_fn(|j| cols[j][i].assume_init())));
                 for (i, r) in rows.enumerate() {
                     for (j, &val) in r.iter().enumerate() {
                         val.store(out.add((6 * i + j) * l.v_stride + ch * tiles + LANES * s));
@@ -367,13 +374,16 @@ unsafe fn output_transform_with<L: Lanes16>(
     unsafe {
         let base = m.as_ptr().add(LANES * row);
         // Columns: Aᵀ times column j of m.
-        let mut q = [[L::zero(); 4]; 6];
+        // (Uninitialised, as in `input_transform_with`.)
+        let mut q = [[MaybeUninit::<L>::uninit(); 4]; 6];
         for (j, q) in q.iter_mut().enumerate() {
             let mut col = [L::zero(); 6];
             for (i, v) in col.iter_mut().enumerate() {
                 *v = L::load(base.add((6 * i + j) * l.m_stride));
             }
-            *q = at(col);
+            for (slot, v) in q.iter_mut().zip(at(col)) {
+                slot.write(v);
+            }
         }
         let bias = L::splat(bias);
         let affine = relu_affine.map(|a| a.map(|v| L::splat(v)));
@@ -382,7 +392,8 @@ unsafe fn output_transform_with<L: Lanes16>(
         for (i, row) in rows.iter_mut().enumerate() {
             let mut col = [L::zero(); 6];
             for (j, v) in col.iter_mut().enumerate() {
-                *v = q[j][i];
+                // Every value of `q` was written above.
+                *v = q[j][i].assume_init();
             }
             *row = at(col);
             for v in row.iter_mut() {
