@@ -62,7 +62,8 @@ fn padded_row(w: usize) -> usize {
 }
 
 /// `y` (N, O, H/2, W/2) = pool(relu(affine(conv(x, weight)))) for `x`
-/// (N, C, H, W) and `weight` (O, C, 3, 3), samples in parallel.
+/// (N, C, H, W) and `weight` (O, C, 3, 3), samples in parallel (a lone
+/// sample's output channels shared among the threads).
 ///
 /// Panics unless [`applies`] holds for `g` and the slices fit.
 pub fn thin_block_eval(
@@ -97,17 +98,46 @@ fn eval_on(
     assert!(affine.scale.len() >= o && affine.beta.len() >= o);
     let n = y.len() / out_len.max(1);
     assert!(x.len() >= n * in_len && y.len() == n * out_len);
+    let plane_out = (g.h / 2) * (g.w / 2);
+    let threads = rayon::current_num_threads();
+    // A lone sample's output channels are shared among the threads (each
+    // channel's values are computed the same way in any share).
+    let share = if n == 1 && threads > 1 {
+        o.div_ceil(threads)
+    } else {
+        o
+    };
     let run = |(xs, ys): (&[f32], &mut [f32])| {
         let len = g.c * (g.h + 2) * padded_row(g.w) + 16;
         with_scratch(&PADDED, len, |padded| {
             pad_planes(xs, g, padded);
             let planes = (&*padded, g.c, g.h, g.w);
-            // SAFETY: the CPU runs `kernel` (checked); the slices fit (checked).
-            unsafe {
-                match kernel {
-                    Kernel::Avx512 => x86::sample_channels(planes, weight, o, affine, ys),
-                    Kernel::Avx2 => x86::sample_channels_avx2(planes, weight, o, affine, ys),
+            let channels = |o0: usize, ys: &mut [f32]| {
+                let count = ys.len() / plane_out.max(1);
+                let affine = ChannelAffine {
+                    mean: &affine.mean[o0..],
+                    scale: &affine.scale[o0..],
+                    beta: &affine.beta[o0..],
+                };
+                let weight = &weight[9 * g.c * o0..];
+                // SAFETY: the CPU runs `kernel` (checked); `weight` and
+                // `affine` hold the `count` channels from o0 (checked for
+                // all `o` above), `ys` their planes.
+                unsafe {
+                    match kernel {
+                        Kernel::Avx512 => x86::sample_channels(planes, weight, count, affine, ys),
+                        Kernel::Avx2 => {
+                            x86::sample_channels_avx2(planes, weight, count, affine, ys)
+                        }
+                    }
                 }
+            };
+            if share < o {
+                ys.par_chunks_mut(share * plane_out)
+                    .enumerate()
+                    .for_each(|(part, ys)| channels(part * share, ys));
+            } else {
+                channels(0, ys);
             }
         })
     };
@@ -424,6 +454,8 @@ mod tests {
         pooled
     }
 
+    /// On every build and 1 to 3 threads (a lone sample's channels shared
+    /// among them).
     #[test]
     fn one_pass_gives_the_bits_of_the_separate_kernels() {
         let mut rng = Rng::seed(17);
@@ -456,13 +488,20 @@ mod tests {
                 beta: &beta,
             };
             let want = separate(&x, &g, &wt, o, a);
-            for kernel in Kernel::all_available() {
+            for (kernel, threads) in Kernel::all_available()
+                .into_iter()
+                .flat_map(|k| [1, 2, 3].map(|t| (k, t)))
+            {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
                 let mut y = vec![f32::NAN; n * o * (h / 2) * (w / 2)];
-                eval_on(kernel, &x, &g, &wt, o, a, &mut y);
+                pool.install(|| eval_on(kernel, &x, &g, &wt, o, a, &mut y));
                 assert_eq!(
                     bits(&y),
                     bits(&want),
-                    "{kernel:?}: n {n} c {c} o {o} {h}x{w}"
+                    "{kernel:?} on {threads} threads: n {n} c {c} o {o} {h}x{w}"
                 );
                 if y.len() >= 64 {
                     assert!(y.iter().any(|&v| v > 0.0) && y.contains(&0.0));
