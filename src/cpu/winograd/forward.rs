@@ -8,6 +8,7 @@ use crate::cpu::batchnorm2d::ChannelAffine;
 use crate::cpu::conv2d::ConvGeom;
 use crate::cpu::gemm::{gemm, MatRef};
 use crate::cpu::scratch::with_scratch;
+use crate::cpu::small_gemm::Kernel;
 use rayon::prelude::*;
 
 /// Tiles per block: the products and transformed inputs of a block stay
@@ -148,6 +149,7 @@ fn sample(
     let t = Tiles::of(g, BLOCK_TILES);
     let c = g.c;
     let plane = g.ho * g.wo;
+    let kernel = kernel();
     for block in t.blocks() {
         let tiles = block.len() * t.cols;
         let v_stride = skewed(c * tiles);
@@ -180,7 +182,8 @@ fn sample(
                         };
                         for r in block.clone() {
                             let at = j * tiles + (r - block.start) * t.cols;
-                            output_tiles(m, m_stride, at, t.cols, post, (g.ho, g.wo), r, yp);
+                            let hw = (g.ho, g.wo);
+                            output_tiles(kernel, m, m_stride, at, t.cols, post, hw, r, yp);
                         }
                     }
                 });
@@ -208,10 +211,12 @@ pub(super) struct Post {
 
 /// `Aᵀ m A` and `post` for the `cols` tiles of row of tiles `r` of one
 /// output channel, whose products start at `m[e * stride + at]`, into the
-/// plane `y` (ho, wo); outputs past the plane's edge are dropped. Reads up
-/// to 16 values past the last product of entry 15 (their outputs are dropped).
+/// plane `y` (ho, wo), on the transforms' build `kernel`; outputs past the
+/// plane's edge are dropped. Reads up to 16 values past the last product
+/// of entry 15 (their outputs are dropped).
 #[allow(clippy::too_many_arguments)]
 fn output_tiles(
+    kernel: Kernel,
     m: &[f32],
     stride: usize,
     at: usize,
@@ -223,10 +228,11 @@ fn output_tiles(
 ) {
     assert!(cols == 0 || m.len() >= 15 * stride + at + cols.next_multiple_of(LANES));
     assert!(2 * r < ho && cols == wo.div_ceil(2) && y.len() >= ho * wo);
-    // SAFETY: conv2d_winograd_with asserted computes() (a build of the
-    // transforms); loads are bounded by the first assert, stores are masked
-    // to the plane's row `2r` (and `2r + 1` if < ho).
-    unsafe { x86::output_tiles(kernel(), m, stride, at, cols, post, (ho, wo), r, y) }
+    // SAFETY: `kernel` is the build `kernel()` found, after
+    // conv2d_winograd_with asserted computes(); loads are bounded by the
+    // first assert, stores are masked to the plane's row `2r` (and `2r + 1`
+    // if < ho).
+    unsafe { x86::output_tiles(kernel, m, stride, at, cols, post, (ho, wo), r, y) }
 }
 
 #[cfg(test)]
