@@ -410,6 +410,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::gemm::testing::bits;
     use crate::rng::Rng;
 
     /// Every build the CPU runs gives the same bits for every hidden size
@@ -437,7 +438,7 @@ mod tests {
                     .map(|&k| {
                         let mut out = vec![0.0; len * hidden];
                         run_on(k, &pre, &w, hidden, len, reverse, &mut out);
-                        out.iter().map(|v| v.to_bits()).collect()
+                        bits(&out)
                     })
                     .collect();
                 assert!(

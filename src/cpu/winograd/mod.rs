@@ -259,6 +259,7 @@ fn deinterleave(x: &[f32], a: &mut [f32], b: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::gemm::testing::{bits, values};
     use crate::rng::Rng;
 
     thread_local! {
@@ -278,9 +279,6 @@ mod tests {
             return;
         }
         let mut rng = Rng::seed(31);
-        let values = |len: usize, rng: &mut Rng| -> Vec<f32> {
-            (0..len).map(|_| rng.range(-1.0, 1.0)).collect()
-        };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(1)
             .build()
@@ -303,7 +301,6 @@ mod tests {
                     beta: &beta,
                 };
                 let u = transform_weight(&wt, o, c);
-                let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 let runs: Vec<_> = kernels
                     .iter()
                     .map(|&k| {
