@@ -9,6 +9,12 @@
 //! (the whole of 64 units) or 12 of AVX2's 16 (24 units), and the group's
 //! cell runs as soon as its sums are done. The new h goes to a second
 //! buffer, since the later groups of the step still read the old one.
+//! The cell's math runs on all the group's vectors side by side, one
+//! operation on each before the next (the three sigmoid gates together,
+//! then g, then tanh of the new cells): a sigmoid is a chain of some 30
+//! dependent operations, and one vector at a time a step waited on their
+//! latency (on Zen 3, a `crnn-s` direction's step 521 → 475 ns, a line
+//! ~3% faster).
 //!
 //! Every value is the same chain of IEEE operations as the general path:
 //! the product's FMAs over k from zero, then `acc + pre` (the GEMM's
@@ -159,10 +165,10 @@ mod x86 {
         #[inline(always)]
         unsafe fn clamp_nan(self, lo: f32, hi: f32) -> Self {
             unsafe {
-                let lo = _mm256_set1_ps(lo);
-                let hi = _mm256_set1_ps(hi);
-                let v = _mm256_blendv_ps(self, lo, _mm256_cmp_ps::<_CMP_LT_OQ>(self, lo));
-                _mm256_blendv_ps(v, hi, _mm256_cmp_ps::<_CMP_GT_OQ>(v, hi))
+                // max(a, b) is `a > b ? a : b` and min(a, b) `a < b ? a : b`:
+                // with the bound first, a NaN lane gives the lane.
+                let v = _mm256_max_ps(_mm256_set1_ps(lo), self);
+                _mm256_min_ps(_mm256_set1_ps(hi), v)
             }
         }
         #[inline(always)]
@@ -190,6 +196,22 @@ mod x86 {
         }
     }
 
+    /// `[e(0), e(1), …, e(N - 1)]` for an expression `e` of the index:
+    /// one operation on every vector before the next, so that the `N`
+    /// independent chains sit side by side in the instruction stream (a
+    /// chain of a cell's math is a few dozen dependent operations; one at a
+    /// time, a step waited on their latency). A loop, not a closure: see
+    /// [`group`].
+    macro_rules! each {
+        (|$i:ident| $e:expr) => {{
+            let mut out = [V::zero(); N];
+            for $i in 0..N {
+                out[$i] = $e;
+            }
+            out
+        }};
+    }
+
     /// `a * b + c`, rounded twice, as Rust computes `a * b + c`.
     #[inline(always)]
     unsafe fn mul_add<V: GateMath>(a: V, b: V, c: f32) -> V {
@@ -198,56 +220,66 @@ mod x86 {
 
     /// `fastmath::exp`, lane-wise.
     #[inline(always)]
-    unsafe fn exp<V: GateMath>(x: V) -> V {
+    unsafe fn exp<V: GateMath, const N: usize>(x: [V; N]) -> [V; N] {
         const LOG2E: f32 = std::f32::consts::LOG2_E;
         const LN2_HI: f32 = 0.693_359_4;
         const LN2_LO: f32 = -2.121_944_4e-4;
         const ROUND_MAGIC: f32 = 12_582_912.0;
         unsafe {
-            let xc = x.clamp_nan(-87.0, 88.0);
-            let t = mul_add(xc, V::splat(LOG2E), ROUND_MAGIC);
-            let n = t.sub(V::splat(ROUND_MAGIC));
-            let r = xc.sub(n.mul(V::splat(LN2_HI))).sub(n.mul(V::splat(LN2_LO)));
-            let mut p = V::splat(1.987_569_1e-4);
-            p = mul_add(p, r, 1.398_199_9e-3);
-            p = mul_add(p, r, 8.333_452e-3);
-            p = mul_add(p, r, 4.166_579_6e-2);
-            p = mul_add(p, r, 1.666_666_5e-1);
-            p = mul_add(p, r, 0.5);
-            let er = p.mul(r.mul(r)).add(r).add(V::splat(1.0));
-            er.mul(V::pow2_of_rounded(t, ROUND_MAGIC))
+            let xc = each!(|i| x[i].clamp_nan(-87.0, 88.0));
+            let t = each!(|i| mul_add(xc[i], V::splat(LOG2E), ROUND_MAGIC));
+            let n = each!(|i| t[i].sub(V::splat(ROUND_MAGIC)));
+            let r = each!(|i| xc[i].sub(n[i].mul(V::splat(LN2_HI))));
+            let r = each!(|i| r[i].sub(n[i].mul(V::splat(LN2_LO))));
+            let mut p = [V::splat(1.987_569_1e-4); N];
+            for c in [
+                1.398_199_9e-3,
+                8.333_452e-3,
+                4.166_579_6e-2,
+                1.666_666_5e-1,
+                0.5,
+            ] {
+                p = each!(|i| mul_add(p[i], r[i], c));
+            }
+            let er = each!(|i| p[i].mul(r[i].mul(r[i])).add(r[i]).add(V::splat(1.0)));
+            each!(|i| er[i].mul(V::pow2_of_rounded(t[i], ROUND_MAGIC)))
         }
     }
 
     /// `fastmath::sigmoid`, lane-wise: 1 / (1 + e^-x).
     #[inline(always)]
-    unsafe fn sigmoid<V: GateMath>(x: V) -> V {
+    unsafe fn sigmoid<V: GateMath, const N: usize>(x: [V; N]) -> [V; N] {
         unsafe {
             let one = V::splat(1.0);
-            one.div(one.add(exp(x.neg())))
+            let e = exp(each!(|i| x[i].neg()));
+            each!(|i| one.div(one.add(e[i])))
         }
     }
 
     /// `fastmath::tanh`, lane-wise.
     #[inline(always)]
-    unsafe fn tanh<V: GateMath>(x: V) -> V {
+    unsafe fn tanh<V: GateMath, const N: usize>(x: [V; N]) -> [V; N] {
         const CLAMP: f32 = 7.905_311;
         unsafe {
-            let xc = x.clamp_nan(-CLAMP, CLAMP);
-            let x2 = xc.mul(xc);
-            let mut p = V::splat(-2.760_768_5e-16);
-            p = mul_add(p, x2, 2.000_188e-13);
-            p = mul_add(p, x2, -8.604_672e-11);
-            p = mul_add(p, x2, 5.122_297e-8);
-            p = mul_add(p, x2, 1.485_722_4e-5);
-            p = mul_add(p, x2, 6.372_619_3e-4);
-            p = mul_add(p, x2, 4.893_524_6e-3);
-            p = p.mul(xc);
-            let mut q = V::splat(1.198_258_4e-6);
-            q = mul_add(q, x2, 1.185_347e-4);
-            q = mul_add(q, x2, 2.268_434_6e-3);
-            q = mul_add(q, x2, 4.893_525e-3);
-            p.div(q).where_abs_below(x, 4e-4, x)
+            let xc = each!(|i| x[i].clamp_nan(-CLAMP, CLAMP));
+            let x2 = each!(|i| xc[i].mul(xc[i]));
+            let mut p = [V::splat(-2.760_768_5e-16); N];
+            for c in [
+                2.000_188e-13,
+                -8.604_672e-11,
+                5.122_297e-8,
+                1.485_722_4e-5,
+                6.372_619_3e-4,
+                4.893_524_6e-3,
+            ] {
+                p = each!(|i| mul_add(p[i], x2[i], c));
+            }
+            let p = each!(|i| p[i].mul(xc[i]));
+            let mut q = [V::splat(1.198_258_4e-6); N];
+            for c in [1.185_347e-4, 2.268_434_6e-3, 4.893_525e-3] {
+                q = each!(|i| mul_add(q[i], x2[i], c));
+            }
+            each!(|i| p[i].div(q[i]).where_abs_below(x[i], 4e-4, x[i]))
         }
     }
 
@@ -275,7 +307,8 @@ mod x86 {
     /// The CPU runs `V`'s build; `step`'s pointers hold the sizes of
     /// [`Step`], and `q0 + G` vectors fit in `hidden`.
     #[inline(always)]
-    unsafe fn group<V: GateMath, const G: usize>(step: &mut Step, q0: usize) {
+    unsafe fn group<V: GateMath, const G: usize, const N: usize>(step: &mut Step, q0: usize) {
+        const { assert!(N == 3 * G) };
         let (hidden, l) = (step.hidden, V::LANES);
         let at = |b: usize, j: usize| b * hidden + (q0 + j) * l;
         // Loops, not closures, around the vector operations: a closure is
@@ -305,16 +338,25 @@ mod x86 {
                     }
                 }
             }
+            // The three sigmoid gates' vectors side by side (i, f, o), then g.
             let [gi, gf, gg, go] = gates;
-            for (j, (((gi, gf), gg), go)) in gi.into_iter().zip(gf).zip(gg).zip(go).enumerate() {
+            let ifo: [V; N] = {
+                let g = [gi, gf, go];
+                each!(|i| g[i / G][i % G])
+            };
+            let ifo = sigmoid(ifo);
+            let g = tanh(gg);
+            let mut c = [V::zero(); G];
+            for (j, c) in c.iter_mut().enumerate() {
                 let u = (q0 + j) * l;
-                let i = sigmoid(gi);
-                let f = sigmoid(gf);
-                let g = tanh(gg);
-                let o = sigmoid(go);
-                let c = f.mul(V::load(step.c.as_ptr().add(u))).add(i.mul(g));
+                let (i, f) = (ifo[j], ifo[G + j]);
+                *c = f.mul(V::load(step.c.as_ptr().add(u))).add(i.mul(g[j]));
                 c.store(step.c.as_mut_ptr().add(u));
-                let h = o.mul(tanh(c));
+            }
+            let tanh_c = tanh(c);
+            for (j, &tc) in tanh_c.iter().enumerate() {
+                let u = (q0 + j) * l;
+                let h = ifo[2 * G + j].mul(tc);
                 h.store(step.h_next.as_mut_ptr().add(u));
                 h.store(step.y.add(u));
             }
@@ -361,10 +403,10 @@ mod x86 {
                     let u = if s % 2 == 0 { u } else { groups - 1 - u };
                     let q0 = u * max_group;
                     match max_group.min(vectors - q0) {
-                        1 => group::<V, 1>(&mut step, q0),
-                        2 => group::<V, 2>(&mut step, q0),
-                        3 => group::<V, 3>(&mut step, q0),
-                        _ => group::<V, 4>(&mut step, q0),
+                        1 => group::<V, 1, 3>(&mut step, q0),
+                        2 => group::<V, 2, 6>(&mut step, q0),
+                        3 => group::<V, 3, 9>(&mut step, q0),
+                        _ => group::<V, 4, 12>(&mut step, q0),
                     }
                 }
             }
