@@ -185,12 +185,25 @@ impl Block {
     /// `tile`: step q's values at `q * r`.
     fn pack_rows(&self, a: MatRef, i0: usize, r: usize, tile: &mut [f32]) {
         let data = &a.data[i0 * a.rs + self.k0 * a.cs..];
+        let tile = &mut tile[..r * self.kc];
+        // Both layouts with the tile's height a constant: fixed-size copies
+        // (a slice copy of a run-time length is a call to memmove per step).
+        macro_rules! rows {
+            ($f:ident, $stride:expr, $($r:literal)*) => {
+                match r {
+                    $($r => $f::<$r>(data, $stride, tile),)*
+                    _ => unreachable!("{r} rows in a tile"),
+                }
+            };
+        }
         if a.rs == 1 {
             // `a` stored transposed (`dgᵀ` of a weight gradient): each step's
             // values of the r rows are side by side already.
-            for (q, dst) in tile.chunks_exact_mut(r).enumerate() {
-                dst.copy_from_slice(&data[q * a.cs..][..r]);
-            }
+            rows!(copy_rows, a.cs, 1 2 3 4 5 6 7 8);
+        } else if a.cs == 1 {
+            // Row-major `a`: r streams read side by side (a general
+            // transpose of a kc x r view has no whole 8 x 8 blocks here).
+            rows!(interleave_rows, a.rs, 1 2 3 4 5 6 7 8);
         } else {
             let steps = MatRef {
                 data,
@@ -218,11 +231,44 @@ impl Block {
             ..b
         };
         if b.cs == 1 {
-            for (q, dst) in panel.chunks_exact_mut(width).enumerate() {
-                dst[..live].copy_from_slice(&view.data[q * b.rs..][..live]);
+            // Whole rows of a tile as fixed-size copies: `copy_from_slice`
+            // of a run-time length is a call to memmove per k step.
+            macro_rules! widths {
+                ($($w:literal)*) => {
+                    match live {
+                        $($w if width == $w => copy_rows::<$w>(view.data, b.rs, panel),)*
+                        _ => {
+                            for (q, dst) in panel.chunks_exact_mut(width).enumerate() {
+                                dst[..live].copy_from_slice(&view.data[q * b.rs..][..live]);
+                            }
+                        }
+                    }
+                };
             }
+            widths!(8 16 32 48);
         } else {
             transpose_to(view, panel, width);
+        }
+    }
+}
+
+/// Rows of `W` values, `rs` apart from `data`, one after another into
+/// `panel` (as many as it holds).
+fn copy_rows<const W: usize>(data: &[f32], rs: usize, panel: &mut [f32]) {
+    for (q, dst) in panel.chunks_exact_mut(W).enumerate() {
+        let src: &[f32; W] = data[q * rs..][..W].try_into().expect("W values");
+        dst.copy_from_slice(src);
+    }
+}
+
+/// `R` rows, `rs` apart from `data`, interleaved into `tile`: step q's
+/// values of the R rows at `tile[q * R..][..R]`.
+fn interleave_rows<const R: usize>(data: &[f32], rs: usize, tile: &mut [f32]) {
+    let kc = tile.len() / R;
+    let rows: [&[f32]; R] = std::array::from_fn(|i| &data[i * rs..][..kc]);
+    for (q, step) in tile.chunks_exact_mut(R).enumerate() {
+        for (v, row) in step.iter_mut().zip(&rows) {
+            *v = row[q];
         }
     }
 }
