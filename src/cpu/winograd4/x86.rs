@@ -9,6 +9,7 @@ use crate::cpu::lanes::{on_build, Lanes16, Y2};
 use crate::cpu::small_gemm::Kernel;
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
 /// [`Lanes16`] with the split of an input row into its four phases.
 pub(super) trait SplitRow: Lanes16 {
@@ -153,31 +154,36 @@ unsafe fn patch_column<L: Lanes16>(first: *const f32, second: *const f32, at: us
     }
 }
 
-/// `V`: `Bᵀ d B` of every tile's 6x6 patch of every channel of `x` (c
-/// planes, h x w), entry e = 6i + j of channel ch and strip s at
-/// `v[e * v_stride + ch * tiles + 16 s]`. Each channel's padded rows are
-/// split into phases ([`split_plane`]) in `phases`, then read from there
-/// while they are in L1.
+/// `V`: `Bᵀ d B` of every tile's 6x6 patch of the channels `channels` of
+/// `x` (planes of h x w), entry e = 6i + j of channel ch and strip s at
+/// `v[e * v_stride + ch * tiles + 16 s]`; nothing else of `v` is touched,
+/// so threads may fill disjoint ranges of channels at once. Each channel's
+/// padded rows are split into phases ([`split_plane`]) in `phases`, then
+/// read from there while they are in L1.
 ///
 /// # Safety
-/// The CPU runs `kernel`; `x` holds the planes, `phases` `h + 2` split
-/// rows, `v` 36 entries of `v_stride >= c * tiles` values.
+/// The CPU runs `kernel`; `x` holds the planes up to `channels.end`,
+/// `phases` `h + 2` split rows, `v` 36 entries of `v_stride >=
+/// channels.end * tiles` values, of which no other thread reads or writes
+/// the rows of `channels` meanwhile.
 pub(super) unsafe fn input_transform(
     kernel: Kernel,
     x: &[f32],
-    chw: (usize, usize, usize),
+    hw: (usize, usize),
+    channels: Range<usize>,
     l: &Layout,
     phases: &mut [f32],
-    v: &mut [f32],
+    v: *mut f32,
 ) {
     on_build!(
         kernel,
         input_transform_with(
             x: &[f32],
-            chw: (usize, usize, usize),
+            hw: (usize, usize),
+            channels: Range<usize>,
             l: &Layout,
             phases: &mut [f32],
-            v: &mut [f32],
+            v: *mut f32,
         )
     )
 }
@@ -186,18 +192,18 @@ pub(super) unsafe fn input_transform(
 #[inline(always)]
 unsafe fn input_transform_with<L: SplitRow>(
     x: &[f32],
-    (c, h, w): (usize, usize, usize),
+    (h, w): (usize, usize),
+    channels: Range<usize>,
     l: &Layout,
     phases: &mut [f32],
-    v: &mut [f32],
+    out: *mut f32,
 ) {
-    let out = v.as_mut_ptr();
     let tiles = l.strips * LANES;
     // SAFETY: every load lies in the phases of a padded row, at most 16
     // values from index cols / 16 * 16 + 1 <= phase - 16 (the caller's
-    // layout); stores stay within entry e's c x tiles values.
+    // layout); stores stay within entry e's rows of `channels`.
     unsafe {
-        for ch in 0..c {
+        for ch in channels {
             split_plane::<L>(&x[ch * h * w..(ch + 1) * h * w], (h, w), l.phase, phases);
             let channel = phases.as_ptr();
             for s in 0..l.strips {
