@@ -29,9 +29,10 @@
 //! each strip's output transform, with the bias, an evaluation BatchNorm
 //! and ReLU and a max-pool ([`Pool`]) applied before anything is stored.
 //! A lone sample on several threads (a line) transforms the two halves of
-//! its channels on two threads and shares its blocks among all of them
-//! (on a Zen 3 core's two threads, a `crnn-s` line's median 154-167 vs
-//! 167-197 µs in 8 alternating pairs, best even: the host's noise).
+//! its channels on two threads and shares its blocks among all of them,
+//! or a single block's runs of strips (`crnn-s` b2: 16 outputs, four
+//! strips). On a Zen 3 core's two threads a `crnn-s` line's best 93-94 vs
+//! 99-100 µs in alternation (the medians follow the host's noise).
 //! Tiles go 16 to a vector, a row of tiles at a time, or two rows of 8
 //! tiles. A vector is one AVX-512 register or two AVX2 ones: the
 //! transforms are written once for both (`x86`), the products have a
@@ -407,13 +408,15 @@ fn samples(
     });
 }
 
-/// A sample's transformed input `V`, written by [`x86::input_transform`]
-/// from two threads at once, each to the rows of its own channels.
+/// A buffer written from several threads at once, each to values of its
+/// own: a sample's transformed input `V` ([`x86::input_transform`], the
+/// rows of a range of channels), a lone block's outputs (a run's strips).
 #[derive(Clone, Copy)]
 struct SharedOut(*mut f32);
 
-// SAFETY: the threads holding copies write disjoint values (the contract of
-// `x86::input_transform`), and `samples` reads `V` only after both finish.
+// SAFETY: the threads holding copies write disjoint values (the contracts
+// of `x86::input_transform` and `x86::output_transform`), and nothing reads
+// the buffer until they have all finished.
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
@@ -453,8 +456,9 @@ impl Block<'_> {
         let runs = if strips == 1 { 1 } else { strips.div_ceil(3) };
         let uo = &self.u[o0 * c..];
         let v = self.v;
-        with_scratch(&M, 3 * m_len, |m| {
-            for run in 0..runs {
+        let (ys_len, out) = (ys.len(), SharedOut(ys.as_mut_ptr()));
+        let one_run = |run: usize| {
+            with_scratch(&M, 3 * m_len, |m| {
                 let (first, count) = (
                     strips * run / runs,
                     strips * (run + 1) / runs - strips * run / runs,
@@ -506,8 +510,9 @@ impl Block<'_> {
                     let (sample, strip, _) = at(i);
                     for row in 0..ROWS {
                         let at = (sample * o + row) * self.plane;
-                        let plane = &mut ys[at..at + self.plane];
-                        // SAFETY: as above; the strip's tiles lie in the plane.
+                        assert!(at + self.plane <= ys_len);
+                        // SAFETY: as above; the strip's tiles lie in the
+                        // plane, inside `ys`, and no other run writes them.
                         unsafe {
                             x86::output_transform(
                                 kernel,
@@ -517,13 +522,20 @@ impl Block<'_> {
                                 self.post.of(o0 + row),
                                 self.post.pool,
                                 self.pw,
-                                plane,
+                                out.ptr().add(at),
                             )
                         };
                     }
                 }
-            }
-        });
+            })
+        };
+        if self.samples == 1 && o == ROWS && runs > 1 && rayon::current_num_threads() > 1 {
+            // A lone sample's only block: its runs of strips (disjoint
+            // tiles, so disjoint outputs) on the pool's threads.
+            (0..runs).into_par_iter().for_each(one_run);
+        } else {
+            (0..runs).for_each(one_run);
+        }
     }
 }
 
@@ -797,14 +809,13 @@ mod tests {
     #[test]
     fn a_lone_sample_has_the_same_bits_on_any_thread_count() {
         let mut rng = Rng::seed(15);
-        for (kernel, g) in Kernel::all_available().into_iter().flat_map(|k| {
-            [
-                (k, geom(16, 8, 32)),
-                (k, geom(8, 16, 64)),
-                (k, geom(3, 4, 128)),
-            ]
-        }) {
-            let o = 48;
+        let geoms = [geom(16, 8, 32), geom(8, 16, 64), geom(3, 4, 128)];
+        // 16 outputs: one block, its runs of strips shared among the
+        // threads; 48: its blocks shared.
+        for (kernel, g, o) in Kernel::all_available()
+            .into_iter()
+            .flat_map(|k| geoms.iter().flat_map(move |&g| [(k, g, 16), (k, g, 48)]))
+        {
             let u = transform_weight(&values(o * g.c * 9, &mut rng), o, g.c);
             let x = values(g.c * g.h * g.w, &mut rng);
             let (mean, scale, beta) = (vec![0.1; o], vec![1.5; o], vec![0.2; o]);

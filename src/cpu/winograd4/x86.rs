@@ -338,7 +338,8 @@ pub(super) unsafe fn products_strips_512<const S: usize>(
 ///
 /// # Safety
 /// The CPU runs `kernel`; `m` holds the block's 36 products; the strip's
-/// (pooled) tiles lie in `plane`.
+/// (pooled) tiles lie in the plane at `plane`, which no other thread reads
+/// or writes meanwhile (only those values are written).
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn output_transform(
     kernel: Kernel,
@@ -348,7 +349,7 @@ pub(super) unsafe fn output_transform(
     post: (f32, Option<[f32; 3]>),
     pool: Pool,
     w: usize,
-    plane: &mut [f32],
+    plane: *mut f32,
 ) {
     on_build!(
         kernel,
@@ -359,7 +360,7 @@ pub(super) unsafe fn output_transform(
             post: (f32, Option<[f32; 3]>),
             pool: Pool,
             w: usize,
-            plane: &mut [f32],
+            plane: *mut f32,
         )
     )
 }
@@ -373,7 +374,7 @@ unsafe fn output_transform_with<L: Lanes16>(
     (bias, relu_affine): (f32, Option<[f32; 3]>),
     pool: Pool,
     w: usize,
-    plane: &mut [f32],
+    y: *mut f32,
 ) {
     // SAFETY: loads within the block's products; stores within the rows of
     // the strip's tiles (caller's contract).
@@ -413,7 +414,6 @@ unsafe fn output_transform_with<L: Lanes16>(
         } else {
             ((LANES * strip) / l.cols, (LANES * strip) % l.cols)
         };
-        let y = plane.as_mut_ptr();
         match pool {
             Pool::None => {
                 for (i, z) in rows.iter().enumerate() {
