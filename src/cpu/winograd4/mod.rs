@@ -753,7 +753,8 @@ mod tests {
     #[test]
     fn samples_are_independent() {
         let mut rng = Rng::seed(9);
-        // One strip per sample (rows of 8 tiles), then four (rows of 16).
+        // One strip per sample (rows of 8 tiles), four (rows of 16), and two
+        // (rows of 32, 3 channels).
         for (kernel, g) in Kernel::all_available().into_iter().flat_map(|k| {
             [
                 (k, geom(16, 8, 32)),
