@@ -338,8 +338,8 @@ pub(super) unsafe fn products_strips_512<const S: usize>(
 ///
 /// # Safety
 /// The CPU runs `kernel`; `m` holds the block's 36 products; the strip's
-/// (pooled) tiles lie in the plane at `plane`, which no other thread reads
-/// or writes meanwhile (only those values are written).
+/// (pooled) tiles lie in the plane at `plane`; only their values are
+/// written, and no other thread touches those meanwhile.
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn output_transform(
     kernel: Kernel,
