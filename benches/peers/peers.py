@@ -151,9 +151,10 @@ def torch_distill_step(n, gen):
     return distill_step
 
 
-def torch_rows(n, warmup, reps):
+def torch_timers(n):
+    """PyTorch's rows, built once: (row, batch) -> timer(warmup, reps) -> median seconds."""
     gen = torch.Generator().manual_seed(42)
-    rows = {}
+    timers = {}
 
     images, targets, tlen = batch(n, gen)
     model = Crnn("crnn-t").train()
@@ -166,22 +167,22 @@ def torch_rows(n, warmup, reps):
         loss.backward()
         opt.step()
 
-    rows[("train-step crnn-t", n)] = timed(warmup, reps, train_step)
+    timers[("train-step crnn-t", n)] = lambda w, r: timed(w, r, train_step)
 
     distill_step = torch_distill_step(n, gen)
-    rows[("distill-step", n)] = timed(warmup, reps, distill_step)
+    timers[("distill-step", n)] = lambda w, r: timed(w, r, distill_step)
 
     student = Crnn("crnn-s").eval()
-    for b, w, r in [(1, warmup * SINGLE_FACTOR, reps * SINGLE_FACTOR), (n, warmup, reps)]:
-        images, _, _ = batch(b, gen)
+    for b in [1, n]:
+        images_b, _, _ = batch(b, gen)
 
-        def infer():
+        def infer(images=images_b):
             with torch.inference_mode():
                 logits, _ = student(images)
             greedy(logits.numpy())
 
-        rows[("infer crnn-s", b)] = timed(w, r, infer)
-    return rows, student
+        timers[("infer crnn-s", b)] = lambda w, r, f=infer: timed(w, r, f)
+    return timers, student
 
 
 def export_onnx(student, path):
@@ -205,7 +206,8 @@ def export_onnx(student, path):
         torch.onnx.export(wrapper, (example,), path, **kwargs)
 
 
-def ort_rows(onnx_path, threads, n, warmup, reps):
+def ort_timers(onnx_path, threads, n):
+    """onnxruntime's inference rows on one session: (row, batch) -> timer."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -215,29 +217,41 @@ def ort_rows(onnx_path, threads, n, warmup, reps):
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     sess = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(7)
-    rows = {}
-    for b, w, r in [(1, warmup * SINGLE_FACTOR, reps * SINGLE_FACTOR), (n, warmup, reps)]:
+    timers = {}
+    for b in [1, n]:
         images = rng.uniform(-1, 1, (b, 1, HEIGHT, WIDTH)).astype(np.float32)
 
-        def infer():
+        def infer(images=images):
             greedy(sess.run(None, {"images": images})[0])
 
-        rows[("infer crnn-s", b)] = timed(w, r, infer)
-    return rows
+        timers[("infer crnn-s", b)] = lambda w, r, f=infer: timed(w, r, f)
+    return timers
 
 
-def retort_rows(binary, threads, n, warmup, reps):
+# `retort bench --only` names of the rows, by (row, batch is 1).
+RETORT_ROWS = {
+    ("train-step crnn-t", False): "train",
+    ("distill-step", False): "distill",
+    ("infer crnn-s", True): "infer1",
+    ("infer crnn-s", False): "infer-batch",
+}
+
+
+def retort_row(binary, threads, n, key, warmup, reps):
+    """Median seconds of one row of `retort bench`, in a process of its own."""
+    row, b = key
     cmd = [binary, "--threads", str(threads), "bench", "--json",
+           "--only", RETORT_ROWS[(row, b == 1)],
            "--reps", str(reps), "--warmup", str(warmup)]
     if n != 32:
         cmd += ["--batch", str(n)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    rows = {}
     for line in out.splitlines():
         if line.strip():
             r = json.loads(line)
-            rows[(r["row"], r["batch"])] = r["median_ms"] / 1e3
-    return rows
+            if (r["row"], r["batch"]) == key:
+                return r["median_ms"] / 1e3
+    sys.exit(f"retort bench printed no row {key}: {out!r}")
 
 
 def cpu_model():
@@ -291,7 +305,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=1,
-                    help="repeat the peer and retort timings this many times, interleaved; "
+                    help="repeat every pair of timings (a peer's row, then retort's, in turns) this many times; "
                          "print the medians and the median of the per-round ratios")
     ap.add_argument("--rss", action="store_true",
                     help="instead of timing, compare the peak RSS of a process running only the distill-step")
@@ -320,7 +334,8 @@ def main():
     print(f"# {datetime.date.today()} | {cpu_model()} | {os.cpu_count()} logical CPUs | "
           f"torch {torch.__version__}" + (f" | onnxruntime {onnxruntime.__version__}" if have_ort else ""))
     print(f"# median of {args.reps} runs after {args.warmup} warm-up(s) "
-          f"({SINGLE_FACTOR}x for batch 1), {args.rounds} interleaved round(s) (medians over rounds); "
+          f"({SINGLE_FACTOR}x for batch 1); {args.rounds} round(s), each timing a peer's row and retort's "
+          f"back to back (in turns which first); medians over rounds; "
           f"ratio = retort images/s / peer images/s (> 1: retort faster), median of the per-round ratios")
     print()
     header = f"| threads | row | batch | peer | peer ms | peer img/s | retort ms | retort img/s | retort / peer |"
@@ -331,31 +346,37 @@ def main():
     exported = False
     for threads in [int(t) for t in args.threads.split(",")]:
         torch.set_num_threads(threads)
-        # Each round times every peer row and then retort's, so that both
-        # sides of a ratio see the same moment of a shared machine.
-        rounds = []
-        for _ in range(args.rounds):
-            peer, student = torch_rows(args.batch, args.warmup, args.reps)
-            peers = [("pytorch", peer)]
-            if have_ort:
-                if not exported:
-                    export_onnx(student, onnx_path)
-                    exported = True
-                peers.append(("onnxruntime", ort_rows(onnx_path, threads, args.batch, args.warmup, args.reps)))
-            rounds.append((peers, retort_rows(args.retort, threads, args.batch, args.warmup, args.reps)))
-        for p, (name, rows) in enumerate(rounds[0][0]):
-            for key in rows:
-                row, b = key
-                pairs = [(r[0][p][1][key], r[1][key]) for r in rounds if key in r[1]]
-                if not pairs:
-                    continue
-                peer_s = statistics.median(x for x, _ in pairs)
-                mine = statistics.median(y for _, y in pairs)
-                ratio = statistics.median(x / y for x, y in pairs)
-                print(f"| {threads} | {row} | {b} | {name} | {peer_s * 1e3:.2f} | {b / peer_s:.1f} | "
-                      f"{mine * 1e3:.2f} | {b / mine:.1f} | {ratio:.2f} |")
+        torch_rows, student = torch_timers(args.batch)
+        peers = [("pytorch", torch_rows)]
+        if have_ort:
+            if not exported:
+                export_onnx(student, onnx_path)
+                exported = True
+            peers.append(("onnxruntime", ort_timers(onnx_path, threads, args.batch)))
+        # Each ratio's two timings run one right after the other (the peer
+        # first in even rounds, retort first in odd ones), so that both see
+        # the same moment of a shared machine: a retort run per peer and row.
+        pairs = {(name, key): [] for name, t in peers for key in t}
+        for r in range(args.rounds):
+            for name, t in peers:
+                for key, peer_timer in t.items():
+                    w, n_reps = ((args.warmup * SINGLE_FACTOR, args.reps * SINGLE_FACTOR)
+                                 if key[1] == 1 else (args.warmup, args.reps))
+                    ours = lambda: retort_row(args.retort, threads, args.batch, key, args.warmup, args.reps)
+                    if r % 2 == 0:
+                        peer_s = peer_timer(w, n_reps)
+                        mine = ours()
+                    else:
+                        mine = ours()
+                        peer_s = peer_timer(w, n_reps)
+                    pairs[(name, key)].append((peer_s, mine))
+        for (name, (row, b)), timings in pairs.items():
+            peer_s = statistics.median(x for x, _ in timings)
+            mine = statistics.median(y for _, y in timings)
+            ratio = statistics.median(x / y for x, y in timings)
+            print(f"| {threads} | {row} | {b} | {name} | {peer_s * 1e3:.2f} | {b / peer_s:.1f} | "
+                  f"{mine * 1e3:.2f} | {b / mine:.1f} | {ratio:.2f} |")
         sys.stdout.flush()
-
 
 if __name__ == "__main__":
     main()
