@@ -28,28 +28,42 @@ pub(super) unsafe fn split_row(row: &[f32], w: usize, phase: usize, out: &mut [f
         *o = 0.0;
         for chunk in 0..w.div_ceil(32) {
             let at = 32 * chunk;
-            let d: [__m256d; 4] = std::array::from_fn(|q| {
-                let live = n.saturating_sub(at + 8 * q).min(8);
-                let v = match live {
-                    0 => zero,
-                    8 => _mm256_loadu_ps(x.add(at + 8 * q)),
-                    _ => {
-                        let mask = _mm256_loadu_si256(lanes.as_ptr().add(8 - live).cast());
-                        _mm256_maskload_ps(x.add(at + 8 * q), mask)
-                    }
+            // A padding row (no values) splits into zeros; 32 values of
+            // the row load whole (the per-vector mask arithmetic below was
+            // most of a chunk's instructions).
+            let phases = if n == 0 {
+                [_mm256_setzero_pd(); 4]
+            } else {
+                let d: [__m256d; 4] = if at + 32 <= n {
+                    std::array::from_fn(|q| {
+                        let v = _mm256_loadu_ps(x.add(at + 8 * q));
+                        _mm256_castps_pd(_mm256_permutevar8x32_ps(v, pairs))
+                    })
+                } else {
+                    std::array::from_fn(|q| {
+                        let live = n.saturating_sub(at + 8 * q).min(8);
+                        let v = match live {
+                            0 => zero,
+                            8 => _mm256_loadu_ps(x.add(at + 8 * q)),
+                            _ => {
+                                let mask = _mm256_loadu_si256(lanes.as_ptr().add(8 - live).cast());
+                                _mm256_maskload_ps(x.add(at + 8 * q), mask)
+                            }
+                        };
+                        _mm256_castps_pd(_mm256_permutevar8x32_ps(v, pairs))
+                    })
                 };
-                _mm256_castps_pd(_mm256_permutevar8x32_ps(v, pairs))
-            });
-            let t0 = _mm256_unpacklo_pd(d[0], d[1]);
-            let t1 = _mm256_unpackhi_pd(d[0], d[1]);
-            let t2 = _mm256_unpacklo_pd(d[2], d[3]);
-            let t3 = _mm256_unpackhi_pd(d[2], d[3]);
-            let phases = [
-                _mm256_permute2f128_pd::<0x20>(t0, t2),
-                _mm256_permute2f128_pd::<0x20>(t1, t3),
-                _mm256_permute2f128_pd::<0x31>(t0, t2),
-                _mm256_permute2f128_pd::<0x31>(t1, t3),
-            ];
+                let t0 = _mm256_unpacklo_pd(d[0], d[1]);
+                let t1 = _mm256_unpackhi_pd(d[0], d[1]);
+                let t2 = _mm256_unpacklo_pd(d[2], d[3]);
+                let t3 = _mm256_unpackhi_pd(d[2], d[3]);
+                [
+                    _mm256_permute2f128_pd::<0x20>(t0, t2),
+                    _mm256_permute2f128_pd::<0x20>(t1, t3),
+                    _mm256_permute2f128_pd::<0x31>(t0, t2),
+                    _mm256_permute2f128_pd::<0x31>(t1, t3),
+                ]
+            };
             for (p, &q) in phases.iter().enumerate() {
                 // Input column 4k + p is padded column 4k + p + 1.
                 let (phase_of, shift) = if p == 3 { (0, 1) } else { (p + 1, 0) };
