@@ -99,6 +99,20 @@ def ctc(logits, targets, target_lengths):
     )
 
 
+def wait_idle(limit_s=2.0):
+    """Waits until this process's threads have gone quiet (under 2 ms of CPU in a
+    20 ms window, at most `limit_s`): onnxruntime's pool spins some 100 ms
+    after a run and OpenMP's a few ms, and on a 2-core machine a retort run
+    started meanwhile shares its cores with them (batch 32 on 2 threads read
+    6.6 ms right after onnxruntime against 4.1 ms alone)."""
+    deadline = time.perf_counter() + limit_s
+    while time.perf_counter() < deadline:
+        c0 = time.process_time()
+        time.sleep(0.02)
+        if time.process_time() - c0 < 0.002:
+            return
+
+
 def timed(warmup, reps, f):
     for _ in range(warmup):
         f()
@@ -362,13 +376,20 @@ def main():
                 for key, peer_timer in t.items():
                     w, n_reps = ((args.warmup * SINGLE_FACTOR, args.reps * SINGLE_FACTOR)
                                  if key[1] == 1 else (args.warmup, args.reps))
-                    ours = lambda: retort_row(args.retort, threads, args.batch, key, args.warmup, args.reps)
+                    def ours():
+                        wait_idle()
+                        return retort_row(args.retort, threads, args.batch, key, args.warmup, args.reps)
+
+                    def theirs():
+                        wait_idle()
+                        return peer_timer(w, n_reps)
+
                     if r % 2 == 0:
-                        peer_s = peer_timer(w, n_reps)
+                        peer_s = theirs()
                         mine = ours()
                     else:
                         mine = ours()
-                        peer_s = peer_timer(w, n_reps)
+                        peer_s = theirs()
                     pairs[(name, key)].append((peer_s, mine))
         for (name, (row, b)), timings in pairs.items():
             peer_s = statistics.median(x for x, _ in timings)
