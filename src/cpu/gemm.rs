@@ -40,6 +40,19 @@ pub const UNPACKED_AVX512_B: usize = 192 * 1024;
 /// (128 x 1152 x 256: 0.83x, also a k block at a time). A line 1.15-1.18x.
 pub const UNPACKED_AVX2_B: usize = 128 * 1024;
 
+/// ... while `a` holds at most this many values (128 KB): the kernel reads
+/// all of `a` again for every 16 columns, and a larger one, with the
+/// right-hand side streaming beside it, no longer stays in L2. Such
+/// products go to [`panel_gemm`] instead. On a Zen 3 core, panel ÷ the
+/// unpacked kernel (best of 9 rounds, one process): `crnn-t`'s second LSTM
+/// layer input for a batch (1024 x 256 x 512, a frozen teacher's kept
+/// `W_ihᵀ`) 1.38x, 1024 x 128 x 512 1.21x, 256 x 256 x 512 1.17x,
+/// 1024 x 192 x 256 1.19x, `crnn-s`'s LSTM input at batch 32 (1024 x 128 x
+/// 192) 1.04-1.15x; with `a` up to this size the unpacked kernel keeps its
+/// lead (64 x 128 x 192 1.11x the panels, 128 x 128 x 192 1.11x) or the
+/// two are even (128 x 256 x 256).
+pub const UNPACKED_AVX2_A: usize = 32 * 1024;
+
 /// A product `x·Wᵀ` with fewer rows than this (one line's LSTM input
 /// projection, 32 x 128 x 192ᵀ) is better computed turned around,
 /// `(W·xᵀ)ᵀ`: then the copied operand is the small `x`, not the weight
@@ -92,6 +105,7 @@ fn unpacked_wins(kernel: small_gemm::Kernel, a: MatRef, b: MatRef) -> bool {
     m <= SMALL_M
         || (kernel == small_gemm::Kernel::Avx2
             && k * n <= UNPACKED_AVX2_B
+            && m * k <= UNPACKED_AVX2_A
             && !strided_a
             && (!copies_b || k * n <= UNPACKED_TRANSPOSED_SMALL_B))
         || (kernel == small_gemm::Kernel::Avx512
@@ -126,11 +140,12 @@ pub const PANEL_AVX2_MIN_N: usize = 1024;
 pub const PANEL_AVX2_MAX_M: usize = panel_gemm::MC;
 
 /// Whether a product past the unpacked paths runs on [`panel_gemm`]'s build
-/// `kernel` rather than matrixmultiply: on AVX2 also every product with `b`
-/// stored transposed (`x·Wᵀ` of a tracked LSTM's input projection), whose
-/// panels the 8 x 8 transposes fill. On a Zen 3 core, panel ÷
-/// matrixmultiply per round (median of 15, two runs; best-of rounds in
-/// brackets): 32 x 128 x 192 1.09 and 1.13 (1.12x), 1024 x 128 x 192 1.01
+/// `kernel` rather than matrixmultiply: on AVX2 also those left out of the
+/// unpacked kernel for the size of `a` ([`UNPACKED_AVX2_A`]), and every
+/// product with `b` stored transposed (`x·Wᵀ` of a tracked LSTM's input
+/// projection), whose panels the 8 x 8 transposes fill. On a Zen 3 core,
+/// panel ÷ matrixmultiply per round (median of 15, two runs; best-of
+/// rounds in brackets): 32 x 128 x 192 1.09 and 1.13 (1.12x), 1024 x 128 x 192 1.01
 /// and 1.04 (1.09x), 1024 x 96 x 192 1.02 and 1.13 (1.12x), 32 x 256 x 512
 /// 1.04 and 1.02 (1.10x), 1024 x 512 x 512 0.98-1.07 over four runs
 /// (0.97-1.06x), 1024 x 256 x 512 0.99-1.03 (1.06-1.10x).
@@ -138,7 +153,11 @@ fn panel_wins(kernel: small_gemm::Kernel, a: MatRef, b: MatRef) -> bool {
     match kernel {
         small_gemm::Kernel::Avx512 => true,
         small_gemm::Kernel::Avx2 => {
-            (b.cols >= PANEL_AVX2_MIN_N && a.rows <= PANEL_AVX2_MAX_M) || (b.rs == 1 && b.cs != 1)
+            (b.cols >= PANEL_AVX2_MIN_N && a.rows <= PANEL_AVX2_MAX_M)
+                || (b.rs == 1 && b.cs != 1)
+                || (a.cs == 1
+                    && b.rows * b.cols <= UNPACKED_AVX2_B
+                    && a.rows * a.cols > UNPACKED_AVX2_A)
         }
     }
 }
