@@ -58,8 +58,10 @@ struct GemmShape {
 /// projection of all steps and one step's `h·W_hhᵀ`), and the batch-1
 /// `crnn-s` ones: the LSTM input projection both as a tracked layer computes
 /// it (`W_ih` stored `4H x F`, read transposed) and as inference does, from
-/// the transpose kept for frozen weights (`ops::frozen_weights`).
-const GEMMS: [GemmShape; 11] = [
+/// the transpose kept for frozen weights (`ops::frozen_weights`); and the
+/// input projection of `crnn-t`'s second LSTM layer as a frozen teacher
+/// runs it in a distill-step.
+const GEMMS: [GemmShape; 12] = [
     GemmShape {
         name: "crnn-t conv b1",
         m: 32,
@@ -94,6 +96,13 @@ const GEMMS: [GemmShape; 11] = [
         k: 512,
         n: 512,
         bt: true,
+    },
+    GemmShape {
+        name: "crnn-t lstm2 input, kept W_ihᵀ",
+        m: T * N,
+        k: 256,
+        n: 512,
+        bt: false,
     },
     GemmShape {
         name: "crnn-t lstm1 step (N rows)",
