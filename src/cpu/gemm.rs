@@ -145,10 +145,10 @@ pub const PANEL_AVX2_MAX_M: usize = panel_gemm::MC;
 /// product with `b` stored transposed (`x·Wᵀ` of a tracked LSTM's input
 /// projection), whose panels the 8 x 8 transposes fill. On a Zen 3 core,
 /// panel ÷ matrixmultiply per round (median of 15, two runs; best-of
-/// rounds in brackets): 32 x 128 x 192 1.09 and 1.13 (1.12x), 1024 x 128 x 192 1.01
-/// and 1.04 (1.09x), 1024 x 96 x 192 1.02 and 1.13 (1.12x), 32 x 256 x 512
-/// 1.04 and 1.02 (1.10x), 1024 x 512 x 512 0.98-1.07 over four runs
-/// (0.97-1.06x), 1024 x 256 x 512 0.99-1.03 (1.06-1.10x).
+/// rounds in brackets): 32 x 128 x 192 1.09 and 1.13 (1.12x), 1024 x 128 x
+/// 192 1.01 and 1.04 (1.09x), 1024 x 96 x 192 1.02 and 1.13 (1.12x), 32 x
+/// 256 x 512 1.04 and 1.02 (1.10x), 1024 x 512 x 512 0.98-1.07 over four
+/// runs (0.97-1.06x), 1024 x 256 x 512 0.99-1.03 (1.06-1.10x).
 fn panel_wins(kernel: small_gemm::Kernel, a: MatRef, b: MatRef) -> bool {
     match kernel {
         small_gemm::Kernel::Avx512 => true,
