@@ -256,8 +256,7 @@ impl Block {
 /// `panel` (as many as it holds).
 fn copy_rows<const W: usize>(data: &[f32], rs: usize, panel: &mut [f32]) {
     for (q, dst) in panel.chunks_exact_mut(W).enumerate() {
-        let src: &[f32; W] = data[q * rs..][..W].try_into().expect("W values");
-        dst.copy_from_slice(src);
+        dst.copy_from_slice(&data[q * rs..][..W]);
     }
 }
 
