@@ -14,6 +14,7 @@ use super::scratch::with_scratch;
 use super::small_gemm;
 use rayon::prelude::*;
 use std::cell::Cell;
+use std::mem::MaybeUninit;
 
 /// Products of at most this many rows run on [`small_gemm`] whatever its
 /// build: there `matrixmultiply`'s 16-row (AVX-512) or 8-row tiles are
@@ -382,6 +383,13 @@ pub(crate) fn transpose_into(b: MatRef, out: &mut [f32]) {
 
 /// [`transpose_into`] with the rows of `out` `ldo >= b.cols` values apart.
 pub(crate) fn transpose_to(b: MatRef, out: &mut [f32], ldo: usize) {
+    // SAFETY: only values of `b` are written.
+    transpose_to_slots(b, unsafe { super::uninit::as_slots(out) }, ldo);
+}
+
+/// [`transpose_to`] into slots that may start uninitialised: it writes
+/// `b.rows` rows of `b.cols` values, `ldo` apart, and nothing between.
+pub(crate) fn transpose_to_slots(b: MatRef, out: &mut [MaybeUninit<f32>], ldo: usize) {
     let (rows, cols) = (b.rows, b.cols);
     if rows == 0 || cols == 0 {
         return;
@@ -397,12 +405,12 @@ pub(crate) fn transpose_to(b: MatRef, out: &mut [f32], ldo: usize) {
         // SAFETY: AVX2 is present; block (p, j) reads b.data[(j + t) * cs + p
         // .. + 8] for t < 8, inside the view (checked above), and writes
         // out[(p + t) * ldo + j .. + 8], inside `out`.
-        unsafe { transpose_blocks(b.data.as_ptr(), b.cs, out.as_mut_ptr(), ldo, p0, j0) };
+        unsafe { transpose_blocks(b.data.as_ptr(), b.cs, out.as_mut_ptr().cast(), ldo, p0, j0) };
     }
     for p in 0..rows {
         let from = if p < p0 { j0 } else { 0 };
         for j in from..cols {
-            out[p * ldo + j] = b.data[p * b.rs + j * b.cs];
+            out[p * ldo + j].write(b.data[p * b.rs + j * b.cs]);
         }
     }
 }

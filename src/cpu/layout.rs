@@ -1,7 +1,9 @@
 //! Data movement kernels: permute, and copies of blocks along one axis.
 
-use super::gemm::{transpose_to, MatRef};
+use super::gemm::{transpose_to_slots, MatRef};
+use super::uninit::vec_written_by;
 use crate::tensor::Shape;
+use std::mem::MaybeUninit;
 
 /// The values of `x` (shape `s`) with axes reordered: output axis i is input axis `perm[i]`.
 pub fn permute(x: &[f32], s: &Shape, perm: &[usize]) -> Vec<f32> {
@@ -61,28 +63,31 @@ fn merged_axes(s: &Shape, perm: &[usize]) -> Vec<(usize, usize)> {
 /// (dims\[a\], dims\[3\]) matrix they leave is a transpose (8 x 8 blocks).
 fn by_transposes(x: &[f32], dims: [usize; 4], strides: [usize; 4], a: usize) -> Vec<f32> {
     let out_strides = [dims[1] * dims[2] * dims[3], dims[2] * dims[3], dims[3], 1];
-    let mut out = vec![0.0f32; dims.iter().product()];
-    let [u, v] = match a {
-        0 => [1, 2],
-        1 => [0, 2],
-        _ => [0, 1],
-    };
-    for iu in 0..dims[u] {
-        for iv in 0..dims[v] {
-            let base = iu * strides[u] + iv * strides[v];
-            let last = base + (dims[a] - 1) + (dims[3] - 1) * strides[3];
-            let block = MatRef {
-                data: &x[base..=last],
-                rows: dims[a],
-                cols: dims[3],
-                rs: 1,
-                cs: strides[3],
-            };
-            let at = iu * out_strides[u] + iv * out_strides[v];
-            transpose_to(block, &mut out[at..], out_strides[a]);
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        let [u, v] = match a {
+            0 => [1, 2],
+            1 => [0, 2],
+            _ => [0, 1],
+        };
+        for iu in 0..dims[u] {
+            for iv in 0..dims[v] {
+                let base = iu * strides[u] + iv * strides[v];
+                let last = base + (dims[a] - 1) + (dims[3] - 1) * strides[3];
+                let block = MatRef {
+                    data: &x[base..=last],
+                    rows: dims[a],
+                    cols: dims[3],
+                    rs: 1,
+                    cs: strides[3],
+                };
+                let at = iu * out_strides[u] + iv * out_strides[v];
+                transpose_to_slots(block, &mut out[at..], out_strides[a]);
+            }
         }
-    }
-    out
+    };
+    // SAFETY: the blocks, one per index of axes u and v, each (dims[a],
+    // dims[3]) at output strides (out_strides[a], 1), tile the output.
+    unsafe { vec_written_by(dims.iter().product(), fill) }
 }
 
 /// The inverse of a permutation.

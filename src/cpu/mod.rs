@@ -24,5 +24,6 @@ pub mod small_gemm;
 pub mod small_gemm_avx512;
 pub mod softmax;
 pub mod thin_block;
+pub(crate) mod uninit;
 pub mod winograd;
 pub mod winograd4;

@@ -29,6 +29,7 @@ use super::scratch::with_scratch;
 use super::small_gemm::Kernel;
 use rayon::prelude::*;
 use std::cell::Cell;
+use std::mem::MaybeUninit;
 
 /// Whether [`thin_block_eval`] runs the convolution `g` followed by a 2x2
 /// stride-2 pool on this CPU: 1 to [`MAX_CHANNELS`] input channels, 3x3,
@@ -63,7 +64,8 @@ fn padded_row(w: usize) -> usize {
 
 /// `y` (N, O, H/2, W/2) = pool(relu(affine(conv(x, weight)))) for `x`
 /// (N, C, H, W) and `weight` (O, C, 3, 3), samples in parallel (a lone
-/// sample's output channels shared among the threads).
+/// sample's output channels shared among the threads). Writes every value
+/// of `y`, which may start uninitialised (a vector not zeroed first).
 ///
 /// Panics unless [`applies`] holds for `g` and the slices fit.
 pub fn thin_block_eval(
@@ -72,7 +74,7 @@ pub fn thin_block_eval(
     weight: &[f32],
     o: usize,
     affine: ChannelAffine,
-    y: &mut [f32],
+    y: &mut [MaybeUninit<f32>],
 ) {
     let kernel = Kernel::best().expect("thin_block_eval: no AVX2 or AVX-512");
     eval_on(kernel, x, g, weight, o, affine, y);
@@ -86,7 +88,7 @@ fn eval_on(
     weight: &[f32],
     o: usize,
     affine: ChannelAffine,
-    y: &mut [f32],
+    y: &mut [MaybeUninit<f32>],
 ) {
     assert!(
         kernel.runs(),
@@ -107,12 +109,12 @@ fn eval_on(
     } else {
         o
     };
-    let run = |(xs, ys): (&[f32], &mut [f32])| {
+    let run = |(xs, ys): (&[f32], &mut [MaybeUninit<f32>])| {
         let len = g.c * (g.h + 2) * padded_row(g.w) + 16;
         with_scratch(&PADDED, len, |padded| {
             pad_planes(xs, g, padded);
             let planes = (&*padded, g.c, g.h, g.w);
-            let channels = |o0: usize, ys: &mut [f32]| {
+            let channels = |o0: usize, ys: &mut [MaybeUninit<f32>]| {
                 let count = ys.len() / plane_out.max(1);
                 let affine = ChannelAffine {
                     mean: &affine.mean[o0..],
@@ -167,6 +169,7 @@ fn pad_planes(x: &[f32], g: &ConvGeom, padded: &mut [f32]) {
 mod x86 {
     use super::{padded_row, ChannelAffine};
     use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
 
     /// Channel `ch`'s two conv rows of 32 columns `acc` ([row][vector])
     /// through the affine map and ReLU, pooled 2x2 into the 16 values at
@@ -220,7 +223,7 @@ mod x86 {
         weight: &[f32],
         o: usize,
         affine: ChannelAffine,
-        y: &mut [f32],
+        y: &mut [MaybeUninit<f32>],
     ) {
         // SAFETY: forwarded from the caller.
         unsafe {
@@ -246,7 +249,7 @@ mod x86 {
         weight: &[f32],
         o: usize,
         affine: ChannelAffine,
-        y: &mut [f32],
+        y: &mut [MaybeUninit<f32>],
     ) {
         let ld = padded_row(w);
         let plane = (h + 2) * ld;
@@ -285,7 +288,10 @@ mod x86 {
                             }
                         }
                         for (&ch, acc) in group.iter().zip(&acc).take(o - o0) {
-                            let at = y.as_mut_ptr().add(ch * ho * wo + pr * wo + x0 / 2);
+                            let at = y
+                                .as_mut_ptr()
+                                .cast::<f32>()
+                                .add(ch * ho * wo + pr * wo + x0 / 2);
                             pool_store(*acc, affine, ch, at, mask);
                         }
                     }
@@ -351,7 +357,7 @@ mod x86 {
         weight: &[f32],
         o: usize,
         affine: ChannelAffine,
-        y: &mut [f32],
+        y: &mut [MaybeUninit<f32>],
     ) {
         const G: usize = 2;
         let ld = padded_row(w);
@@ -390,7 +396,10 @@ mod x86 {
                             }
                         }
                         for (&ch, acc) in group.iter().zip(&acc).take(o - o0) {
-                            let at = y.as_mut_ptr().add(ch * ho * wo + pr * wo + x0 / 2);
+                            let at = y
+                                .as_mut_ptr()
+                                .cast::<f32>()
+                                .add(ch * ho * wo + pr * wo + x0 / 2);
                             pool_store_avx2(*acc, affine, ch, at, live);
                         }
                     }
@@ -411,7 +420,7 @@ mod x86 {
         _: &[f32],
         _: usize,
         _: ChannelAffine,
-        _: &mut [f32],
+        _: &mut [std::mem::MaybeUninit<f32>],
     ) {
         unreachable!("thin_block_eval called without AVX-512")
     }
@@ -422,7 +431,7 @@ mod x86 {
         _: &[f32],
         _: usize,
         _: ChannelAffine,
-        _: &mut [f32],
+        _: &mut [std::mem::MaybeUninit<f32>],
     ) {
         unreachable!("thin_block_eval called without AVX2")
     }
@@ -435,6 +444,7 @@ mod tests {
     use crate::cpu::conv2d::conv2d_forward_tapwise;
     use crate::cpu::gemm::testing::bits;
     use crate::cpu::maxpool2d::maxpool2d_forward;
+    use crate::cpu::uninit::testing::written_over_nan;
     use crate::rng::Rng;
 
     fn values(n: usize, rng: &mut Rng, scale: f32) -> Vec<f32> {
@@ -496,8 +506,9 @@ mod tests {
                     .num_threads(threads)
                     .build()
                     .unwrap();
-                let mut y = vec![f32::NAN; n * o * (h / 2) * (w / 2)];
-                pool.install(|| eval_on(kernel, &x, &g, &wt, o, a, &mut y));
+                let y = written_over_nan(n * o * (h / 2) * (w / 2), |y| {
+                    pool.install(|| eval_on(kernel, &x, &g, &wt, o, a, y))
+                });
                 assert_eq!(
                     bits(&y),
                     bits(&want),

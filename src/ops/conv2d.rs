@@ -11,12 +11,14 @@ use crate::cpu::conv2d::{
     conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight, conv2d_forward, ConvGeom,
 };
 use crate::cpu::thin_block;
+use crate::cpu::uninit::vec_written_by;
 use crate::cpu::{winograd, winograd4};
 use crate::error::{Error, Result};
 use crate::ops::batchnorm2d::{batchnorm2d_relu, expect_stats_on_input_device, RunningStats};
 use crate::ops::frozen_weights;
 use crate::ops::maxpool2d::{maxpool2d, Pool2dSpec};
 use crate::tensor::{Device, Shape, Tensor};
+use std::mem::MaybeUninit;
 
 /// Stride and zero padding of a convolution, (height, width) each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,7 +119,7 @@ fn geometry(
     })
 }
 
-/// The convolution's values on the CPU into `y`. A 3x3 layer runs
+/// The convolution's `len` output values on the CPU. A 3x3 layer runs
 /// Winograd F(4x4, 3x3) where it applies ([`winograd4::applies`]),
 /// else F(2x2, 3x3) ([`winograd::applies_frozen`]), each on a
 /// weight transform kept from call to call when the weight is `frozen` (no
@@ -126,8 +128,8 @@ fn geometry(
 /// ops and a recorded forward pass give the same bits.
 ///
 /// With `relu_affine` (an evaluation BatchNorm's map, then a ReLU), the
-/// Winograd paths apply it in their output transform and this returns
-/// true; the other paths return false and leave it to the caller.
+/// Winograd paths apply it in their output transform and this says true;
+/// the other paths say false and leave it to the caller.
 fn forward_values(
     x: &Tensor,
     g: &ConvGeom,
@@ -135,30 +137,41 @@ fn forward_values(
     bias: Option<&Tensor>,
     frozen: bool,
     relu_affine: Option<ChannelAffine>,
-    y: &mut [f32],
-) -> bool {
+    len: usize,
+) -> (Vec<f32>, bool) {
     let (n, o) = (x.dims()[0], weight.dims()[0]);
     let bias = bias.map(|b| b.data());
+    if winograd4::applies(g, n, o) {
+        let pooled = |u: &[f32], y: &mut [MaybeUninit<f32>]| {
+            let none = winograd4::Pool::None;
+            winograd4::conv2d_winograd4_pooled(x.data(), g, u, o, bias, relu_affine, none, y)
+        };
+        // SAFETY: F(4x4) writes every value of its output.
+        let y = unsafe {
+            if frozen {
+                let u = frozen_weights::winograd4_weight(weight, o, g.c);
+                vec_written_by(len, |y| pooled(&u, y))
+            } else {
+                let u = winograd4::transform_weight(weight.data(), o, g.c);
+                vec_written_by(len, |y| pooled(&u, y))
+            }
+        };
+        return (y, relu_affine.is_some());
+    }
+    let mut y = vec![0.0f32; len];
     let winograd_with = |u: &[f32], y: &mut [f32]| {
         winograd::conv2d_winograd_then(x.data(), g, u, o, bias, relu_affine, y);
         relu_affine.is_some()
     };
-    let winograd4_with = |u: &[f32], y: &mut [f32]| {
-        winograd4::conv2d_winograd4_then(x.data(), g, u, o, bias, relu_affine, y);
-        relu_affine.is_some()
-    };
-    if winograd4::applies(g, n, o) && frozen {
-        winograd4_with(&frozen_weights::winograd4_weight(weight, o, g.c), y)
-    } else if winograd4::applies(g, n, o) {
-        winograd4_with(&winograd4::transform_weight(weight.data(), o, g.c), y)
-    } else if winograd::applies_frozen(g, n) && frozen {
-        winograd_with(&frozen_weights::winograd_weight(weight, o, g.c), y)
+    let fused = if winograd::applies_frozen(g, n) && frozen {
+        winograd_with(&frozen_weights::winograd_weight(weight, o, g.c), &mut y)
     } else if winograd::applies_frozen(g, n) || winograd::applies(g, n) {
-        winograd_with(&winograd::transform_weight(weight.data(), o, g.c), y)
+        winograd_with(&winograd::transform_weight(weight.data(), o, g.c), &mut y)
     } else {
-        conv2d_forward(x.data(), g, weight.data(), o, bias, y);
+        conv2d_forward(x.data(), g, weight.data(), o, bias, &mut y);
         false
-    }
+    };
+    (y, fused)
 }
 
 /// Convolves `x` (N, C, H, W) with `weight` (O, C, kh, kw) and adds `bias`
@@ -185,9 +198,8 @@ pub fn conv2d(
     if let Some(dev) = crate::tensor::cuda_device_of("conv2d", &inputs)? {
         return gpu::conv2d(tape, &dev, &inputs, g, out_shape, keep_input);
     }
-    let mut y = vec![0.0f32; out_shape.numel()];
     let frozen = !tape.wants_grad(&[weight]);
-    forward_values(x, &g, weight, bias, frozen, None, &mut y);
+    let (y, _) = forward_values(x, &g, weight, bias, frozen, None, out_shape.numel());
     let y = Tensor::from_shape_vec(out_shape, y);
     let saved_input = keep_input.then(|| x.detach());
     let (x_shape, w) = (*x.shape(), weight.clone());
@@ -261,14 +273,15 @@ pub fn conv2d_bn_relu_eval(
         return gpu::conv2d_bn_relu_eval(&dev, &inputs, g, out_shape, stats);
     }
     let o = weight.dims()[0];
-    let mut y = vec![0.0f32; out_shape.numel()];
     let (rstd, scale) = eval_scales(stats, gamma);
     let affine = ChannelAffine {
         mean: stats.mean.data(),
         scale: &scale,
         beta: beta.data(),
     };
-    if !forward_values(x, &g, weight, bias, true, Some(affine), &mut y) {
+    let len = out_shape.numel();
+    let (mut y, fused) = forward_values(x, &g, weight, bias, true, Some(affine), len);
+    if !fused {
         batchnorm2d_relu_inplace(
             &mut y,
             o,
@@ -384,8 +397,7 @@ pub fn conv_block_eval(
             };
             let (ph, pw) = winograd_pool.map_or((g.ho / 2, g.wo / 2), |p| p.plane(g.ho, g.wo));
             let out_shape = Shape::new(&[n, o, ph, pw])?;
-            let mut y = vec![0.0f32; out_shape.numel()];
-            match winograd_pool {
+            let fill = |y: &mut [MaybeUninit<f32>]| match winograd_pool {
                 Some(p) => {
                     let u = frozen_weights::winograd4_weight(weight, o, g.c);
                     winograd4::conv2d_winograd4_pooled(
@@ -396,11 +408,13 @@ pub fn conv_block_eval(
                         None,
                         Some(affine),
                         p,
-                        &mut y,
+                        y,
                     )
                 }
-                None => thin_block::thin_block_eval(x.data(), &g, weight.data(), o, affine, &mut y),
-            }
+                None => thin_block::thin_block_eval(x.data(), &g, weight.data(), o, affine, y),
+            };
+            // SAFETY: both kernels write every value of their output.
+            let y = unsafe { vec_written_by(out_shape.numel(), fill) };
             return Ok(Tensor::from_shape_vec(out_shape, y));
         }
     }

@@ -49,8 +49,10 @@ use super::batchnorm2d::ChannelAffine;
 use super::conv2d::ConvGeom;
 use super::scratch::with_scratch;
 use super::small_gemm::Kernel;
+use super::uninit::as_slots;
 use rayon::prelude::*;
 use std::cell::Cell;
+use std::mem::MaybeUninit;
 
 /// Output channels per block of products (the rows of the register tile).
 const ROWS: usize = 16;
@@ -196,12 +198,16 @@ pub fn conv2d_winograd4_then(
     relu_affine: Option<ChannelAffine>,
     y: &mut [f32],
 ) {
+    // SAFETY: the kernels store f32 values only.
+    let y = unsafe { as_slots(y) };
     conv2d_winograd4_pooled(x, g, u, o, bias, relu_affine, Pool::None, y);
 }
 
 /// [`conv2d_winograd4_then`] followed by `pool` into `y` (n, o, plane):
 /// an evaluation block's convolution, BatchNorm, ReLU and max-pool in one
-/// pass over the output. Panics unless `relu_affine` is given with a pool.
+/// pass over the output. Writes every value of `y`, which may start
+/// uninitialised (a vector not zeroed first). Panics unless
+/// `relu_affine` is given with a pool.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_winograd4_pooled(
     x: &[f32],
@@ -211,7 +217,7 @@ pub fn conv2d_winograd4_pooled(
     bias: Option<&[f32]>,
     relu_affine: Option<ChannelAffine>,
     pool: Pool,
-    y: &mut [f32],
+    y: &mut [MaybeUninit<f32>],
 ) {
     let kernel = Kernel::best().expect("winograd4: no AVX2 or AVX-512");
     pooled_on(kernel, x, g, u, o, bias, relu_affine, pool, y);
@@ -228,7 +234,7 @@ fn pooled_on(
     bias: Option<&[f32]>,
     relu_affine: Option<ChannelAffine>,
     pool: Pool,
-    y: &mut [f32],
+    y: &mut [MaybeUninit<f32>],
 ) {
     assert!(kernel.runs(), "winograd4: the CPU does not run {kernel:?}");
     assert!(
@@ -253,7 +259,7 @@ fn pooled_on(
     let group = Layout::of(g)
         .sample_group()
         .min(n.div_ceil(rayon::current_num_threads()));
-    let some = |(xs, ys): (&[f32], &mut [f32])| samples(kernel, xs, g, u, o, post, ys);
+    let some = |(xs, ys): (&[f32], &mut [MaybeUninit<f32>])| samples(kernel, xs, g, u, o, post, ys);
     if n <= group {
         some((&x[..n * in_len], y));
     } else {
@@ -336,7 +342,7 @@ fn samples(
     u: &[f32],
     o: usize,
     post: Post,
-    y: &mut [f32],
+    y: &mut [MaybeUninit<f32>],
 ) {
     let l = Layout::of(g);
     let c = g.c;
@@ -448,7 +454,7 @@ impl Block<'_> {
     /// the samples, up to three strips at a time, and each strip's output
     /// transform into `ys`: the outputs from channel `o0` of the first
     /// sample on (sample s's channel `o0 + r` at `(s * o + r) * plane`).
-    fn run(&self, o0: usize, ys: &mut [f32]) {
+    fn run(&self, o0: usize, ys: &mut [MaybeUninit<f32>]) {
         let (l, c, o, kernel) = (self.l, self.c, self.o, self.kernel);
         let (v_len, m_len) = (36 * l.v_stride, 36 * l.m_stride);
         // Every (sample, strip), in runs of 2 or 3 (or a lone strip).
@@ -456,7 +462,7 @@ impl Block<'_> {
         let runs = if strips == 1 { 1 } else { strips.div_ceil(3) };
         let uo = &self.u[o0 * c..];
         let v = self.v;
-        let (ys_len, out) = (ys.len(), SharedOut(ys.as_mut_ptr()));
+        let (ys_len, out) = (ys.len(), SharedOut(ys.as_mut_ptr().cast()));
         let one_run = |run: usize| {
             with_scratch(&M, 3 * m_len, |m| {
                 let (first, count) = (
@@ -543,6 +549,7 @@ impl Block<'_> {
 mod tests {
     use super::*;
     use crate::cpu::gemm::testing::{bits, values};
+    use crate::cpu::uninit::testing::written_over_nan;
     use crate::rng::Rng;
 
     /// The AVX2 build gives the AVX-512 build's bits (where the CPU runs
@@ -579,10 +586,10 @@ mod tests {
                 ] {
                     let (ph, pw) = pool.plane(g.h, g.w);
                     let run = |kernel| {
-                        let mut y = vec![f32::NAN; n * o * ph * pw];
                         let b = Some(&bias[..]);
-                        pooled_on(kernel, &x, &g, &u, o, b, relu_affine, pool, &mut y);
-                        bits(&y)
+                        bits(&written_over_nan(n * o * ph * pw, |y| {
+                            pooled_on(kernel, &x, &g, &u, o, b, relu_affine, pool, y)
+                        }))
                     };
                     assert_eq!(
                         run(Kernel::Avx2),
@@ -649,9 +656,10 @@ mod tests {
         let w = values(o * g.c * 9, &mut rng);
         let bias = values(o, &mut rng);
         let (want, scale) = reference(&x, g, &w, o);
-        let mut y = vec![f32::NAN; o * g.h * g.w];
         let u = transform_weight(&w, o, g.c);
-        pooled_on(kernel, &x, g, &u, o, Some(&bias), None, Pool::None, &mut y);
+        let y = written_over_nan(o * g.h * g.w, |y| {
+            pooled_on(kernel, &x, g, &u, o, Some(&bias), None, Pool::None, y)
+        });
         let plane = g.h * g.w;
         for (i, (&got, (&want, &scale))) in y.iter().zip(want.iter().zip(&scale)).enumerate() {
             let want = want + bias[i / plane] as f64;
@@ -732,8 +740,9 @@ mod tests {
             conv2d_winograd4_then(&x, &g, &u, o, None, Some(affine), &mut full);
             for (pool, (kh, kw)) in [(Pool::Rows, (2, 1)), (Pool::Both, (2, 2))] {
                 let (ph, pw) = pool.plane(g.h, g.w);
-                let mut y = vec![f32::NAN; o * ph * pw];
-                conv2d_winograd4_pooled(&x, &g, &u, o, None, Some(affine), pool, &mut y);
+                let y = written_over_nan(o * ph * pw, |y| {
+                    conv2d_winograd4_pooled(&x, &g, &u, o, None, Some(affine), pool, y)
+                });
                 for (i, &got) in y.iter().enumerate() {
                     let (ch, r, c) = (i / (ph * pw), i / pw % ph, i % pw);
                     let window =
@@ -772,30 +781,21 @@ mod tests {
             };
             for n in 1..=4 {
                 let x = values(n * in_len, &mut rng);
-                let mut all = vec![0.0; n * out_len];
-                samples(kernel, &x, &g, &u, o, post, &mut all);
+                let all =
+                    written_over_nan(n * out_len, |y| samples(kernel, &x, &g, &u, o, post, y));
                 for (i, want) in all.chunks_exact(out_len).enumerate() {
-                    let mut one = vec![0.0; out_len];
                     let xi = &x[i * in_len..(i + 1) * in_len];
-                    samples(kernel, xi, &g, &u, o, post, &mut one);
+                    let one =
+                        written_over_nan(out_len, |y| samples(kernel, xi, &g, &u, o, post, y));
                     assert_eq!(
                         bits(&one),
                         bits(want),
                         "{kernel:?} {g:?}: sample {i} of {n}"
                     );
                 }
-                let mut via_batch = vec![0.0; n * out_len];
-                pooled_on(
-                    kernel,
-                    &x,
-                    &g,
-                    &u,
-                    o,
-                    None,
-                    None,
-                    Pool::None,
-                    &mut via_batch,
-                );
+                let via_batch = written_over_nan(n * out_len, |y| {
+                    pooled_on(kernel, &x, &g, &u, o, None, None, Pool::None, y)
+                });
                 assert_eq!(
                     bits(&via_batch),
                     bits(&all),
@@ -832,11 +832,11 @@ mod tests {
                         .num_threads(threads)
                         .build()
                         .unwrap();
-                    let mut y = vec![f32::NAN; o * ph * pw];
-                    pool_of_threads.install(|| {
-                        pooled_on(kernel, &x, &g, &u, o, None, relu_affine, pool, &mut y)
-                    });
-                    bits(&y)
+                    bits(&written_over_nan(o * ph * pw, |y| {
+                        pool_of_threads.install(|| {
+                            pooled_on(kernel, &x, &g, &u, o, None, relu_affine, pool, y)
+                        })
+                    }))
                 };
                 let one = run(1);
                 assert_eq!(run(2), one, "{kernel:?} {g:?} {pool:?}: 2 threads");
