@@ -127,6 +127,89 @@ pub fn lstm_forward_kept(
     reverse: bool,
     save: bool,
 ) -> (Vec<f32>, Option<LstmCache>) {
+    let mut out = vec![0.0f32; dims.steps * dims.batch * dims.hidden];
+    let rows = OutRows {
+        ptr: out.as_mut_ptr(),
+        ld: dims.hidden,
+    };
+    // SAFETY: `out` holds T·N rows of H values, and only this call writes it.
+    let cache = unsafe { forward_into(x, p, kept, dims, lengths, reverse, save, rows) };
+    (out, cache)
+}
+
+/// One direction of a bidirectional layer each, run side by side on the
+/// pool's threads, both writing one (T, N, 2H) output: row `t * N + n` is
+/// the forward direction's h, then the reverse direction's (PyTorch's
+/// layout), with no copy that joins them. Also returns each direction's
+/// cache with `save`. The values of [`lstm_forward_kept`] on each.
+pub fn bilstm_forward_kept(
+    x: &[f32],
+    p: [LstmParams; 2],
+    kept: [Option<KeptTransposes>; 2],
+    dims: LstmDims,
+    lengths: &[usize],
+    save: bool,
+) -> (Vec<f32>, [Option<LstmCache>; 2]) {
+    let h = dims.hidden;
+    let mut out = vec![0.0f32; dims.steps * dims.batch * 2 * h];
+    let base = out.as_mut_ptr();
+    let half = |offset: usize| OutRows {
+        // The offset stays inside `out` (2H values a row) when it has rows.
+        ptr: base.wrapping_add(offset),
+        ld: 2 * h,
+    };
+    let (forward, reverse) = (half(0), half(h));
+    // SAFETY: `out` holds T·N rows of 2H values; the forward direction
+    // writes the first H of each row, the reverse one the last H.
+    let (cf, cr) = rayon::join(
+        || unsafe { forward_into(x, p[0], kept[0], dims, lengths, false, save, forward) },
+        || unsafe { forward_into(x, p[1], kept[1], dims, lengths, true, save, reverse) },
+    );
+    (out, [cf, cr])
+}
+
+/// Where one direction writes its output: row r's H values from `ptr + r *
+/// ld` (`ld` = H alone, 2H beside the other direction of a layer).
+#[derive(Clone, Copy)]
+struct OutRows {
+    ptr: *mut f32,
+    ld: usize,
+}
+
+// SAFETY: the two directions sharing a buffer write disjoint values (see
+// `bilstm_forward_kept`), and nothing reads it until both have finished.
+unsafe impl Send for OutRows {}
+unsafe impl Sync for OutRows {}
+
+impl OutRows {
+    /// Row `r`'s `h` values.
+    ///
+    /// # Safety
+    /// The row lies in the buffer, and nothing else reads or writes it
+    /// while the slice lives.
+    unsafe fn row<'a>(self, r: usize, h: usize) -> &'a mut [f32] {
+        // SAFETY: the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r * self.ld), h) }
+    }
+}
+
+/// [`lstm_forward_kept`] writing the output rows through `out`, which
+/// starts zero (padding steps are left as they are).
+///
+/// # Safety
+/// `out` holds T·N rows of H values, which nothing else reads or writes
+/// until this returns.
+#[allow(clippy::too_many_arguments)]
+unsafe fn forward_into(
+    x: &[f32],
+    p: LstmParams,
+    kept: Option<KeptTransposes>,
+    dims: LstmDims,
+    lengths: &[usize],
+    reverse: bool,
+    save: bool,
+    out: OutRows,
+) -> Option<LstmCache> {
     let LstmDims {
         steps: t_len,
         batch: n,
@@ -150,7 +233,6 @@ pub fn lstm_forward_kept(
         None => input_projection(x, p.w_ih, &bias, rows, f),
     };
 
-    let mut out = vec![0.0f32; rows * h];
     let mut cache = save.then(|| LstmCache {
         gates: vec![0.0; rows * g4],
         c: vec![0.0; rows * h],
@@ -174,7 +256,8 @@ pub fn lstm_forward_kept(
         };
         // One sequence with nothing to save: the steps in registers.
         if n == 1 && cache.is_none() && lstm_line::applies(h) {
-            lstm_line::run(&pre, w_hh_t.data, h, lengths[0], reverse, &mut out);
+            // SAFETY: the T rows of `out` (N = 1; the caller's contract).
+            unsafe { lstm_line::run(&pre, w_hh_t.data, h, lengths[0], reverse, out.ptr, out.ld) };
             return;
         }
 
@@ -216,7 +299,8 @@ pub fn lstm_forward_kept(
                 if let Some(cache) = cache.as_mut() {
                     cache.h_prev[row * h..(row + 1) * h].copy_from_slice(hs);
                 }
-                let y = &mut out[row * h..(row + 1) * h];
+                // SAFETY: row < T·N (the caller's contract).
+                let y = unsafe { out.row(row, h) };
                 cell_forward(pre_row, cs, hs, y);
                 if let Some(cache) = cache.as_mut() {
                     cache.gates[row * g4..(row + 1) * g4].copy_from_slice(pre_row);
@@ -225,7 +309,7 @@ pub fn lstm_forward_kept(
             }
         }
     });
-    (out, cache)
+    cache
 }
 
 thread_local! {
@@ -525,6 +609,73 @@ mod tests {
                         "h {h} reverse {reverse} len {len}"
                     );
                 }
+            }
+        }
+    }
+
+    /// Both directions written into one (T, N, 2H) output give each row the
+    /// forward direction's h then the reverse one's, with zeros at padding
+    /// steps and the caches of the directions run alone: one line (the
+    /// steps in registers where the CPU takes them), and a ragged batch.
+    #[test]
+    fn both_directions_share_one_output() {
+        let mut rng = Rng::seed(21);
+        let (t, f, h) = (7, 5, 16);
+        let params: Vec<[Vec<f32>; 4]> = (0..2)
+            .map(|_| {
+                [
+                    values(4 * h * f, &mut rng),
+                    values(4 * h * h, &mut rng),
+                    values(4 * h, &mut rng),
+                    values(4 * h, &mut rng),
+                ]
+            })
+            .collect();
+        let p = |d: usize| LstmParams {
+            w_ih: &params[d][0],
+            w_hh: &params[d][1],
+            b_ih: &params[d][2],
+            b_hh: &params[d][3],
+        };
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for (lengths, save) in [
+            (vec![t], false),
+            (vec![t - 2], false),
+            (vec![t, 3, 5], false),
+            (vec![t, 3, 5], true),
+        ] {
+            let n = lengths.len();
+            let x = values(t * n * f, &mut rng);
+            let dims = LstmDims {
+                steps: t,
+                batch: n,
+                input: f,
+                hidden: h,
+            };
+            let (both, caches) =
+                bilstm_forward_kept(&x, [p(0), p(1)], [None, None], dims, &lengths, save);
+            assert_eq!(both.len(), t * n * 2 * h);
+            for (d, cache) in caches.iter().enumerate() {
+                let (alone, alone_cache) = lstm_forward(&x, p(d), dims, &lengths, d == 1, save);
+                let half: Vec<f32> = both
+                    .chunks_exact(2 * h)
+                    .flat_map(|row| row[d * h..(d + 1) * h].to_vec())
+                    .collect();
+                assert_eq!(bits(&half), bits(&alone), "{lengths:?} direction {d}");
+                assert_eq!(cache.is_some(), save);
+                if let (Some(c), Some(a)) = (cache, alone_cache) {
+                    assert_eq!(bits(&c.gates), bits(&a.gates));
+                    assert_eq!(bits(&c.c), bits(&a.c));
+                    assert_eq!(bits(&c.h_prev), bits(&a.h_prev));
+                }
+            }
+            // Padding rows of both directions are zero: sample 1 (length
+            // 3) at t = 6, when the batch is ragged.
+            if n == 3 {
+                let row = 6 * n + 1;
+                assert!(both[row * 2 * h..(row + 1) * 2 * h]
+                    .iter()
+                    .all(|&v| v == 0.0));
             }
         }
     }

@@ -54,46 +54,59 @@ pub(crate) fn applies(hidden: usize) -> bool {
 /// gate pre-activations of each time step from the input (`len x 4H`, time
 /// order, gate blocks i, f, g, o); `w_hh_t` is `W_hhᵀ` row-major (`H x 4H`);
 /// step `s` reads time `s` (or `len - 1 - s` with `reverse`) and writes h
-/// into that time's row of `out` (`len x H`). The state starts at zero.
+/// into that time's row of `out`: H values from `out + time * ld`. The
+/// state starts at zero.
 ///
 /// Panics unless [`applies`] to `hidden` and the slices have those sizes.
-pub(crate) fn run(
+///
+/// # Safety
+/// `out` holds `len` rows, `ld >= hidden` apart, of at least `hidden`
+/// values, which nothing else reads or writes until this returns.
+pub(crate) unsafe fn run(
     pre: &[f32],
     w_hh_t: &[f32],
     hidden: usize,
     len: usize,
     reverse: bool,
-    out: &mut [f32],
+    out: *mut f32,
+    ld: usize,
 ) {
     let kernel = build_for(hidden);
     let kernel = kernel.unwrap_or_else(|| panic!("lstm_line: {hidden} hidden units"));
-    run_on(kernel, pre, w_hh_t, hidden, len, reverse, out);
+    // SAFETY: forwarded.
+    unsafe { run_on(kernel, pre, w_hh_t, hidden, len, reverse, out, ld) };
 }
 
 /// [`run`] on `kernel`'s build. Panics unless the CPU runs it, it
 /// [`takes`] `hidden`, and the slices have the sizes of [`run`].
-fn run_on(
+///
+/// # Safety
+/// As [`run`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn run_on(
     kernel: Kernel,
     pre: &[f32],
     w_hh_t: &[f32],
     hidden: usize,
     len: usize,
     reverse: bool,
-    out: &mut [f32],
+    out: *mut f32,
+    ld: usize,
 ) {
     assert!(
         kernel.runs() && takes(kernel, hidden),
         "lstm_line: {hidden} hidden units on {kernel:?}"
     );
     let g4 = 4 * hidden;
-    assert!(pre.len() >= len * g4 && out.len() >= len * hidden && w_hh_t.len() >= hidden * g4);
+    assert!(pre.len() >= len * g4 && ld >= hidden && w_hh_t.len() >= hidden * g4);
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the CPU runs the build and it takes `hidden` (asserted), so
-    // `hidden` is a whole number of its vectors; the sizes were checked.
+    // `hidden` is a whole number of its vectors; the sizes were checked,
+    // `out`'s by the caller.
     unsafe {
         match kernel {
-            Kernel::Avx512 => x86::run_512(pre, w_hh_t, hidden, len, reverse, out),
-            Kernel::Avx2 => x86::run_256(pre, w_hh_t, hidden, len, reverse, out),
+            Kernel::Avx512 => x86::run_512(pre, w_hh_t, hidden, len, reverse, out, ld),
+            Kernel::Avx2 => x86::run_256(pre, w_hh_t, hidden, len, reverse, out, ld),
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -369,7 +382,9 @@ mod x86 {
     /// # Safety
     /// The CPU runs `V`'s build; `hidden` is a whole number of `V`s, at
     /// most [`super::MAX_HIDDEN`]; `pre` holds `len` rows of `4 * hidden`
-    /// values, `w_hh_t` `hidden` such rows, `out` `len` rows of `hidden`.
+    /// values, `w_hh_t` `hidden` such rows, `out` `len` rows of `hidden`,
+    /// `ld` apart.
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     unsafe fn run<V: GateMath>(
         pre: &[f32],
@@ -377,7 +392,8 @@ mod x86 {
         hidden: usize,
         len: usize,
         reverse: bool,
-        out: &mut [f32],
+        out: *mut f32,
+        ld: usize,
         max_group: usize,
     ) {
         // SAFETY: the caller's contract; q0 + n <= vectors below.
@@ -396,7 +412,7 @@ mod x86 {
                     h_prev: (s > 0).then_some(&h_prev[..]),
                     c: &mut c,
                     h_next,
-                    y: out.as_mut_ptr().add(t * hidden),
+                    y: out.add(t * ld),
                 };
                 let groups = vectors.div_ceil(max_group);
                 for u in 0..groups {
@@ -424,10 +440,11 @@ mod x86 {
         hidden: usize,
         len: usize,
         reverse: bool,
-        out: &mut [f32],
+        out: *mut f32,
+        ld: usize,
     ) {
         // SAFETY: forwarded.
-        unsafe { run::<__m512>(pre, w_hh_t, hidden, len, reverse, out, 4) }
+        unsafe { run::<__m512>(pre, w_hh_t, hidden, len, reverse, out, ld, 4) }
     }
 
     /// [`run`] on AVX2: up to 3 vectors (24 units) at a time, 12
@@ -442,10 +459,11 @@ mod x86 {
         hidden: usize,
         len: usize,
         reverse: bool,
-        out: &mut [f32],
+        out: *mut f32,
+        ld: usize,
     ) {
         // SAFETY: forwarded.
-        unsafe { run::<__m256>(pre, w_hh_t, hidden, len, reverse, out, 3) }
+        unsafe { run::<__m256>(pre, w_hh_t, hidden, len, reverse, out, ld, 3) }
     }
 }
 
@@ -479,7 +497,10 @@ mod tests {
                     .iter()
                     .map(|&k| {
                         let mut out = vec![0.0; len * hidden];
-                        run_on(k, &pre, &w, hidden, len, reverse, &mut out);
+                        // SAFETY: `out` holds len rows of `hidden`.
+                        unsafe {
+                            run_on(k, &pre, &w, hidden, len, reverse, out.as_mut_ptr(), hidden)
+                        };
                         bits(&out)
                     })
                     .collect();

@@ -13,7 +13,7 @@ use super::lstm::{
     grad_tensors, kept_transposes, kept_views, needs_of, params_of, sequence_dims, LstmWeights,
 };
 use crate::autograd::Tape;
-use crate::cpu::lstm::{lstm_backward, lstm_forward_kept, LstmDims};
+use crate::cpu::lstm::{bilstm_forward_kept, lstm_backward, LstmDims};
 use crate::error::{Error, Result};
 use crate::tensor::{Shape, Tensor};
 
@@ -65,22 +65,15 @@ pub fn bilstm_layer(
         kept_transposes(tape, [&wf[0], &wf[1]]),
         kept_transposes(tape, [&wr[0], &wr[1]]),
     );
-    let run = |w: &[Tensor; 4], kept, reverse| {
-        lstm_forward_kept(
-            x.data(),
-            params_of(refs(w)),
-            kept,
-            dims,
-            lengths,
-            reverse,
-            save,
-        )
-    };
-    let ((yf, cf), (yr, cr)) = rayon::join(
-        || run(&wf, kept_views(&kept_f), false),
-        || run(&wr, kept_views(&kept_r), true),
+    let (y, [cf, cr]) = bilstm_forward_kept(
+        x.data(),
+        [params_of(refs(&wf)), params_of(refs(&wr))],
+        [kept_views(&kept_f), kept_views(&kept_r)],
+        dims,
+        lengths,
+        save,
     );
-    let y = Tensor::from_shape_vec(Shape::new(&[t, n, 2 * h])?, interleave(&yf, &yr, h));
+    let y = Tensor::from_shape_vec(Shape::new(&[t, n, 2 * h])?, y);
     let (Some(cf), Some(cr)) = (cf, cr) else {
         return Ok(y);
     };
@@ -130,16 +123,6 @@ pub fn bilstm_layer(
 /// The four tensors of one direction, borrowed.
 fn refs(w: &[Tensor; 4]) -> [&Tensor; 4] {
     [&w[0], &w[1], &w[2], &w[3]]
-}
-
-/// Rows of `a` and `b` (each `h` wide) side by side: rows of `2h`.
-fn interleave(a: &[f32], b: &[f32], h: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(2 * a.len());
-    for (ra, rb) in a.chunks_exact(h).zip(b.chunks_exact(h)) {
-        out.extend_from_slice(ra);
-        out.extend_from_slice(rb);
-    }
-    out
 }
 
 /// The two halves of every `2h`-wide row of `g`.
