@@ -18,10 +18,12 @@ use super::conv_direct;
 use super::conv_weight_grad;
 use super::gemm::{gemm, gemm_par, transpose_into, MatRef};
 use super::scratch::with_scratch;
+use super::uninit::{as_slots, filled};
 use super::winograd;
 use super::winograd4;
 use rayon::prelude::*;
 use std::cell::Cell;
+use std::mem::MaybeUninit;
 
 thread_local! {
     /// Each thread's im2col matrix (forward, weight gradient) or its
@@ -257,6 +259,21 @@ pub fn conv2d_forward_tapwise(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) {
+    // SAFETY: only f32 values are written.
+    conv2d_forward_tapwise_slots(x, g, weight, o, bias, unsafe { as_slots(y) });
+}
+
+/// [`conv2d_forward_tapwise`] into slots that may start uninitialised: it
+/// writes every value of `y` (the direct convolution without clearing
+/// them first; the GEMM path clears them for its sums).
+pub(crate) fn conv2d_forward_tapwise_slots(
+    x: &[f32],
+    g: &ConvGeom,
+    weight: &[f32],
+    o: usize,
+    bias: Option<&[f32]>,
+    y: &mut [MaybeUninit<f32>],
+) {
     let (ck, ncols) = (g.col_rows(), g.col_cols());
     let out_len = o * ncols;
     let n = y.len() / out_len.max(1);
@@ -268,7 +285,7 @@ pub fn conv2d_forward_tapwise(
     let x_sample = |i: usize| &x[i * g.in_len()..(i + 1) * g.in_len()];
     let direct = conv_direct::applies(g);
     // With fewer samples than threads, split each product by rows instead.
-    let run = |i: usize, out: &mut [f32], split: bool| {
+    let run = |i: usize, out: &mut [MaybeUninit<f32>], split: bool| {
         if direct {
             if !split {
                 conv_direct::conv2d_direct(x_sample(i), g, weight, o, bias, out);
@@ -292,7 +309,8 @@ pub fn conv2d_forward_tapwise(
                 });
             return;
         }
-        let product = |col: &[f32], out: &mut [f32]| {
+        let product = |col: &[f32], out: &mut [MaybeUninit<f32>]| {
+            let out = filled(out, 0.0);
             let beta = match bias {
                 Some(b) => {
                     for (row, &bv) in out.chunks_exact_mut(ncols).zip(b) {
@@ -552,6 +570,7 @@ pub fn conv2d_backward_bias(dy: &[f32], o: usize, plane: usize, db: &mut [f32]) 
 mod tests {
     use super::*;
     use crate::cpu::gemm::gemm_packed;
+    use crate::cpu::uninit::testing::written_over_nan;
     use crate::rng::Rng;
 
     fn values(len: usize, rng: &mut Rng) -> Vec<f32> {
@@ -668,8 +687,9 @@ mod tests {
                         );
                         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                         for build in conv_direct::Build::available_for(&g) {
-                            let mut direct = vec![f32::NAN; out];
-                            conv_direct::conv2d_direct_with(build, &x, &g, &wt, o, b, &mut direct);
+                            let direct = written_over_nan(out, |y| {
+                                conv_direct::conv2d_direct_with(build, &x, &g, &wt, o, b, y)
+                            });
                             assert_eq!(
                                 bits(&direct),
                                 bits(&reference),
@@ -711,6 +731,34 @@ mod tests {
                 &mut want,
             );
             assert_eq!(&y[i * out..(i + 1) * out], &want[..], "sample {i}");
+        }
+    }
+
+    /// The tap-by-tap convolution writes every output value, from slots
+    /// that start as NaN, with or without a bias, on the direct path (a
+    /// thin first layer; stride 1) and the im2col + GEMM one (stride 2), for
+    /// one sample and several.
+    #[test]
+    fn tapwise_writes_every_output() {
+        let mut rng = Rng::seed(17);
+        for (c, stride) in [(1, 1), (3, 1), (4, 2)] {
+            let g = ConvGeom::new((c, 10, 20), (3, 3), (stride, stride), (1, 1)).unwrap();
+            let o = 5;
+            for n in [1, 3] {
+                let x = values(n * g.in_len(), &mut rng);
+                let wt = values(o * g.col_rows(), &mut rng);
+                let bias = values(o, &mut rng);
+                for b in [None, Some(&bias[..])] {
+                    let len = n * o * g.col_cols();
+                    let y = written_over_nan(len, |y| {
+                        conv2d_forward_tapwise_slots(&x, &g, &wt, o, b, y)
+                    });
+                    let mut want = vec![0.0; len];
+                    conv2d_forward_tapwise(&x, &g, &wt, o, b, &mut want);
+                    assert!(y.iter().all(|v| !v.is_nan()), "{g:?} n {n}");
+                    assert_eq!(y, want, "{g:?} n {n}");
+                }
+            }
         }
     }
 

@@ -21,7 +21,9 @@ use super::conv2d::ConvGeom;
 use super::scratch::with_scratch;
 use super::small_gemm;
 use super::small_gemm_avx512::{self as avx512, Columns, Lanes, Listed, Product, StridedA};
+use super::uninit::filled;
 use std::cell::Cell;
+use std::mem::MaybeUninit;
 
 /// The most taps (`c * kh * kw`) the AVX2 path takes.
 pub const MAX_TAPS: usize = 16;
@@ -82,14 +84,15 @@ pub fn applies(g: &ConvGeom) -> bool {
 }
 
 /// Convolves one sample `x` (c, h, w) with `weight` (o, c, kh, kw) and an
-/// optional `bias` (o) into `y` (o, ho, wo). Panics unless [`applies`].
+/// optional `bias` (o) into `y` (o, ho, wo), writing every one of those
+/// values (`y` may start uninitialised). Panics unless [`applies`].
 pub fn conv2d_direct(
     x: &[f32],
     g: &ConvGeom,
     weight: &[f32],
     o: usize,
     bias: Option<&[f32]>,
-    y: &mut [f32],
+    y: &mut [MaybeUninit<f32>],
 ) {
     let build = Build::best_for(g).expect("conv2d_direct: geometry or CPU not supported");
     conv2d_direct_with(build, x, g, weight, o, bias, y);
@@ -103,7 +106,7 @@ pub fn conv2d_direct_with(
     weight: &[f32],
     o: usize,
     bias: Option<&[f32]>,
-    y: &mut [f32],
+    y: &mut [MaybeUninit<f32>],
 ) {
     assert!(
         build.runs(g),
@@ -176,20 +179,16 @@ fn implicit_gemm(
     weight: &[f32],
     o: usize,
     bias: Option<&[f32]>,
-    y: &mut [f32],
+    y: &mut [MaybeUninit<f32>],
 ) {
     let (rows, cols) = (g.h + 2 * g.ph, g.w + 2 * g.pw);
     let out_plane = g.ho * g.wo;
     let offsets: Vec<usize> = tap_offsets(g, rows, cols).collect();
-    let beta = match bias {
-        Some(b) => {
-            for (plane, &bv) in y.chunks_exact_mut(out_plane).zip(b).take(o) {
-                plane.fill(bv);
-            }
-            1.0
-        }
-        None => 0.0,
-    };
+    // The product adds to its output: each plane starts at its bias (or 0).
+    for (ch, plane) in y.chunks_exact_mut(out_plane).take(o).enumerate() {
+        filled(plane, bias.map_or(0.0, |b| b[ch]));
+    }
+    let beta = if bias.is_some() { 1.0 } else { 0.0 };
     with_scratch(&PADDED, g.c * rows * cols, |padded| {
         pad(x, g, padded, rows, cols);
         let product = Product {
@@ -206,7 +205,7 @@ fn implicit_gemm(
                 offsets: offsets.as_ptr(),
             },
             beta,
-            c: y.as_mut_ptr(),
+            c: y.as_mut_ptr().cast(),
             ldc: out_plane,
         };
         let outputs = OutputRows {
@@ -224,7 +223,14 @@ fn implicit_gemm(
 }
 
 /// The AVX2 path for thin layers.
-fn thin(x: &[f32], g: &ConvGeom, weight: &[f32], o: usize, bias: Option<&[f32]>, y: &mut [f32]) {
+fn thin(
+    x: &[f32],
+    g: &ConvGeom,
+    weight: &[f32],
+    o: usize,
+    bias: Option<&[f32]>,
+    y: &mut [MaybeUninit<f32>],
+) {
     let taps = g.col_rows();
     // Padded planes: every window of every output vector (8 columns, the
     // last one rounded up) lies inside.
@@ -285,7 +291,7 @@ mod x86 {
         _: &super::Plan,
         _: &[f32],
         _: Option<&[f32]>,
-        _: &mut [f32],
+        _: &mut [std::mem::MaybeUninit<f32>],
     ) {
         unreachable!()
     }
@@ -295,6 +301,7 @@ mod x86 {
 mod x86 {
     use super::Plan;
     use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
 
     /// `OB` output channels: weights `w` (OB, taps), bias `b` (OB), output
     /// `out` (OB, ho, wo).
@@ -306,7 +313,7 @@ mod x86 {
         p: &Plan,
         w: &[f32],
         b: Option<&[f32]>,
-        out: &mut [f32],
+        out: &mut [MaybeUninit<f32>],
     ) {
         let taps = p.offsets.len();
         let out_plane = p.ho * p.wo;
@@ -336,12 +343,14 @@ mod x86 {
                     let dst = &mut out[c * out_plane + oh * p.wo + ow..][..lanes];
                     if lanes == 8 {
                         // SAFETY: `dst` holds 8 values.
-                        unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), v) };
+                        unsafe { _mm256_storeu_ps(dst.as_mut_ptr().cast(), v) };
                     } else {
                         let mut tmp = [0.0f32; 8];
                         // SAFETY: `tmp` holds 8 values.
                         unsafe { _mm256_storeu_ps(tmp.as_mut_ptr(), v) };
-                        dst.copy_from_slice(&tmp[..lanes]);
+                        for (slot, &t) in dst.iter_mut().zip(&tmp) {
+                            slot.write(t);
+                        }
                     }
                 }
                 ow += 8;

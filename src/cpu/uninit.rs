@@ -33,6 +33,17 @@ pub(crate) unsafe fn as_slots(values: &mut [f32]) -> &mut [MaybeUninit<f32>] {
     unsafe { &mut *(values as *mut [f32] as *mut [MaybeUninit<f32>]) }
 }
 
+/// Every slot set to `value`, then the slots as the values they hold (for
+/// a path that accumulates into its output, beside one that writes it).
+pub(crate) fn filled(slots: &mut [MaybeUninit<f32>], value: f32) -> &mut [f32] {
+    for slot in slots.iter_mut() {
+        slot.write(value);
+    }
+    // SAFETY: every slot was just written; `MaybeUninit<f32>` has the
+    // layout of `f32`.
+    unsafe { &mut *(slots as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
 #[cfg(test)]
 pub(crate) mod testing {
     use std::mem::MaybeUninit;
@@ -66,6 +77,15 @@ mod tests {
             })
         };
         assert_eq!(v, [0.0, 1.0, 2.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn filled_slots_hold_the_value() {
+        let v = testing::written_over_nan(4, |slots| {
+            let values = filled(&mut slots[1..3], 7.0);
+            assert_eq!(values, [7.0, 7.0]);
+        });
+        assert!(v[0].is_nan() && v[3].is_nan() && v[1..3] == [7.0, 7.0]);
     }
 
     #[test]

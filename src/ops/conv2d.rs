@@ -8,7 +8,8 @@
 use crate::autograd::Tape;
 use crate::cpu::batchnorm2d::{batchnorm2d_relu_inplace, ChannelAffine};
 use crate::cpu::conv2d::{
-    conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight, conv2d_forward, ConvGeom,
+    conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight,
+    conv2d_forward_tapwise_slots, ConvGeom,
 };
 use crate::cpu::thin_block;
 use crate::cpu::uninit::vec_written_by;
@@ -158,6 +159,13 @@ fn forward_values(
         };
         return (y, relu_affine.is_some());
     }
+    if !(winograd::applies_frozen(g, n) || winograd::applies(g, n)) {
+        let tapwise = |y: &mut [MaybeUninit<f32>]| {
+            conv2d_forward_tapwise_slots(x.data(), g, weight.data(), o, bias, y)
+        };
+        // SAFETY: the tapwise convolution writes every value of its output.
+        return (unsafe { vec_written_by(len, tapwise) }, false);
+    }
     let mut y = vec![0.0f32; len];
     let winograd_with = |u: &[f32], y: &mut [f32]| {
         winograd::conv2d_winograd_then(x.data(), g, u, o, bias, relu_affine, y);
@@ -165,11 +173,8 @@ fn forward_values(
     };
     let fused = if winograd::applies_frozen(g, n) && frozen {
         winograd_with(&frozen_weights::winograd_weight(weight, o, g.c), &mut y)
-    } else if winograd::applies_frozen(g, n) || winograd::applies(g, n) {
-        winograd_with(&winograd::transform_weight(weight.data(), o, g.c), &mut y)
     } else {
-        conv2d_forward(x.data(), g, weight.data(), o, bias, &mut y);
-        false
+        winograd_with(&winograd::transform_weight(weight.data(), o, g.c), &mut y)
     };
     (y, fused)
 }
