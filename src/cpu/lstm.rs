@@ -30,7 +30,9 @@ use super::fastmath;
 use super::gemm::{gemm, gemm_par, transpose_into, MatRef, UNPACKED_TRANSPOSED_MIN_M};
 use super::lstm_line;
 use super::scratch::with_scratch;
+use super::uninit::{filled, write_all};
 use std::cell::Cell;
+use std::mem::MaybeUninit;
 
 /// Sizes of one LSTM direction: T steps, N samples, F input features, H hidden units.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -233,11 +235,7 @@ unsafe fn forward_into(
         None => input_projection(x, p.w_ih, &bias, rows, f),
     };
 
-    let mut cache = save.then(|| LstmCache {
-        gates: vec![0.0; rows * g4],
-        c: vec![0.0; rows * h],
-        h_prev: vec![0.0; rows * h],
-    });
+    let mut cache = save.then(|| CacheSlots::new(rows, h));
     let mut h_state = vec![0.0f32; n * h];
     let mut c_state = vec![0.0f32; n * h];
     // h·W_hhᵀ of steps whose rows are not one block (filled when needed).
@@ -297,19 +295,61 @@ unsafe fn forward_into(
                 let hs = &mut h_state[j * h..(j + 1) * h];
                 let cs = &mut c_state[j * h..(j + 1) * h];
                 if let Some(cache) = cache.as_mut() {
-                    cache.h_prev[row * h..(row + 1) * h].copy_from_slice(hs);
+                    write_all(&mut cache.h_prev[row * h..(row + 1) * h], hs);
                 }
                 // SAFETY: row < T·N (the caller's contract).
                 let y = unsafe { out.row(row, h) };
                 cell_forward(pre_row, cs, hs, y);
                 if let Some(cache) = cache.as_mut() {
-                    cache.gates[row * g4..(row + 1) * g4].copy_from_slice(pre_row);
-                    cache.c[row * h..(row + 1) * h].copy_from_slice(cs);
+                    write_all(&mut cache.gates[row * g4..(row + 1) * g4], pre_row);
+                    write_all(&mut cache.c[row * h..(row + 1) * h], cs);
                 }
             }
         }
     });
-    cache
+    cache.map(|c| c.finish(lengths, h))
+}
+
+/// [`LstmCache`]'s buffers while the steps fill them: each step writes its
+/// active rows (the sample's time within its length); the padding rows are
+/// zeroed at the end, so nothing is cleared twice.
+struct CacheSlots {
+    gates: Box<[MaybeUninit<f32>]>,
+    c: Box<[MaybeUninit<f32>]>,
+    h_prev: Box<[MaybeUninit<f32>]>,
+}
+
+impl CacheSlots {
+    fn new(rows: usize, h: usize) -> CacheSlots {
+        CacheSlots {
+            gates: Box::new_uninit_slice(rows * 4 * h),
+            c: Box::new_uninit_slice(rows * h),
+            h_prev: Box::new_uninit_slice(rows * h),
+        }
+    }
+
+    /// The cache, once the steps have written every active row: sample j's
+    /// rows `t * N + j` for `t < lengths[j]`.
+    fn finish(mut self, lengths: &[usize], h: usize) -> LstmCache {
+        let (n, g4) = (lengths.len(), 4 * h);
+        let rows = self.c.len() / h.max(1);
+        for (j, &len) in lengths.iter().enumerate() {
+            for row in (len * n + j..rows).step_by(n) {
+                filled(&mut self.gates[row * g4..(row + 1) * g4], 0.0);
+                filled(&mut self.c[row * h..(row + 1) * h], 0.0);
+                filled(&mut self.h_prev[row * h..(row + 1) * h], 0.0);
+            }
+        }
+        // SAFETY: the active rows were written by the steps, the others
+        // just above.
+        unsafe {
+            LstmCache {
+                gates: self.gates.assume_init().into_vec(),
+                c: self.c.assume_init().into_vec(),
+                h_prev: self.h_prev.assume_init().into_vec(),
+            }
+        }
+    }
 }
 
 thread_local! {
@@ -463,7 +503,8 @@ pub fn lstm_backward(
     let rows = t_len * n;
     debug_assert_eq!(dy.len(), rows * h);
 
-    let mut d_gates = vec![0.0f32; rows * g4];
+    // Each step writes its active rows; the padding rows are zeroed below.
+    let mut d_gates = Box::<[f32]>::new_uninit_slice(rows * g4);
     // Gradients flowing into the state before the step being processed.
     let mut dh_next = vec![0.0f32; n * h];
     let mut dc_next = vec![0.0f32; n * h];
@@ -494,7 +535,7 @@ pub fn lstm_backward(
             let dhn = &dh_next[j * h..(j + 1) * h];
             let dcn = &mut dc_next[j * h..(j + 1) * h];
             cell_backward(gates, c, c_prev, dyr, dhn, dcn, sg);
-            d_gates[row * g4..(row + 1) * g4].copy_from_slice(sg);
+            write_all(&mut d_gates[row * g4..(row + 1) * g4], sg);
         }
         // dh_{s-1} = dGates_s·W_hh; nothing flows before the first step.
         if s > 0 {
@@ -508,6 +549,13 @@ pub fn lstm_backward(
         }
     }
 
+    for (j, &len) in lengths.iter().enumerate() {
+        for row in (len * n + j..rows).step_by(n) {
+            filled(&mut d_gates[row * g4..(row + 1) * g4], 0.0);
+        }
+    }
+    // SAFETY: the steps wrote every active row, the loop above the rest.
+    let d_gates = unsafe { d_gates.assume_init() };
     let dg = MatRef::row_major(&d_gates, rows, g4);
     let dx = needs.x.then(|| {
         let mut dx = vec![0.0f32; rows * f];
@@ -667,6 +715,16 @@ mod tests {
                     assert_eq!(bits(&c.gates), bits(&a.gates));
                     assert_eq!(bits(&c.c), bits(&a.c));
                     assert_eq!(bits(&c.h_prev), bits(&a.h_prev));
+                    // The cache's padding rows are zero: sample 1 (length
+                    // 3) from t = 3 on.
+                    for t in 3..t {
+                        let row = t * n + 1;
+                        assert!(c.gates[row * 4 * h..(row + 1) * 4 * h]
+                            .iter()
+                            .all(|&v| v == 0.0));
+                        assert!(c.c[row * h..(row + 1) * h].iter().all(|&v| v == 0.0));
+                        assert!(c.h_prev[row * h..(row + 1) * h].iter().all(|&v| v == 0.0));
+                    }
                 }
             }
             // Padding rows of both directions are zero: sample 1 (length

@@ -44,6 +44,13 @@ pub(crate) fn filled(slots: &mut [MaybeUninit<f32>], value: f32) -> &mut [f32] {
     unsafe { &mut *(slots as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
+/// `values` written into the first `values.len()` slots.
+pub(crate) fn write_all(slots: &mut [MaybeUninit<f32>], values: &[f32]) {
+    for (slot, &v) in slots[..values.len()].iter_mut().zip(values) {
+        slot.write(v);
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod testing {
     use std::mem::MaybeUninit;
