@@ -8,7 +8,7 @@
 //! element-wise passes run over groups of (sample, channel) planes in
 //! parallel. No result depends on the thread count.
 
-use super::elementwise::build_chunked;
+use super::uninit::build_chunked;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 

@@ -18,7 +18,7 @@ use super::conv_direct;
 use super::conv_weight_grad;
 use super::gemm::{gemm, gemm_par, transpose_into, MatRef};
 use super::scratch::with_scratch;
-use super::uninit::{as_slots, filled};
+use super::uninit::{as_slots, assume_init_mut, filled};
 use super::winograd;
 use super::winograd4;
 use rayon::prelude::*;
@@ -264,8 +264,9 @@ pub fn conv2d_forward_tapwise(
 }
 
 /// [`conv2d_forward_tapwise`] into slots that may start uninitialised: it
-/// writes every value of `y` (the direct convolution without clearing
-/// them first; the GEMM path clears them for its sums).
+/// writes the outputs of the `y.len() / (o * ho * wo)` whole samples that
+/// `y` holds, every value of them (the direct convolution once; the GEMM
+/// path starts each row at its bias for its sums).
 pub(crate) fn conv2d_forward_tapwise_slots(
     x: &[f32],
     g: &ConvGeom,
@@ -310,16 +311,14 @@ pub(crate) fn conv2d_forward_tapwise_slots(
             return;
         }
         let product = |col: &[f32], out: &mut [MaybeUninit<f32>]| {
-            let out = filled(out, 0.0);
-            let beta = match bias {
-                Some(b) => {
-                    for (row, &bv) in out.chunks_exact_mut(ncols).zip(b) {
-                        row.fill(bv);
-                    }
-                    1.0
-                }
-                None => 0.0,
-            };
+            // The product adds to its output: each row starts at its bias
+            // (or 0), written once.
+            for (ch, row) in out.chunks_exact_mut(ncols).enumerate() {
+                filled(row, bias.map_or(0.0, |b| b[ch]));
+            }
+            // SAFETY: the rows, o of ncols values, are the whole output.
+            let out = unsafe { assume_init_mut(out) };
+            let beta = if bias.is_some() { 1.0 } else { 0.0 };
             let cm = MatRef::row_major(col, ck, ncols);
             if split {
                 gemm_par(1.0, wm, cm, beta, out);
@@ -337,7 +336,7 @@ pub(crate) fn conv2d_forward_tapwise_slots(
         }
     };
     if n == 1 {
-        run(0, y, threads > 1);
+        run(0, &mut y[..out_len], threads > 1);
         return;
     }
     let split = n < threads;

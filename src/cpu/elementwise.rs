@@ -1,7 +1,7 @@
 //! Elementwise kernels: maps over one tensor, zips over two with broadcasting.
 
+use super::uninit::build_chunked;
 use crate::tensor::{broadcast_strides, Shape};
-use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 /// Values per parallel task; inputs shorter than two tasks run on the
@@ -14,43 +14,6 @@ const PAR_CHUNK: usize = 1 << 15;
 /// long outputs. `fill` must write every value of each chunk it is given.
 fn build(n: usize, fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync) -> Vec<f32> {
     build_chunked(n, PAR_CHUNK, fill)
-}
-
-/// [`build`] with tasks of `chunk` values (the last may be shorter); an
-/// output shorter than two chunks is written by one call on this thread.
-/// `fill(start, out)` must write every value of `out`.
-///
-/// This is how kernels produce a fresh output without zero-filling it first.
-pub(crate) fn build_chunked(
-    n: usize,
-    chunk: usize,
-    fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync,
-) -> Vec<f32> {
-    let chunk = chunk.max(1);
-    let mut out = Vec::with_capacity(n);
-    let spare = &mut out.spare_capacity_mut()[..n];
-    if n < 2 * chunk {
-        fill(0, spare);
-    } else {
-        spare
-            .par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(i, part)| fill(i * chunk, part));
-    }
-    // SAFETY: `fill` wrote each of the first n values (every caller writes
-    // every value of every chunk it is given).
-    unsafe { out.set_len(n) };
-    out
-}
-
-/// The values of `s` once every one of them has been written.
-///
-/// # Safety
-/// Every element of `s` must be initialised.
-pub(crate) unsafe fn assume_init_mut(s: &mut [MaybeUninit<f32>]) -> &mut [f32] {
-    // SAFETY: MaybeUninit<f32> has the layout of f32 and the caller
-    // guarantees every element is initialised.
-    unsafe { &mut *(s as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
 /// Runs `body` from an AVX2 build when the CPU has AVX2 (same operations,

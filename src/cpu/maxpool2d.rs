@@ -11,9 +11,8 @@
 //! plane is computed the same way whatever the split.
 
 use super::conv2d::ConvGeom;
-use super::elementwise::{assume_init_mut, build_chunked};
+use super::uninit::{build_chunked, filled};
 use rayon::prelude::*;
-use std::mem::MaybeUninit;
 
 /// Fewest input values a parallel task handles: smaller inputs run on the
 /// calling thread and larger ones are not cut into tiny tasks.
@@ -343,9 +342,7 @@ pub fn maxpool2d_backward(dy: &[f32], argmax: &[u32], g: &ConvGeom, planes: usiz
         let first = start / in_plane;
         for (k, dxp) in out.chunks_mut(in_plane).enumerate() {
             let p = first + k;
-            dxp.fill(MaybeUninit::new(0.0));
-            // SAFETY: every value of the plane was just written.
-            let dxp = unsafe { assume_init_mut(dxp) };
+            let dxp = filled(dxp, 0.0);
             let range = p * out_plane..(p + 1) * out_plane;
             for (&d, &i) in dy[range.clone()].iter().zip(&argmax[range]) {
                 dxp[i as usize] += d;
