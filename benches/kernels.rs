@@ -26,7 +26,9 @@ use retort::cpu::conv2d::{
 use retort::cpu::conv_weight_grad;
 use retort::cpu::gemm::{gemm, gemm_packed, MatRef};
 use retort::cpu::lstm::{lstm_backward, lstm_forward, LstmDims, LstmNeeds, LstmParams};
+use retort::cpu::panel_gemm::{gemm_prepacked, PackedB};
 use retort::cpu::peak::{self, Peak};
+use retort::cpu::small_gemm::Kernel;
 use retort::cpu::winograd::{self, conv2d_winograd};
 use retort::distill::soft_kd;
 use retort::ops::ctc::{ctc_loss, CtcOptions};
@@ -44,30 +46,36 @@ fn values(rng: &mut Rng, len: usize, scale: f32) -> Vec<f32> {
 }
 
 /// One GEMM shape: `c (m x n) = a (m x k) · b (k x n)`, `b` stored
-/// transposed (`x·Wᵀ` with W row-major) when `bt`.
+/// transposed (`x·Wᵀ` with W row-major) when `bt`. With `packed_every`,
+/// retort's product reads `b` from panels packed once for that many
+/// products, as an LSTM's steps read their recurrent weight (the packing
+/// is timed with them).
 struct GemmShape {
     name: &'static str,
     m: usize,
     k: usize,
     n: usize,
     bt: bool,
+    packed_every: Option<usize>,
 }
 
 /// The products of one `crnn-t` training step at N = 32 (conv: per sample,
 /// im2col `W (o x c·9) · col (c·9 x H·W)`; LSTM layer 1: the input
-/// projection of all steps and one step's `h·W_hhᵀ`), and the batch-1
+/// projection of all steps, one step's `h·W_hhᵀ` and its backward
+/// `dGates·W_hh`, both from `W_hh` packed once for the 31 steps), and the batch-1
 /// `crnn-s` ones: the LSTM input projection both as a tracked layer computes
 /// it (`W_ih` stored `4H x F`, read transposed) and as inference does, from
 /// the transpose kept for frozen weights (`ops::frozen_weights`); and the
 /// input projection of `crnn-t`'s second LSTM layer as a frozen teacher
 /// runs it in a distill-step.
-const GEMMS: [GemmShape; 12] = [
+const GEMMS: [GemmShape; 13] = [
     GemmShape {
         name: "crnn-t conv b1",
         m: 32,
         k: 9,
         n: 4096,
         bt: false,
+        packed_every: None,
     },
     GemmShape {
         name: "crnn-t conv b2",
@@ -75,6 +83,7 @@ const GEMMS: [GemmShape; 12] = [
         k: 288,
         n: 1024,
         bt: false,
+        packed_every: None,
     },
     GemmShape {
         name: "crnn-t conv b3",
@@ -82,6 +91,7 @@ const GEMMS: [GemmShape; 12] = [
         k: 576,
         n: 256,
         bt: false,
+        packed_every: None,
     },
     GemmShape {
         name: "crnn-t conv b4",
@@ -89,6 +99,7 @@ const GEMMS: [GemmShape; 12] = [
         k: 1152,
         n: 256,
         bt: false,
+        packed_every: None,
     },
     GemmShape {
         name: "crnn-t lstm1 input (T·N rows)",
@@ -96,6 +107,7 @@ const GEMMS: [GemmShape; 12] = [
         k: 512,
         n: 512,
         bt: true,
+        packed_every: None,
     },
     GemmShape {
         name: "crnn-t lstm2 input, kept W_ihᵀ",
@@ -103,13 +115,23 @@ const GEMMS: [GemmShape; 12] = [
         k: 256,
         n: 512,
         bt: false,
+        packed_every: None,
     },
     GemmShape {
-        name: "crnn-t lstm1 step (N rows)",
+        name: "crnn-t lstm step, h·W_hhᵀ",
         m: N,
         k: 128,
         n: 512,
+        bt: true,
+        packed_every: Some(T - 1),
+    },
+    GemmShape {
+        name: "crnn-t lstm step back, dG·W_hh",
+        m: N,
+        k: 512,
+        n: 128,
         bt: false,
+        packed_every: Some(T - 1),
     },
     GemmShape {
         name: "crnn-s conv b2 batch 1",
@@ -117,6 +139,7 @@ const GEMMS: [GemmShape; 12] = [
         k: 72,
         n: 1024,
         bt: false,
+        packed_every: None,
     },
     GemmShape {
         name: "crnn-s conv b4 batch 1",
@@ -124,6 +147,7 @@ const GEMMS: [GemmShape; 12] = [
         k: 288,
         n: 256,
         bt: false,
+        packed_every: None,
     },
     GemmShape {
         name: "crnn-s lstm input batch 1",
@@ -131,6 +155,7 @@ const GEMMS: [GemmShape; 12] = [
         k: 128,
         n: 192,
         bt: true,
+        packed_every: None,
     },
     GemmShape {
         name: "crnn-s lstm input b1, kept W_ihᵀ",
@@ -138,6 +163,7 @@ const GEMMS: [GemmShape; 12] = [
         k: 128,
         n: 192,
         bt: false,
+        packed_every: None,
     },
     GemmShape {
         name: "crnn-s lstm step batch 1",
@@ -145,6 +171,7 @@ const GEMMS: [GemmShape; 12] = [
         k: 48,
         n: 192,
         bt: false,
+        packed_every: None,
     },
 ];
 
@@ -173,6 +200,25 @@ impl GemmShape {
     }
 }
 
+/// retort's product for the shape: [`gemm`], or with `packed_every` the
+/// product from panels, packed again every that many calls.
+fn retort_product<'a>(s: &GemmShape, a: MatRef<'a>, b: MatRef<'a>) -> impl FnMut(&mut [f32]) + 'a {
+    let every = s.packed_every.filter(|_| Kernel::best().is_some());
+    let pack = move || Kernel::best().map(|kernel| PackedB::new(kernel, b));
+    let mut packed = every.and_then(|_| pack());
+    let mut calls = 0;
+    move |c: &mut [f32]| match (&packed, every) {
+        (Some(panels), Some(every)) => {
+            gemm_prepacked(1.0, a, panels, 0.0, c);
+            calls += 1;
+            if calls % every == 0 {
+                packed = pack();
+            }
+        }
+        _ => gemm(1.0, a, b, 0.0, c),
+    }
+}
+
 fn matrixmultiply_sgemm(a: MatRef, b: MatRef, c: &mut [f32]) {
     retort::cpu::gemm::gemm_packed(1.0, a, b, 0.0, c);
 }
@@ -184,8 +230,9 @@ fn bench_gemm(c: &mut Criterion) {
         let (a, b, mut out) = s.operands(&mut rng);
         let (am, bm) = s.views(&a, &b);
         group.throughput(Throughput::Elements(s.flops()));
+        let mut ours = retort_product(s, am, bm);
         group.bench_function(BenchmarkId::new("retort", s.name), |bench| {
-            bench.iter(|| gemm(1.0, am, bm, 0.0, black_box(&mut out)))
+            bench.iter(|| ours(black_box(&mut out)))
         });
         group.bench_function(BenchmarkId::new("matrixmultiply", s.name), |bench| {
             bench.iter(|| matrixmultiply_sgemm(am, bm, black_box(&mut out)))
@@ -561,9 +608,11 @@ fn gemm_summary() {
         let mut c_theirs = c0.clone();
         let (am, bm) = s.views(&a0[ia0..], &b0[ib0..]);
         let (am16, bm16) = s.views(&a16[ia16..], &b16[ib16..]);
-        let mut ours = || gemm(1.0, am, bm, 0.0, black_box(&mut c0[ic0..]));
+        let mut product = retort_product(s, am, bm);
+        let mut ours = || product(black_box(&mut c0[ic0..]));
         let mut theirs = || matrixmultiply_sgemm(am, bm, black_box(&mut c_theirs[ic0..]));
-        let mut ours_off = || gemm(1.0, am16, bm16, 0.0, black_box(&mut c16[ic16..]));
+        let mut product_off = retort_product(s, am16, bm16);
+        let mut ours_off = || product_off(black_box(&mut c16[ic16..]));
         let reps = (2e8 / s.flops() as f64).clamp(1.0, 10_000.0) as usize;
         ours();
         let mut peak = 0.0f64;

@@ -30,6 +30,7 @@ use super::fastmath;
 use super::gemm::{gemm, gemm_par, transpose_into, MatRef, UNPACKED_TRANSPOSED_MIN_M};
 use super::lstm_line;
 use super::scratch::with_scratch;
+use super::step_weights::StepWeights;
 use super::uninit::{filled, write_all};
 use std::cell::Cell;
 use std::mem::MaybeUninit;
@@ -241,23 +242,31 @@ unsafe fn forward_into(
     // h·W_hhᵀ of steps whose rows are not one block (filled when needed).
     let mut recur = Vec::new();
     let max_len = lengths.iter().copied().max().unwrap_or(0);
-    // W_hhᵀ stored row-major once, on a cache line, so each step's small
-    // product reads its rows in place (see `gemm`'s unpacked path).
-    let rows_of_w_hh = if kept.is_some() { 0 } else { h * g4 };
+    let in_registers = n == 1 && cache.is_none() && lstm_line::applies(h);
+    let on_panels = !in_registers && StepWeights::packs(n, h * g4, max_len.saturating_sub(1));
+    // Otherwise W_hhᵀ stored row-major once, on a cache line, so each step's
+    // small product reads its rows in place (see `gemm`'s unpacked path).
+    let rows_of_w_hh = if kept.is_some() || on_panels {
+        0
+    } else {
+        h * g4
+    };
     with_scratch(&W_HH_ROWS, rows_of_w_hh, |w_hh_rows| {
         let w_hh_t = match kept {
             Some(k) => MatRef::row_major(k.w_hh, h, g4),
+            None if on_panels => MatRef::row_major(p.w_hh, g4, h).t(),
             None => {
                 transpose_into(MatRef::row_major(p.w_hh, g4, h).t(), w_hh_rows);
                 MatRef::row_major(w_hh_rows, h, g4)
             }
         };
         // One sequence with nothing to save: the steps in registers.
-        if n == 1 && cache.is_none() && lstm_line::applies(h) {
+        if in_registers {
             // SAFETY: the T rows of `out` (N = 1; the caller's contract).
             unsafe { lstm_line::run(&pre, w_hh_t.data, h, lengths[0], reverse, out.ptr, out.ld) };
             return;
         }
+        let w_hh_t = StepWeights::new(w_hh_t, n, max_len.saturating_sub(1));
 
         for s in 0..max_len {
             // h_{s-1}·W_hhᵀ for the whole batch; the state is zero at s = 0.
@@ -268,16 +277,10 @@ unsafe fn forward_into(
             if s > 0 {
                 let h_prev = MatRef::row_major(&h_state, n, h);
                 match block {
-                    Some(t) => gemm(
-                        1.0,
-                        h_prev,
-                        w_hh_t,
-                        1.0,
-                        &mut pre[t * n * g4..(t + 1) * n * g4],
-                    ),
+                    Some(t) => w_hh_t.product(h_prev, 1.0, &mut pre[t * n * g4..(t + 1) * n * g4]),
                     None => {
                         recur.resize(n * g4, 0.0);
-                        gemm(1.0, h_prev, w_hh_t, 0.0, &mut recur);
+                        w_hh_t.product(h_prev, 0.0, &mut recur);
                     }
                 }
             }
@@ -512,7 +515,11 @@ pub fn lstm_backward(
     // this step), to carry dh back through W_hh in one GEMM.
     let mut step_gates = vec![0.0f32; n * g4];
     let max_len = lengths.iter().copied().max().unwrap_or(0);
-    let w_hh = MatRef::row_major(p.w_hh, g4, h);
+    let w_hh = StepWeights::new(
+        MatRef::row_major(p.w_hh, g4, h),
+        n,
+        max_len.saturating_sub(1),
+    );
     let zeros = vec![0.0f32; h];
 
     for s in (0..max_len).rev() {
@@ -539,13 +546,7 @@ pub fn lstm_backward(
         }
         // dh_{s-1} = dGates_s·W_hh; nothing flows before the first step.
         if s > 0 {
-            gemm(
-                1.0,
-                MatRef::row_major(&step_gates, n, g4),
-                w_hh,
-                0.0,
-                &mut dh_next,
-            );
+            w_hh.product(MatRef::row_major(&step_gates, n, g4), 0.0, &mut dh_next);
         }
     }
 
@@ -596,6 +597,7 @@ pub fn lstm_backward(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::small_gemm::Kernel;
     use crate::rng::Rng;
 
     fn values(len: usize, rng: &mut Rng) -> Vec<f32> {
@@ -777,6 +779,71 @@ mod tests {
                     &y3[s * 3 * h..s * 3 * h + 2 * h],
                     "reverse {reverse}, step {s}"
                 );
+            }
+        }
+    }
+
+    /// A batch whose recurrent weight is large enough to be read from
+    /// panels (H = 128) gives each sample the bits it gets alone (one row:
+    /// read in place), going forward (outputs, caches) and back (the input
+    /// gradient, which every step's dh feeds): equal lengths (products added
+    /// into a block of rows) and ragged ones (separate sums).
+    #[test]
+    fn steps_on_panels_match_each_sample_alone() {
+        let mut rng = Rng::seed(31);
+        let (t, f, h) = (5, 6, 128);
+        assert!(StepWeights::packs(2, 4 * h * h, t - 1) == Kernel::best().is_some());
+        let w_ih = values(4 * h * f, &mut rng);
+        let w_hh: Vec<f32> = values(4 * h * h, &mut rng)
+            .iter()
+            .map(|v| v * 0.2)
+            .collect();
+        let (b_ih, b_hh) = (values(4 * h, &mut rng), values(4 * h, &mut rng));
+        let p = LstmParams {
+            w_ih: &w_ih,
+            w_hh: &w_hh,
+            b_ih: &b_ih,
+            b_hh: &b_hh,
+        };
+        let needs = LstmNeeds {
+            x: true,
+            w_ih: false,
+            w_hh: false,
+            bias: false,
+        };
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let dims = |batch| LstmDims {
+            steps: t,
+            batch,
+            input: f,
+            hidden: h,
+        };
+        for lengths in [vec![t, t, t], vec![t, 3, 4]] {
+            let n = lengths.len();
+            let x = values(t * n * f, &mut rng);
+            let dy = values(t * n * h, &mut rng);
+            for reverse in [false, true] {
+                let (y, cache) = lstm_forward(&x, p, dims(n), &lengths, reverse, true);
+                let cache = cache.unwrap();
+                let grads = lstm_backward(&dy, &x, p, dims(n), &lengths, reverse, &cache, needs);
+                let dx = grads.x.unwrap();
+                // Sample j's rows of a (T, N, width) buffer.
+                let rows_of = |v: &[f32], j: usize, width: usize| -> Vec<f32> {
+                    (0..t)
+                        .flat_map(|s| v[(s * n + j) * width..][..width].to_vec())
+                        .collect()
+                };
+                for (j, &len) in lengths.iter().enumerate() {
+                    let xj = rows_of(&x, j, f);
+                    let (yj, cj) = lstm_forward(&xj, p, dims(1), &[len], reverse, true);
+                    let cj = cj.unwrap();
+                    let dyj = rows_of(&dy, j, h);
+                    let gj = lstm_backward(&dyj, &xj, p, dims(1), &[len], reverse, &cj, needs);
+                    let case = format!("{lengths:?} reverse {reverse} sample {j}");
+                    assert_eq!(bits(&rows_of(&y, j, h)), bits(&yj), "y {case}");
+                    assert_eq!(bits(&rows_of(&cache.c, j, h)), bits(&cj.c), "c {case}");
+                    assert_eq!(bits(&rows_of(&dx, j, f)), bits(&gj.x.unwrap()), "dx {case}");
+                }
             }
         }
     }

@@ -26,6 +26,9 @@ use std::cell::Cell;
 /// Rows of `a` packed at once: 128 x [`KC`] values, 128 KB.
 pub const MC: usize = 128;
 
+/// Values before the first one on a 64-byte line, at most.
+const CACHE_LINE_SLACK: usize = 64 / std::mem::size_of::<f32>() - 1;
+
 /// The register tile and column block of one build of the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Shape {
@@ -94,36 +97,143 @@ pub fn gemm_with(kernel: Kernel, alpha: f32, a: MatRef, b: MatRef, beta: f32, c:
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert!(c.len() >= m * n, "gemm output too small");
     if m == 0 || n == 0 || k == 0 {
-        for v in &mut c[..m * n] {
-            *v *= beta;
-        }
+        scale(&mut c[..m * n], beta);
         return;
     }
     let shape = Shape::of(kernel);
-    let vectors = n.div_ceil(shape.lanes);
-    let block_vectors = vectors.div_ceil(vectors.div_ceil(shape.nc / shape.lanes));
-    with_scratch(&B_PANELS, KC * shape.lanes * block_vectors, |b_panels| {
+    let widest = shape.lanes * column_block_vectors(shape, n);
+    with_scratch(&B_PANELS, KC * widest, |b_panels| {
         with_scratch(&A_TILES, KC * MC.min(m), |a_tiles| {
-            for (v0, nv) in even_parts(vectors, block_vectors) {
-                let j0 = shape.lanes * v0;
-                let cols = (shape.lanes * nv).min(n - j0);
-                for k0 in (0..k).step_by(KC) {
-                    let kc = (k - k0).min(KC);
-                    let block = Block {
-                        kernel,
-                        shape,
-                        j0,
-                        cols,
-                        k0,
-                        kc,
-                        alpha,
-                        beta: if k0 == 0 { beta } else { 1.0 },
-                    };
-                    block.run(a, b, c, b_panels, a_tiles);
-                }
+            for span in block_spans(shape, k, n) {
+                let block = Block::new(kernel, shape, span, alpha, beta);
+                let panels = &mut b_panels[..span.panel_len(shape)];
+                block.pack(b, panels);
+                block.multiply(a, c, n, panels, a_tiles);
             }
         })
     });
+}
+
+/// A right-hand side packed once into the panels of [`gemm_with`], for
+/// many products by the same `b` (an LSTM's `W_hhᵀ` at every time step):
+/// [`gemm_prepacked`] multiplies by it without copying it again.
+pub struct PackedB {
+    kernel: Kernel,
+    rows: usize,
+    cols: usize,
+    /// The panels of every block of [`block_spans`], one after another,
+    /// from `start` (the first value on a cache line).
+    panels: Vec<f32>,
+    start: usize,
+}
+
+impl PackedB {
+    /// `b` packed for the build `kernel`. Panics if the CPU does not run it.
+    pub fn new(kernel: Kernel, b: MatRef) -> PackedB {
+        assert!(kernel.runs(), "panel_gemm: the CPU does not run {kernel:?}");
+        let shape = Shape::of(kernel);
+        let spans: Vec<BlockSpan> = block_spans(shape, b.rows, b.cols).collect();
+        let len: usize = spans.iter().map(|s| s.panel_len(shape)).sum();
+        let mut panels = vec![0.0f32; len + CACHE_LINE_SLACK];
+        let start = panels.as_ptr().align_offset(64).min(CACHE_LINE_SLACK);
+        let mut rest = &mut panels[start..start + len];
+        for span in spans {
+            let (block_panels, tail) = rest.split_at_mut(span.panel_len(shape));
+            Block::new(kernel, shape, span, 1.0, 0.0).pack(b, block_panels);
+            rest = tail;
+        }
+        PackedB {
+            kernel,
+            rows: b.rows,
+            cols: b.cols,
+            panels,
+            start,
+        }
+    }
+
+    /// Rows of `b` (the product's inner dimension).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns of `b` (and of the product).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The build the panels are laid out for.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+}
+
+/// [`gemm_with`] by a right-hand side packed beforehand: the same values,
+/// bit for bit. Panics if the inner dimensions differ or `c` is too small.
+pub fn gemm_prepacked(alpha: f32, a: MatRef, b: &PackedB, beta: f32, c: &mut [f32]) {
+    assert_eq!(a.cols, b.rows, "gemm inner dimensions");
+    let (m, k, n) = (a.rows, b.rows, b.cols);
+    assert!(c.len() >= m * n, "gemm output too small");
+    if m == 0 || n == 0 || k == 0 {
+        scale(&mut c[..m * n], beta);
+        return;
+    }
+    let shape = Shape::of(b.kernel);
+    with_scratch(&A_TILES, KC * MC.min(m), |a_tiles| {
+        let mut panels = &b.panels[b.start..];
+        for span in block_spans(shape, k, n) {
+            let (block_panels, rest) = panels.split_at(span.panel_len(shape));
+            let block = Block::new(b.kernel, shape, span, alpha, beta);
+            block.multiply(a, c, n, block_panels, a_tiles);
+            panels = rest;
+        }
+    });
+}
+
+/// `c *= beta`: an empty product.
+fn scale(c: &mut [f32], beta: f32) {
+    for v in c {
+        *v *= beta;
+    }
+}
+
+/// Vectors of columns in each block of `n` columns: as even as the blocks'
+/// limit (`nc`) allows.
+fn column_block_vectors(shape: Shape, n: usize) -> usize {
+    let vectors = n.div_ceil(shape.lanes);
+    vectors.div_ceil(vectors.div_ceil(shape.nc / shape.lanes))
+}
+
+/// Where one block of `b` lies: `kc` rows from `k0`, `cols` columns from `j0`.
+#[derive(Clone, Copy)]
+struct BlockSpan {
+    j0: usize,
+    cols: usize,
+    k0: usize,
+    kc: usize,
+}
+
+impl BlockSpan {
+    /// Values of the block's panels: whole vectors of columns, kc steps.
+    fn panel_len(self, shape: Shape) -> usize {
+        shape.lanes * self.cols.div_ceil(shape.lanes) * self.kc
+    }
+}
+
+/// The blocks of a `k x n` right-hand side in the order the products run
+/// them: column blocks, and within each the k blocks from the first (so
+/// each output value's chain runs over k in order).
+fn block_spans(shape: Shape, k: usize, n: usize) -> impl Iterator<Item = BlockSpan> {
+    let vectors = n.div_ceil(shape.lanes);
+    even_parts(vectors, column_block_vectors(shape, n)).flat_map(move |(v0, nv)| {
+        let j0 = shape.lanes * v0;
+        let cols = (shape.lanes * nv).min(n - j0);
+        (0..k).step_by(KC).map(move |k0| BlockSpan {
+            j0,
+            cols,
+            k0,
+            kc: (k - k0).min(KC),
+        })
+    })
 }
 
 /// One block of `b`: `kc` rows from `k0`, `cols` columns from `j0`, and
@@ -140,6 +250,22 @@ struct Block {
 }
 
 impl Block {
+    /// The block of `span` in a product `alpha·a·b + beta·c`.
+    fn new(kernel: Kernel, shape: Shape, span: BlockSpan, alpha: f32, beta: f32) -> Block {
+        let BlockSpan { j0, cols, k0, kc } = span;
+        Block {
+            kernel,
+            shape,
+            j0,
+            cols,
+            k0,
+            kc,
+            alpha,
+            // The caller's beta for the first k block, then the sums add.
+            beta: if k0 == 0 { beta } else { 1.0 },
+        }
+    }
+
     /// The column tiles of the block: `(first column within the block,
     /// vectors)`, at most `nv` vectors each.
     fn column_tiles(&self) -> impl Iterator<Item = (usize, usize)> {
@@ -147,15 +273,20 @@ impl Block {
         even_parts(self.cols.div_ceil(lanes), self.shape.nv).map(move |(v0, v)| (lanes * v0, v))
     }
 
-    /// Packs the block into `panels`, multiplies it by every row of `a`
-    /// into `c`.
-    fn run(&self, a: MatRef, b: MatRef, c: &mut [f32], panels: &mut [f32], tiles: &mut [f32]) {
-        let (m, n) = (a.rows, b.cols);
-        let (mr, lanes) = (self.shape.mr, self.shape.lanes);
+    /// Packs the block of `b` into `panels` (column tile jt at `jt * kc`).
+    fn pack(&self, b: MatRef, panels: &mut [f32]) {
+        let lanes = self.shape.lanes;
         for (jt, v) in self.column_tiles() {
             let panel = &mut panels[jt * self.kc..][..lanes * v * self.kc];
             self.pack_panel(b, jt, lanes * v, panel);
         }
+    }
+
+    /// Multiplies the packed block by every row of `a` into `c` (rows `n`
+    /// values apart), packing `a` a group of rows at a time into `tiles`.
+    fn multiply(&self, a: MatRef, c: &mut [f32], n: usize, panels: &[f32], tiles: &mut [f32]) {
+        let m = a.rows;
+        let (mr, lanes) = (self.shape.mr, self.shape.lanes);
         // Row tiles as `even_parts(m, mr)`, in groups of about MC rows.
         let tiles_total = m.div_ceil(mr);
         let row_tile = |t: usize| even_part(m, tiles_total, t);
