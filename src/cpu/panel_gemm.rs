@@ -396,7 +396,14 @@ fn copy_rows<const W: usize>(data: &[f32], rs: usize, panel: &mut [f32]) {
 fn interleave_rows<const R: usize>(data: &[f32], rs: usize, tile: &mut [f32]) {
     let kc = tile.len() / R;
     let rows: [&[f32]; R] = std::array::from_fn(|i| &data[i * rs..][..kc]);
-    for (q, step) in tile.chunks_exact_mut(R).enumerate() {
+    #[allow(unused_mut)]
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if R > 1 && super::simd::has_avx2() {
+        // SAFETY: AVX2 is present; the rows hold kc values and the tile kc·R.
+        done = unsafe { x86::interleave_by_transposes(&rows, tile) };
+    }
+    for (q, step) in tile.chunks_exact_mut(R).enumerate().skip(done) {
         for (v, row) in step.iter_mut().zip(&rows) {
             *v = row[q];
         }
@@ -407,6 +414,41 @@ fn interleave_rows<const R: usize>(data: &[f32], rs: usize, tile: &mut [f32]) {
 mod x86 {
     use super::{Block, Kernel};
     use std::arch::x86_64::*;
+
+    /// The first steps of [`super::interleave_rows`] (up to 8 rows), 8 at a
+    /// time: the rows' next 8 values (zeros past the R-th row) as an 8 x 8
+    /// transpose, whose vector for step q goes to `tile[q * R..]` whole;
+    /// its 8 - R values past the step are overwritten by the next step's
+    /// store (or by the caller, past the last block). Returns the steps
+    /// written: the blocks whose last store stays inside the tile.
+    ///
+    /// # Safety
+    /// AVX2 is present; each row holds `tile.len() / R` values.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn interleave_by_transposes<const R: usize>(
+        rows: &[&[f32]; R],
+        tile: &mut [f32],
+    ) -> usize {
+        const { assert!(R <= 8) };
+        let kc = tile.len() / R;
+        let out = tile.as_mut_ptr();
+        let mut q0 = 0;
+        while q0 + 8 <= kc && (q0 + 7) * R + 8 <= tile.len() {
+            let mut r = [_mm256_setzero_ps(); 8];
+            for i in 0..R {
+                // SAFETY: q0 + 8 <= kc, the row's length.
+                r[i] = unsafe { _mm256_loadu_ps(rows[i].as_ptr().add(q0)) };
+            }
+            let steps = crate::cpu::gemm::transpose8x8(r);
+            for (s, v) in steps.into_iter().enumerate() {
+                // SAFETY: the 8 values from (q0 + s) * R <= (q0 + 7) * R lie
+                // inside the tile (the loop's condition).
+                unsafe { _mm256_storeu_ps(out.add((q0 + s) * R), v) };
+            }
+            q0 += 8;
+        }
+        q0
+    }
 
     /// The register tile prefetches its panel this many k steps ahead.
     const PREFETCH_STEPS: usize = 8;
@@ -600,14 +642,16 @@ mod tests {
     use super::*;
     use crate::rng::Rng;
 
-    /// matrixmultiply's bits for every ragged row tile, column tile and k
-    /// block, more than one group of rows and block of columns, each beta
-    /// and alpha, and every layout of both operands.
+    /// matrixmultiply's bits for every ragged row tile (1 to 6 rows), column
+    /// tile and k block (whole blocks of 8 steps and not), more than one
+    /// group of rows and block of columns, each beta and alpha, and every
+    /// layout of both operands.
     #[test]
     fn matches_matrixmultiply_bit_for_bit() {
         let mut rng = Rng::seed(17);
         let shapes = [
             (1, 1, 1),
+            (2, 41, 9),
             (7, 255, 15),
             (9, 256, 17),
             (8, 257, 48),
