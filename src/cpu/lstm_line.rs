@@ -40,9 +40,11 @@ fn takes(kernel: Kernel, hidden: usize) -> bool {
 
 /// The build [`run`] uses for `hidden` units on this CPU, if any.
 fn build_for(hidden: usize) -> Option<Kernel> {
-    Kernel::all_available()
+    // Best first, as `Kernel::all_available`, without its vector: this runs
+    // twice a direction.
+    [Kernel::Avx512, Kernel::Avx2]
         .into_iter()
-        .find(|&k| takes(k, hidden))
+        .find(|&k| k.runs() && takes(k, hidden))
 }
 
 /// Whether [`run`] takes a direction of `hidden` units on this CPU.
