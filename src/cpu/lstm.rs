@@ -19,7 +19,9 @@
 //! gradient.
 //!
 //! The input projection of all time steps is one GEMM before the loop; each
-//! step adds h·W_hhᵀ (one small GEMM) and runs a fused cell over the batch.
+//! step adds h·W_hhᵀ (one small GEMM, reading a large W_hh from panels
+//! packed once per call: `step_weights.rs`) and runs a fused cell over the
+//! batch.
 //! A single sequence with nothing saved for the backward pass (a line being
 //! read) runs its steps in registers instead (`lstm_line.rs`), with
 //! the same bits.
