@@ -132,7 +132,11 @@ impl PackedB {
     pub fn new(kernel: Kernel, b: MatRef) -> PackedB {
         assert!(kernel.runs(), "panel_gemm: the CPU does not run {kernel:?}");
         let shape = Shape::of(kernel);
-        let spans: Vec<BlockSpan> = block_spans(shape, b.rows, b.cols).collect();
+        let spans: Vec<BlockSpan> = if b.rows == 0 || b.cols == 0 {
+            Vec::new()
+        } else {
+            block_spans(shape, b.rows, b.cols).collect()
+        };
         let len: usize = spans.iter().map(|s| s.panel_len(shape)).sum();
         let mut panels = vec![0.0f32; len + CACHE_LINE_SLACK];
         let start = panels.as_ptr().align_offset(64).min(CACHE_LINE_SLACK);
@@ -679,6 +683,44 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// A right-hand side packed once gives every product by it the bits of
+    /// [`gemm_with`]: several blocks of columns and of k, ragged row tiles,
+    /// both layouts of `b`, each beta, the same panels for several `a`; an
+    /// empty `b` packs to nothing and scales `c`.
+    #[test]
+    fn prepacked_matches_packing_each_time() {
+        let mut rng = Rng::seed(29);
+        for kernel in Kernel::all_available() {
+            for (k, n) in [(300, 1601), (257, 48), (3, 17)] {
+                for tb in [false, true] {
+                    let bd = values(k * n, &mut rng);
+                    let b = if tb {
+                        MatRef::row_major(&bd, n, k).t()
+                    } else {
+                        MatRef::row_major(&bd, k, n)
+                    };
+                    let packed = PackedB::new(kernel, b);
+                    assert_eq!((packed.rows(), packed.cols()), (k, n));
+                    for (m, beta) in [(1, 0.0), (13, 1.0), (140, 0.5)] {
+                        let ad = values(m * k, &mut rng);
+                        let a = MatRef::row_major(&ad, m, k);
+                        let c0 = values(m * n, &mut rng);
+                        let (mut want, mut got) = (c0.clone(), c0);
+                        gemm_with(kernel, 1.0, a, b, beta, &mut want);
+                        gemm_prepacked(1.0, a, &packed, beta, &mut got);
+                        assert_eq!(bits(&want), bits(&got), "{kernel:?} {m}x{k}x{n} tb {tb}");
+                    }
+                }
+            }
+            let empty = PackedB::new(kernel, MatRef::row_major(&[], 0, 3));
+            let mut c = vec![2.0; 6];
+            gemm_prepacked(1.0, MatRef::row_major(&[], 2, 0), &empty, 0.5, &mut c);
+            assert_eq!(c, vec![1.0; 6]);
+            let none = PackedB::new(kernel, MatRef::row_major(&[], 4, 0));
+            assert_eq!((none.rows(), none.cols()), (4, 0));
         }
     }
 
