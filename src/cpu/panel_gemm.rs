@@ -19,15 +19,12 @@
 //! same bits and the choice between them never changes a result.
 
 use super::gemm::{transpose_to, MatRef};
-use super::scratch::with_scratch;
+use super::scratch::{line_start, with_scratch, ALIGN_SLACK};
 use super::small_gemm::{Kernel, KC};
 use std::cell::Cell;
 
 /// Rows of `a` packed at once: 128 x [`KC`] values, 128 KB.
 pub const MC: usize = 128;
-
-/// Values before the first one on a 64-byte line, at most.
-const CACHE_LINE_SLACK: usize = 64 / std::mem::size_of::<f32>() - 1;
 
 /// The register tile and column block of one build of the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,8 +135,8 @@ impl PackedB {
             block_spans(shape, b.rows, b.cols).collect()
         };
         let len: usize = spans.iter().map(|s| s.panel_len(shape)).sum();
-        let mut panels = vec![0.0f32; len + CACHE_LINE_SLACK];
-        let start = panels.as_ptr().align_offset(64).min(CACHE_LINE_SLACK);
+        let mut panels = vec![0.0f32; len + ALIGN_SLACK];
+        let start = line_start(&panels);
         let mut rest = &mut panels[start..start + len];
         for span in spans {
             let (block_panels, tail) = rest.split_at_mut(span.panel_len(shape));

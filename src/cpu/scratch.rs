@@ -12,7 +12,13 @@ use std::thread::LocalKey;
 pub(crate) type Slot = LocalKey<Cell<Vec<f32>>>;
 
 /// Values a buffer may need before its first one to start on a cache line.
-const ALIGN_SLACK: usize = 64 / std::mem::size_of::<f32>() - 1;
+pub(crate) const ALIGN_SLACK: usize = 64 / std::mem::size_of::<f32>() - 1;
+
+/// The index of the first value of `buf` on a 64-byte boundary (at most
+/// [`ALIGN_SLACK`]).
+pub(crate) fn line_start(buf: &[f32]) -> usize {
+    buf.as_ptr().align_offset(64).min(ALIGN_SLACK)
+}
 
 /// Runs `f` on a buffer of exactly `len` values from this thread's `slot`,
 /// starting on a 64-byte boundary.
@@ -31,7 +37,7 @@ pub(crate) fn with_scratch<R>(
     if buf.len() < len + ALIGN_SLACK {
         buf.resize(len + ALIGN_SLACK, 0.0);
     }
-    let start = buf.as_ptr().align_offset(64).min(ALIGN_SLACK);
+    let start = line_start(&buf);
     let result = f(&mut buf[start..start + len]);
     slot.with(|s| {
         let other = s.take();
