@@ -239,10 +239,6 @@ unsafe fn forward_into(
     };
 
     let mut cache = save.then(|| CacheSlots::new(rows, h));
-    let mut h_state = vec![0.0f32; n * h];
-    let mut c_state = vec![0.0f32; n * h];
-    // h·W_hhᵀ of steps whose rows are not one block (filled when needed).
-    let mut recur = Vec::new();
     let max_len = lengths.iter().copied().max().unwrap_or(0);
     let in_registers = n == 1 && cache.is_none() && lstm_line::applies(h);
     let on_panels = !in_registers && StepWeights::packs(n, h * g4, max_len.saturating_sub(1));
@@ -269,6 +265,10 @@ unsafe fn forward_into(
             return;
         }
         let w_hh_t = StepWeights::new(w_hh_t, n, max_len.saturating_sub(1));
+        let mut h_state = vec![0.0f32; n * h];
+        let mut c_state = vec![0.0f32; n * h];
+        // h·W_hhᵀ of steps whose rows are not one block (filled when needed).
+        let mut recur = Vec::new();
 
         for s in 0..max_len {
             // h_{s-1}·W_hhᵀ for the whole batch; the state is zero at s = 0.
