@@ -129,11 +129,7 @@ impl PackedB {
     pub fn new(kernel: Kernel, b: MatRef) -> PackedB {
         assert!(kernel.runs(), "panel_gemm: the CPU does not run {kernel:?}");
         let shape = Shape::of(kernel);
-        let spans: Vec<BlockSpan> = if b.rows == 0 || b.cols == 0 {
-            Vec::new()
-        } else {
-            block_spans(shape, b.rows, b.cols).collect()
-        };
+        let spans: Vec<BlockSpan> = block_spans(shape, b.rows, b.cols).collect();
         let len: usize = spans.iter().map(|s| s.panel_len(shape)).sum();
         let mut panels = vec![0.0f32; len + ALIGN_SLACK];
         let start = line_start(&panels);
@@ -160,11 +156,6 @@ impl PackedB {
     /// Columns of `b` (and of the product).
     pub fn cols(&self) -> usize {
         self.cols
-    }
-
-    /// The build the panels are laid out for.
-    pub fn kernel(&self) -> Kernel {
-        self.kernel
     }
 }
 
@@ -198,10 +189,11 @@ fn scale(c: &mut [f32], beta: f32) {
 }
 
 /// Vectors of columns in each block of `n` columns: as even as the blocks'
-/// limit (`nc`) allows.
+/// limit (`nc`) allows; at least one (no columns: no blocks).
 fn column_block_vectors(shape: Shape, n: usize) -> usize {
     let vectors = n.div_ceil(shape.lanes);
-    vectors.div_ceil(vectors.div_ceil(shape.nc / shape.lanes))
+    let blocks = vectors.div_ceil(shape.nc / shape.lanes).max(1);
+    vectors.div_ceil(blocks).max(1)
 }
 
 /// Where one block of `b` lies: `kc` rows from `k0`, `cols` columns from `j0`.
