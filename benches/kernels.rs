@@ -321,6 +321,13 @@ fn bench_conv(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("backward weight", name), |bench| {
             bench.iter(|| conv2d_backward_weight(&dy, &x, &g, o, black_box(&mut dw)))
         });
+        // F(2x2), what F(4x4) replaces where both apply (b2 and b4, since
+        // the thirteenth session).
+        if winograd::weight_grad_applies(&g, o, N) {
+            group.bench_function(BenchmarkId::new("backward weight F(2x2)", name), |bench| {
+                bench.iter(|| winograd::weight_grad_winograd(&dy, &x, &g, o, black_box(&mut dw)))
+            });
+        }
         if conv_weight_grad::applies(&g) {
             // The im2col-free tap-by-tap path that Winograd replaces on b2 and b4.
             let mut dwt = vec![0.0; dw.len()];

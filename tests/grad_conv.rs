@@ -214,7 +214,8 @@ proptest! {
     #![proptest_config(cases(4))]
 
     /// The F(4x4, 3x3) forward pass (up to its rounding) and the gradients
-    /// of the convolution it computes.
+    /// of the convolution it computes (the weight gradient through F(4x4)
+    /// too from 512 kernels: 16 or more channels into 32).
     #[test]
     fn winograd4_conv2d_matches_direct_and_finite_differences((spec, x, w, b) in winograd4_case()) {
         let check = winograd_conv2d_holds(spec, x, w, b);

@@ -462,9 +462,13 @@ pub fn conv2d_backward_input(dy: &[f32], g: &ConvGeom, weight: &[f32], o: usize,
 /// (o, c, kh, kw) is overwritten. The result does not depend on the number
 /// of threads:
 ///
-/// - 3x3 stride-1 layers with enough channels and tiles run through the
-///   Winograd transforms ([`winograd::weight_grad_winograd`]; equal up to
-///   rounding, 1.2-1.6x at the `crnn-t` shapes);
+/// - 3x3 stride-1 padding-1 layers with at least 512 kernels whose 4x4
+///   tiles fill the transforms' strips run through F(4x4, 3x3)
+///   ([`winograd4::weight_grad_winograd4`]; equal up to rounding, 1.35-1.55x
+///   F(2x2) at the `crnn-t` shapes on one Zen 3 core);
+/// - other 3x3 stride-1 layers with enough channels and tiles run through
+///   F(2x2, 3x3) ([`winograd::weight_grad_winograd`]; equal up to
+///   rounding, 1.2-1.6x the tap-by-tap path at the `crnn-t` shapes);
 /// - other stride-1 layers, where the CPU allows, are computed transposed straight
 ///   from the padded input ([`super::conv_weight_grad`]): each sample's
 ///   product is added to the sum of those before, in order, and threads
@@ -482,6 +486,10 @@ pub fn conv2d_backward_weight(dy: &[f32], x: &[f32], g: &ConvGeom, o: usize, dw:
     }
     let n = x.len() / in_len;
     if n == 0 {
+        return;
+    }
+    if winograd4::weight_grad_applies(g, o, n) {
+        winograd4::weight_grad_winograd4(&dy[..n * o * ncols], &x[..n * in_len], g, o, dw);
         return;
     }
     if winograd::weight_grad_applies(g, o, n) {

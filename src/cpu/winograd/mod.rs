@@ -1,6 +1,7 @@
 //! Winograd F(2x2, 3x3) convolution for 3x3 stride-1 layers: the forward
 //! pass ([`conv2d_winograd`]) and the weight gradient
 //! ([`weight_grad_winograd`]); the input gradient is a forward convolution.
+//! Where F(4x4) ([`super::winograd4`]) takes a layer, it runs instead.
 //!
 //! Each output channel is cut into 2x2 tiles. A tile of output channel o is
 //! `Aᵀ [Σ_c U_oc ⊙ V_c] A`, where `U_oc = G k_oc Gᵀ` is the 4x4 transform of

@@ -1,7 +1,7 @@
 //! Winograd F(4x4, 3x3) forward convolution through a 3x3, stride-1,
 //! padding-1 layer: a recorded forward pass, the input gradient run as a
 //! forward convolution, an evaluation block with its BatchNorm, ReLU and
-//! max-pool.
+//! max-pool; and the weight gradient ([`weight_grad_winograd4`]).
 //!
 //! Each output channel is cut into 4x4 tiles; a tile of output channel o
 //! is `Aᵀ [Σ_c U_oc ⊙ V_c] A` with `U_oc = G k_oc Gᵀ` (6x6) and
@@ -43,7 +43,10 @@
 //! train-step 1.1-1.2x (and 1.1x more with the input gradient through it).
 
 mod avx2;
+mod weight_grad;
 mod x86;
+
+pub use weight_grad::{weight_grad_applies, weight_grad_winograd4};
 
 use super::batchnorm2d::ChannelAffine;
 use super::conv2d::ConvGeom;
@@ -74,6 +77,12 @@ thread_local! {
 /// of tiles) or a multiple of 16, `o` a multiple of 16, and AVX-512F or
 /// AVX2 with FMA (the two builds give the same bits).
 pub fn computes(g: &ConvGeom, o: usize) -> bool {
+    tiles_fit(g) && o > 0 && o.is_multiple_of(ROWS)
+}
+
+/// Whether this geometry's tiles fill the transforms' strips on this CPU:
+/// [`computes`] but for the output channels.
+fn tiles_fit(g: &ConvGeom) -> bool {
     let (rows, cols) = (g.h / 4, g.w / 4);
     (g.kh, g.kw, g.sh, g.sw, g.ph, g.pw) == (3, 3, 1, 1, 1, 1)
         && g.c > 0
@@ -81,8 +90,6 @@ pub fn computes(g: &ConvGeom, o: usize) -> bool {
         && g.w.is_multiple_of(4)
         && rows > 0
         && ((cols == 8 && rows.is_multiple_of(2)) || (cols > 0 && cols.is_multiple_of(LANES)))
-        && o > 0
-        && o.is_multiple_of(ROWS)
         && Kernel::best().is_some()
 }
 
@@ -369,6 +376,7 @@ fn samples(
                         &l,
                         phases,
                         vs.ptr(),
+                        l.strips * LANES,
                     )
                 }
             })

@@ -156,16 +156,18 @@ unsafe fn patch_column<L: Lanes16>(first: *const f32, second: *const f32, at: us
 
 /// `V`: `Bᵀ d B` of every tile's 6x6 patch of the channels `channels` of
 /// `x` (planes of h x w), entry e = 6i + j of channel ch and strip s at
-/// `v[e * v_stride + ch * tiles + 16 s]`; nothing else of `v` is touched,
-/// so threads may fill disjoint ranges of channels at once. Each channel's
-/// padded rows are split into phases ([`split_plane`]) in `phases`, then
-/// read from there while they are in L1.
+/// `v[e * v_stride + ch * ld + 16 s]` (`ld`: the sample's tiles, or more
+/// where several samples' tiles share the rows); nothing else of `v` is
+/// touched, so threads may fill disjoint ranges of channels (or samples)
+/// at once. Each channel's padded rows are split into phases
+/// ([`split_plane`]) in `phases`, then read from there while they are in L1.
 ///
 /// # Safety
 /// The CPU runs `kernel`; `x` holds the planes up to `channels.end`,
 /// `phases` `h + 2` split rows, `v` 36 entries of `v_stride >=
-/// channels.end * tiles` values, of which no other thread reads or writes
-/// the rows of `channels` meanwhile.
+/// channels.end * ld` values, `ld` at least the tiles, of which no other
+/// thread reads or writes the values of `channels` meanwhile.
+#[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn input_transform(
     kernel: Kernel,
     x: &[f32],
@@ -174,6 +176,7 @@ pub(super) unsafe fn input_transform(
     l: &Layout,
     phases: &mut [f32],
     v: *mut f32,
+    ld: usize,
 ) {
     on_build!(
         kernel,
@@ -184,6 +187,7 @@ pub(super) unsafe fn input_transform(
             l: &Layout,
             phases: &mut [f32],
             v: *mut f32,
+            ld: usize,
         )
     )
 }
@@ -197,8 +201,8 @@ unsafe fn input_transform_with<L: SplitRow>(
     l: &Layout,
     phases: &mut [f32],
     out: *mut f32,
+    ld: usize,
 ) {
-    let tiles = l.strips * LANES;
     // SAFETY: every load lies in the phases of a padded row, at most 16
     // values from index cols / 16 * 16 + 1 <= phase - 16 (the caller's
     // layout); stores stay within entry e's rows of `channels`.
@@ -207,15 +211,7 @@ unsafe fn input_transform_with<L: SplitRow>(
             split_plane::<L>(&x[ch * h * w..(ch + 1) * h * w], (h, w), l.phase, phases);
             let channel = phases.as_ptr();
             for s in 0..l.strips {
-                // Patch row 0 of the strip's tiles (and of the second row
-                // of tiles when rows hold 8), then 4 rows on per row of tiles.
-                let (first, second) = if l.cols == 8 {
-                    let first = channel.add(8 * s * 4 * l.phase);
-                    (first, first.add(4 * 4 * l.phase))
-                } else {
-                    let (tr, tc) = ((LANES * s) / l.cols, (LANES * s) % l.cols);
-                    (channel.add(4 * tr * 4 * l.phase + tc), std::ptr::null())
-                };
+                let (first, second) = strip_patch(channel, l, s);
                 // Rows: column j of Bᵀ d.
                 // (Uninitialised, not zeros: an array of AVX2 vectors set to
                 // zero and then overwritten cost a `memset` call per strip.)
@@ -234,7 +230,125 @@ unsafe fn input_transform_with<L: SplitRow>(
                 let rows = (0..6).map(|i| bt(std::array::from_fn(|j| cols[j][i].assume_init())));
                 for (i, r) in rows.enumerate() {
                     for (j, &val) in r.iter().enumerate() {
-                        val.store(out.add((6 * i + j) * l.v_stride + ch * tiles + LANES * s));
+                        val.store(out.add((6 * i + j) * l.v_stride + ch * ld + LANES * s));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where padded row 0 of strip `s`'s tiles starts in a channel's phases
+/// (`channel`), and that of its second row of tiles when rows hold 8 (else
+/// null): 4 padded rows on per row of tiles.
+///
+/// # Safety
+/// `channel` holds the split rows of the plane of `l`.
+#[inline(always)]
+unsafe fn strip_patch(channel: *const f32, l: &Layout, s: usize) -> (*const f32, *const f32) {
+    // SAFETY: the strip's rows lie in the phases (the caller's contract).
+    unsafe {
+        if l.cols == 8 {
+            let first = channel.add(8 * s * 4 * l.phase);
+            (first, first.add(4 * 4 * l.phase))
+        } else {
+            let (tr, tc) = ((LANES * s) / l.cols, (LANES * s) % l.cols);
+            (channel.add(4 * tr * 4 * l.phase + tc), std::ptr::null())
+        }
+    }
+}
+
+/// `A d`, d a column of 4 vectors: `A` is `Aᵀ`'s transpose (6x4), rows
+/// (1, 0, 0, 0), (1, 1, 1, 1), (1, -1, 1, -1), (1, 2, 4, 8), (1, -2, 4, -8)
+/// and (0, 0, 0, 1).
+#[inline(always)]
+unsafe fn a<L: Lanes16>(d: [L; 4]) -> [L; 6] {
+    // SAFETY: register arithmetic only.
+    unsafe {
+        let s02 = d[0].add(d[2]);
+        let s13 = d[1].add(d[3]);
+        let e = L::fmadd(L::splat(4.0), d[2], d[0]);
+        let o = L::splat(2.0).mul(L::fmadd(L::splat(4.0), d[3], d[1]));
+        [d[0], s02.add(s13), s02.sub(s13), e.add(o), e.sub(o), d[3]]
+    }
+}
+
+/// `A dY Aᵀ` of every 4x4 tile of the output gradient's channels
+/// `channels` (`dy`, planes of h x w): the gradient of the products `M`
+/// that [`output_transform`] reads. Entry e = 6i + j of channel ch and
+/// strip s goes to `dm[e * stride + ch * ld + 16 s]`; nothing else of `dm`
+/// is touched. The rows go through the phases as in [`input_transform`]
+/// (output row r is padded row r + 1 there).
+///
+/// # Safety
+/// As [`input_transform`], with `dm` holding 36 entries of `stride >=
+/// channels.end * ld` values.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn output_grad_transform(
+    kernel: Kernel,
+    dy: &[f32],
+    hw: (usize, usize),
+    channels: Range<usize>,
+    l: &Layout,
+    phases: &mut [f32],
+    dm: *mut f32,
+    stride: usize,
+    ld: usize,
+) {
+    on_build!(
+        kernel,
+        output_grad_transform_with(
+            dy: &[f32],
+            hw: (usize, usize),
+            channels: Range<usize>,
+            l: &Layout,
+            phases: &mut [f32],
+            dm: *mut f32,
+            stride: usize,
+            ld: usize,
+        )
+    )
+}
+
+/// [`output_grad_transform`] on one build.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn output_grad_transform_with<L: SplitRow>(
+    dy: &[f32],
+    (h, w): (usize, usize),
+    channels: Range<usize>,
+    l: &Layout,
+    phases: &mut [f32],
+    out: *mut f32,
+    stride: usize,
+    ld: usize,
+) {
+    // SAFETY: loads lie in the phases of padded rows 1..=h (as in
+    // `input_transform_with`); stores stay within entry e's rows of
+    // `channels` (the caller's contract).
+    unsafe {
+        for ch in channels {
+            split_plane::<L>(&dy[ch * h * w..(ch + 1) * h * w], (h, w), l.phase, phases);
+            let channel = phases.as_ptr();
+            for s in 0..l.strips {
+                let (first, second) = strip_patch(channel, l, s);
+                // Column j of A dY: output column 4t + j of a tile is padded
+                // column 4t + j + 1, row i padded row i + 1.
+                let mut cols = [[MaybeUninit::<L>::uninit(); 6]; 4];
+                for (j, col) in cols.iter_mut().enumerate() {
+                    let at = ((j + 1) % 4) * l.phase + (j + 1) / 4;
+                    let values = a(std::array::from_fn(|i| {
+                        patch_column(first, second, (i + 1) * 4 * l.phase + at)
+                    }));
+                    for (slot, v) in col.iter_mut().zip(values) {
+                        slot.write(v);
+                    }
+                }
+                // Row i of (A dY) times Aᵀ; every value of `cols` was written.
+                let rows = (0..6).map(|i| a(std::array::from_fn(|j| cols[j][i].assume_init())));
+                for (i, r) in rows.enumerate() {
+                    for (j, &val) in r.iter().enumerate() {
+                        val.store(out.add((6 * i + j) * stride + ch * ld + LANES * s));
                     }
                 }
             }
