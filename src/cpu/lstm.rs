@@ -104,6 +104,24 @@ pub struct KeptTransposes<'a> {
     pub w_ih: &'a [f32],
     /// W_hhᵀ (H, 4H).
     pub w_hh: &'a [f32],
+    /// `W_hh` as a batch-1 sequence's steps read it (`lstm_line::pack`),
+    /// where they run in registers on this CPU.
+    pub w_hh_line: Option<&'a [f32]>,
+}
+
+/// Whether a batch-1 sequence of `hidden` units with nothing to save runs
+/// its steps in registers on this CPU (and reads [`KeptTransposes::w_hh_line`]).
+pub fn steps_in_registers(hidden: usize) -> bool {
+    lstm_line::applies(hidden)
+}
+
+/// `w_hh` (4H x H) packed as the steps in registers read it
+/// ([`KeptTransposes::w_hh_line`]). Panics unless [`steps_in_registers`]
+/// for `hidden` and `w_hh` holds 4H·H values.
+pub fn pack_line_recurrent(w_hh: &[f32], hidden: usize) -> Vec<f32> {
+    let mut out = vec![0.0; 4 * hidden * hidden];
+    lstm_line::pack(w_hh, hidden, &mut out);
+    out
 }
 
 /// Runs one direction over `x` (T, N, F) from a zero state. Returns the
@@ -243,13 +261,25 @@ unsafe fn forward_into(
     let in_registers = n == 1 && cache.is_none() && lstm_line::applies(h);
     let on_panels = !in_registers && StepWeights::packs(n, h * g4, max_len.saturating_sub(1));
     // Otherwise W_hhᵀ stored row-major once, on a cache line, so each step's
-    // small product reads its rows in place (see `gemm`'s unpacked path).
-    let rows_of_w_hh = if kept.is_some() || on_panels {
+    // small product reads its rows in place (see `gemm`'s unpacked path);
+    // or, for the steps in registers, packed as they read it.
+    let line_kept = kept.and_then(|k| k.w_hh_line).filter(|_| in_registers);
+    let rows_of_w_hh = if (kept.is_some() && !in_registers) || line_kept.is_some() || on_panels {
         0
     } else {
         h * g4
     };
     with_scratch(&W_HH_ROWS, rows_of_w_hh, |w_hh_rows| {
+        // One sequence with nothing to save: the steps in registers.
+        if in_registers {
+            let packed = line_kept.unwrap_or_else(|| {
+                lstm_line::pack(p.w_hh, h, w_hh_rows);
+                w_hh_rows
+            });
+            // SAFETY: the T rows of `out` (N = 1; the caller's contract).
+            unsafe { lstm_line::run(&pre, packed, h, lengths[0], reverse, out.ptr, out.ld) };
+            return;
+        }
         let w_hh_t = match kept {
             Some(k) => MatRef::row_major(k.w_hh, h, g4),
             None if on_panels => MatRef::row_major(p.w_hh, g4, h).t(),
@@ -258,12 +288,6 @@ unsafe fn forward_into(
                 MatRef::row_major(w_hh_rows, h, g4)
             }
         };
-        // One sequence with nothing to save: the steps in registers.
-        if in_registers {
-            // SAFETY: the T rows of `out` (N = 1; the caller's contract).
-            unsafe { lstm_line::run(&pre, w_hh_t.data, h, lengths[0], reverse, out.ptr, out.ld) };
-            return;
-        }
         let w_hh_t = StepWeights::new(w_hh_t, n, max_len.saturating_sub(1));
         let mut h_state = vec![0.0f32; n * h];
         let mut c_state = vec![0.0f32; n * h];

@@ -1,7 +1,8 @@
 //! Forms of frozen models' weights that ops would otherwise rebuild at
 //! every call, kept from call to call: Winograd transforms of 3x3 kernels
 //! (F(2x2, 3x3) and F(4x4, 3x3)),
-//! and transposes of matrices that products read as `Wᵀ`.
+//! transposes of matrices that products read as `Wᵀ`, and LSTM recurrent
+//! weights packed for a line's steps.
 //!
 //! An evaluation-mode conv block ([`super::conv2d::conv2d_bn_relu_eval`])
 //! on a few lines would otherwise transform its weight at every call, which
@@ -18,6 +19,7 @@
 //! every step, and a form kept for it would be a copy per step.
 
 use crate::cpu::gemm::{transpose_into, MatRef};
+use crate::cpu::lstm;
 use crate::cpu::winograd::transform_weight;
 use crate::cpu::winograd4;
 use crate::tensor::{Storage, Tensor};
@@ -35,6 +37,9 @@ enum Form {
     Winograd4 { o: usize, c: usize },
     /// The transpose of a (rows, cols) row-major matrix, row-major.
     Transposed { rows: usize, cols: usize },
+    /// An LSTM's `W_hh` of `hidden` units packed for batch-1 steps in
+    /// registers.
+    LineRecurrent { hidden: usize },
 }
 
 struct Entry {
@@ -98,6 +103,17 @@ pub(crate) fn transposed(weight: &Tensor, rows: usize, cols: usize) -> Arc<Kept>
     })
 }
 
+/// An LSTM direction's `w_hh` (4H x H) packed for batch-1 steps in
+/// registers ([`lstm::pack_line_recurrent`]), from the cache or packed and
+/// kept; `None` where such steps do not run on this CPU.
+pub(crate) fn line_recurrent(w_hh: &Tensor, hidden: usize) -> Option<Arc<Kept>> {
+    lstm::steps_in_registers(hidden).then(|| {
+        kept(w_hh, Form::LineRecurrent { hidden }, || {
+            lstm::pack_line_recurrent(w_hh.data(), hidden)
+        })
+    })
+}
+
 /// The `form` of `weight`: the kept one, or `make()` kept.
 fn kept(weight: &Tensor, form: Form, make: impl FnOnce() -> Vec<f32>) -> Arc<Kept> {
     let mut cache = CACHE
@@ -155,7 +171,7 @@ mod tests {
     /// A frozen model's ops read the kept forms; their values are those a
     /// recorded forward pass with tracked weights computes: LSTM
     /// directions (batch 1 and a ragged batch), a bidirectional layer, and
-    /// a linear layer.
+    /// a linear layer, with and without a line's steps in registers.
     #[test]
     fn frozen_ops_give_the_bits_of_tracked_ones() {
         use crate::autograd::Tape;
@@ -168,42 +184,45 @@ mod tests {
             let n = dims.iter().product();
             Tensor::from_vec((0..n).map(|_| rng.range(-1.0, 1.0)).collect(), dims).unwrap()
         };
-        let (t, f, h, k) = (7, 20, 12, 9);
-        let w: Vec<Tensor> = [vec![4 * h, f], vec![4 * h, h], vec![4 * h], vec![4 * h]]
-            .iter()
-            .cycle()
-            .take(8)
-            .map(|d| tensor(d))
-            .collect();
-        let head = (tensor(&[k, 2 * h]), tensor(&[k]));
-        let inputs = [
-            (tensor(&[t, 1, f]), vec![t]),
-            (tensor(&[t, 3, f]), vec![t, 4, 6]),
-        ];
-        let run = |tape: &mut Tape, w: &[Tensor], head: &(Tensor, Tensor)| {
-            let dir = |d: usize| LstmWeights {
-                w_ih: &w[4 * d],
-                w_hh: &w[4 * d + 1],
-                b_ih: &w[4 * d + 2],
-                b_hh: &w[4 * d + 3],
+        // 32 hidden units: a line's steps in registers, from the packed form
+        // (on AVX2 two groups, not the transpose's order).
+        for (t, f, h, k) in [(7, 20, 12, 9), (6, 12, 32, 9)] {
+            let w: Vec<Tensor> = [vec![4 * h, f], vec![4 * h, h], vec![4 * h], vec![4 * h]]
+                .iter()
+                .cycle()
+                .take(8)
+                .map(|d| tensor(d))
+                .collect();
+            let head = (tensor(&[k, 2 * h]), tensor(&[k]));
+            let inputs = [
+                (tensor(&[t, 1, f]), vec![t]),
+                (tensor(&[t, 3, f]), vec![t, 4, 6]),
+            ];
+            let run = |tape: &mut Tape, w: &[Tensor], head: &(Tensor, Tensor)| {
+                let dir = |d: usize| LstmWeights {
+                    w_ih: &w[4 * d],
+                    w_hh: &w[4 * d + 1],
+                    b_ih: &w[4 * d + 2],
+                    b_hh: &w[4 * d + 3],
+                };
+                let mut out = Vec::new();
+                for (x, lengths) in &inputs {
+                    out.push(lstm_direction(tape, x, dir(0), lengths, false).unwrap());
+                    out.push(lstm_direction(tape, x, dir(1), lengths, true).unwrap());
+                    let y = bilstm_layer(tape, x, dir(0), dir(1), lengths).unwrap();
+                    out.push(linear(tape, &y, &head.0, Some(&head.1)).unwrap());
+                    out.push(y);
+                }
+                out.iter()
+                    .map(|y| y.data().iter().map(|v| v.to_bits()).collect::<Vec<u32>>())
+                    .collect::<Vec<_>>()
             };
-            let mut out = Vec::new();
-            for (x, lengths) in &inputs {
-                out.push(lstm_direction(tape, x, dir(0), lengths, false).unwrap());
-                out.push(lstm_direction(tape, x, dir(1), lengths, true).unwrap());
-                let y = bilstm_layer(tape, x, dir(0), dir(1), lengths).unwrap();
-                out.push(linear(tape, &y, &head.0, Some(&head.1)).unwrap());
-                out.push(y);
-            }
-            out.iter()
-                .map(|y| y.data().iter().map(|v| v.to_bits()).collect::<Vec<u32>>())
-                .collect::<Vec<_>>()
-        };
-        let frozen = run(&mut Tape::no_grad(), &w, &head);
-        let tracked: Vec<Tensor> = w.iter().map(|w| w.clone().tracked()).collect();
-        let tracked_head = (head.0.clone().tracked(), head.1.clone().tracked());
-        assert_eq!(frozen, run(&mut Tape::new(), &tracked, &tracked_head));
-        // And again from the kept forms.
-        assert_eq!(frozen, run(&mut Tape::no_grad(), &w, &head));
+            let frozen = run(&mut Tape::no_grad(), &w, &head);
+            let tracked: Vec<Tensor> = w.iter().map(|w| w.clone().tracked()).collect();
+            let tracked_head = (head.0.clone().tracked(), head.1.clone().tracked());
+            assert_eq!(frozen, run(&mut Tape::new(), &tracked, &tracked_head));
+            // And again from the kept forms.
+            assert_eq!(frozen, run(&mut Tape::no_grad(), &w, &head));
+        }
     }
 }

@@ -199,19 +199,32 @@ pub(crate) fn params_of(w: [&Tensor; 4]) -> LstmParams<'_> {
     }
 }
 
-/// The kept transposes of a direction's `[w_ih, w_hh]` when neither wants a
+/// A frozen direction's kept forms: `[w_ih, w_hh]` transposed, and `w_hh`
+/// packed for a line's steps where they run in registers.
+pub(crate) struct KeptDirection {
+    transposes: [Arc<Kept>; 2],
+    w_hh_line: Option<Arc<Kept>>,
+}
+
+/// The kept forms of a direction's `[w_ih, w_hh]` when neither wants a
 /// gradient (a frozen model: `ops::frozen_weights`).
-pub(crate) fn kept_transposes(tape: &Tape, w: [&Tensor; 2]) -> Option<[Arc<Kept>; 2]> {
+pub(crate) fn kept_transposes(tape: &Tape, w: [&Tensor; 2]) -> Option<KeptDirection> {
     if tape.wants_grad(&w) {
         return None;
     }
-    Some(w.map(|w| frozen_weights::transposed(w, w.dims()[0], w.dims()[1])))
+    Some(KeptDirection {
+        transposes: w.map(|w| frozen_weights::transposed(w, w.dims()[0], w.dims()[1])),
+        w_hh_line: frozen_weights::line_recurrent(w[1], w[1].dims()[1]),
+    })
 }
 
 /// The kernel's view of [`kept_transposes`].
-pub(crate) fn kept_views(kept: &Option<[Arc<Kept>; 2]>) -> Option<KeptTransposes<'_>> {
-    kept.as_ref()
-        .map(|[w_ih, w_hh]| KeptTransposes { w_ih, w_hh })
+pub(crate) fn kept_views(kept: &Option<KeptDirection>) -> Option<KeptTransposes<'_>> {
+    kept.as_ref().map(|k| KeptTransposes {
+        w_ih: &k.transposes[0],
+        w_hh: &k.transposes[1],
+        w_hh_line: k.w_hh_line.as_deref().map(|v| &v[..]),
+    })
 }
 
 /// Which gradients one direction needs, from its inputs' flags `[x, w_ih, w_hh, b_ih, b_hh]`.
