@@ -173,16 +173,19 @@ unsafe fn rows<const R: usize, const S: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::small_gemm::Kernel;
 
-    /// The vector split stores what the plain one does, for rows of every
-    /// length up to three chunks, a padding row (empty) included, over a
-    /// buffer of stale values.
+    /// Each build's vector split stores what the plain one does, for rows
+    /// of every length up to three chunks, a padding row (empty) included,
+    /// over a buffer of stale values.
     #[test]
     fn split_row_matches_the_plain_split() {
-        if !crate::cpu::small_gemm::available() {
-            eprintln!("skipped: no AVX2 and FMA");
-            return;
+        for kernel in Kernel::all_available() {
+            split_row_on_matches_the_plain_split(kernel);
         }
+    }
+
+    fn split_row_on_matches_the_plain_split(kernel: Kernel) {
         for w in [32usize, 64, 96] {
             let phase = 8 * w.div_ceil(32) + 16;
             for len in [0, 1, 7, 8, 9, 31, 32, 33, 40, 63, w] {
@@ -191,9 +194,14 @@ mod tests {
                 let mut want = vec![-1.0; 4 * phase];
                 let mut got = want.clone();
                 split_row_plain(&row, w, phase, &mut want);
-                // SAFETY: AVX2 checked above; `got` holds 4 phases.
-                unsafe { split_row(&row, w, phase, &mut got) };
-                assert_eq!(got, want, "w {w} row of {len}");
+                // SAFETY: the CPU runs `kernel`; `got` holds 4 phases.
+                unsafe {
+                    match kernel {
+                        Kernel::Avx2 => split_row(&row, w, phase, &mut got),
+                        Kernel::Avx512 => super::super::x86::split_row(&row, w, phase, &mut got),
+                    }
+                };
+                assert_eq!(got, want, "{kernel:?}: w {w} row of {len}");
             }
         }
     }
