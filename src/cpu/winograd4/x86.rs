@@ -82,12 +82,20 @@ pub(super) unsafe fn split_row(row: &[f32], w: usize, phase: usize, out: &mut [f
         *o = 0.0;
         for chunk in 0..w.div_ceil(32) {
             let at = 32 * chunk;
-            // A load with every lane masked off is not issued: on an
-            // address past the row it would still cost a fault-suppression assist.
-            let v: [__m512; 2] = [0, 1].map(|q| match lanes(at + 16 * q) {
-                0 => zero,
-                k => _mm512_maskz_loadu_ps(k, x.add(at + 16 * q)),
-            });
+            // A padding row (no values) splits into zeros and 32 values of
+            // the row load whole: the masks cost more than the permutes. A
+            // load with every lane masked off is not issued: on an address
+            // past the row it would still cost a fault-suppression assist.
+            let v: [__m512; 2] = if n == 0 {
+                [zero; 2]
+            } else if at + 32 <= n {
+                [0, 1].map(|q| _mm512_loadu_ps(x.add(at + 16 * q)))
+            } else {
+                [0, 1].map(|q| match lanes(at + 16 * q) {
+                    0 => zero,
+                    k => _mm512_maskz_loadu_ps(k, x.add(at + 16 * q)),
+                })
+            };
             for p in 0..4 {
                 let pick = _mm512_add_epi32(step, _mm512_set1_epi32(p as i32));
                 let q = _mm512_maskz_permutex2var_ps(0x00ff, v[0], pick, v[1]);
