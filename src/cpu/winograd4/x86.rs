@@ -82,13 +82,11 @@ pub(super) unsafe fn split_row(row: &[f32], w: usize, phase: usize, out: &mut [f
         *o = 0.0;
         for chunk in 0..w.div_ceil(32) {
             let at = 32 * chunk;
-            // A padding row (no values) splits into zeros and 32 values of
-            // the row load whole: the masks cost more than the permutes. A
-            // load with every lane masked off is not issued: on an address
-            // past the row it would still cost a fault-suppression assist.
-            let v: [__m512; 2] = if n == 0 {
-                [zero; 2]
-            } else if at + 32 <= n {
+            // 32 values of the row load whole (the masks cost more than the
+            // permutes). A load with every lane masked off is not issued: on
+            // an address past the row (or a padding row, which has none) it
+            // would still cost a fault-suppression assist.
+            let v: [__m512; 2] = if at + 32 <= n {
                 [0, 1].map(|q| _mm512_loadu_ps(x.add(at + 16 * q)))
             } else {
                 [0, 1].map(|q| match lanes(at + 16 * q) {
