@@ -29,7 +29,7 @@
 //! (T·N, 4H) buffer and turns them into dX, dW_ih and dW_hh with one GEMM each.
 
 use super::fastmath;
-use super::gemm::{gemm, gemm_par, transpose_into, MatRef, UNPACKED_TRANSPOSED_MIN_M};
+use super::gemm::{gemm, gemm_par, transpose_into, MatRef};
 use super::lstm_line;
 use super::scratch::with_scratch;
 use super::step_weights::StepWeights;
@@ -387,37 +387,19 @@ thread_local! {
 }
 
 /// `X·W_ihᵀ + bias` for `rows` rows of `x` (rows x f) and `w_ih` (4H x f),
-/// row-major (rows x 4H). With few rows (a single line: T rows) it is
-/// computed turned around, `(W_ih·Xᵀ + bias)ᵀ`, so that the long side is the
-/// product's rows and only `x` is copied for it, not the weight; every value
-/// is the same FMA chain either way, so the bits do not change.
+/// row-major (rows x 4H). With few rows (a single line: T rows) `gemm`
+/// computes it turned around, `(W_ih·Xᵀ + bias)ᵀ`, so that the long side is
+/// the product's rows and only `x` is copied for it, not the weight.
 fn input_projection(x: &[f32], w_ih: &[f32], bias: &[f32], rows: usize, f: usize) -> Vec<f32> {
     let g4 = bias.len();
-    if rows >= UNPACKED_TRANSPOSED_MIN_M || g4 < UNPACKED_TRANSPOSED_MIN_M {
-        let mut pre = bias.repeat(rows);
-        gemm_par(
-            1.0,
-            MatRef::row_major(x, rows, f),
-            MatRef::row_major(w_ih, g4, f).t(),
-            1.0,
-            &mut pre,
-        );
-        return pre;
-    }
-    // Row by row (a flat_map of repeats here cost 6% of a batch-1 line).
-    let mut turned = Vec::with_capacity(g4 * rows);
-    for &b in bias {
-        turned.extend(std::iter::repeat_n(b, rows));
-    }
+    let mut pre = bias.repeat(rows);
     gemm_par(
         1.0,
-        MatRef::row_major(w_ih, g4, f),
-        MatRef::row_major(x, rows, f).t(),
+        MatRef::row_major(x, rows, f),
+        MatRef::row_major(w_ih, g4, f).t(),
         1.0,
-        &mut turned,
+        &mut pre,
     );
-    let mut pre = vec![0.0f32; rows * g4];
-    transpose_into(MatRef::row_major(&turned, g4, rows).t(), &mut pre);
     pre
 }
 
