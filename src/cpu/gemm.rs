@@ -484,12 +484,15 @@ unsafe fn transpose_blocks(
 
 /// Whether [`gemm`] computes `a·b` turned around ([`gemm_turned`]): `x·Wᵀ`
 /// with few rows of `x` and many of `W` (one line's LSTM input projection),
-/// where the product as given would copy or pack the weight and the turned
-/// one copies the small `x` only. On a Zen 4 core (AVX-512), as given ÷
-/// turned, best of 15 batches: 16 x 128 x 192ᵀ 1.2-1.3x, 32 x 128 x 192ᵀ
-/// (`crnn-s`) 1.0-1.07x, 32 x 512 x 512ᵀ (`crnn-t`) 1.13-1.22x, 32 x 96 x
-/// 128ᵀ 1.14x; with at most [`SMALL_M`] rows the unpacked kernel as given
-/// wins (4 x 128 x 192ᵀ 0.55x turned, 8 x 128 x 192ᵀ 0.75-0.85x).
+/// where the product as given would pack a weight too large to copy for
+/// the unpacked kernel and the turned one copies the small `x` for it. On a
+/// Zen 4 core (AVX-512), turned ÷ as given, best of 15 batches: 16 x 128 x
+/// 192ᵀ 1.2-1.3x, 32 x 128 x 192ᵀ (`crnn-s`) 1.0-1.07x, 32 x 512 x 512ᵀ
+/// (`crnn-t`) 1.13-1.22x, 32 x 96 x 192ᵀ 1.1x, an im2col weight gradient
+/// `dy·colᵀ` of 16 x 1024 x 72ᵀ 1.6x. With a weight small enough to copy,
+/// as given stays ahead (32 x 48 x 192ᵀ, `crnn-s`'s recurrence at batch 32:
+/// 0.93-0.98x turned), and with at most [`SMALL_M`] rows (4 x 128 x 192ᵀ
+/// 0.55x, 8 x 128 x 192ᵀ 0.75-0.85x).
 fn turns_around(a: MatRef, b: MatRef) -> bool {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     a.cs == 1
@@ -498,6 +501,7 @@ fn turns_around(a: MatRef, b: MatRef) -> bool {
         && m > SMALL_M
         && m < UNPACKED_TRANSPOSED_MIN_M
         && n >= UNPACKED_TRANSPOSED_MIN_M
+        && k * n > UNPACKED_TRANSPOSED_SMALL_B
         && k * m <= UNPACKED_TRANSPOSED_SMALL_B
         && small_gemm::Kernel::best().is_some()
 }
@@ -733,7 +737,7 @@ mod tests {
             .num_threads(2)
             .build()
             .expect("a pool of two threads");
-        for &(m, k, n) in &[(32, 128, 192), (9, 48, 64), (63, 256, 100), (16, 7, 70)] {
+        for &(m, k, n) in &[(32, 128, 192), (9, 300, 64), (63, 256, 100), (16, 1024, 72)] {
             let operands = Operands::new((m, k, n), false, true, &mut rng);
             let (a, b) = operands.views();
             assert_eq!(turns_around(a, b), small_gemm::Kernel::best().is_some());
@@ -757,8 +761,9 @@ mod tests {
                 );
             }
         }
-        // Few rows (the unpacked kernel as given wins) or a short `W`: as given.
-        for (m, k, n) in [(8, 128, 192), (32, 128, 63)] {
+        // Few rows (the unpacked kernel as given wins), a short `W`, or one
+        // small enough to copy: as given.
+        for (m, k, n) in [(8, 128, 192), (32, 128, 63), (32, 48, 192)] {
             let operands = Operands::new((m, k, n), false, true, &mut rng);
             let (a, b) = operands.views();
             assert!(!turns_around(a, b), "{m}x{k}x{n}");
