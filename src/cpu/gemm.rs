@@ -57,8 +57,8 @@ pub const UNPACKED_AVX2_A: usize = 32 * 1024;
 /// A product `x·Wᵀ` with fewer rows than this (one line's LSTM input
 /// projection, 32 x 128 x 192ᵀ) and more than [`SMALL_M`] is better
 /// computed turned around, `(W·xᵀ)ᵀ`, when `W` has at least this many rows:
-/// then the copied operand is the small `x`, not the weight
-/// ([`turns_around`]).
+/// then the copied operand is the small `x`, not the weight ([`gemm`] does
+/// it where the weight is too large to copy).
 pub const UNPACKED_TRANSPOSED_MIN_M: usize = 64;
 
 /// With the AVX-512 build, a right-hand side stored transposed is copied
