@@ -1,6 +1,8 @@
 //! Single-precision GEMM on the CPU: products with few rows or a small
 //! right-hand side run on this crate's unpacked kernel
-//! ([`super::small_gemm`]), the others on its packed-panel kernel
+//! ([`super::small_gemm`]; on AVX-512 CPUs also those with at most 64 rows
+//! and a wide right-hand side, column strips outside the row tiles), the
+//! others on its packed-panel kernel
 //! ([`super::panel_gemm`]) on AVX-512 CPUs and for wide products with few
 //! rows on AVX2 ones, the rest through `matrixmultiply::sgemm`. All give
 //! bit-identical values (with `alpha = 1` on a CPU with FMA), so the
@@ -12,6 +14,7 @@
 use super::panel_gemm;
 use super::scratch::with_scratch;
 use super::small_gemm;
+use super::small_gemm_avx512::{self, TileOrder};
 use rayon::prelude::*;
 use std::cell::Cell;
 use std::mem::MaybeUninit;
@@ -114,6 +117,39 @@ fn unpacked_wins(kernel: small_gemm::Kernel, a: MatRef, b: MatRef) -> bool {
             && k * n <= UNPACKED_AVX512_B
             && (!strided_a || m <= STRIDED_A_MAX_M)
             && (!copies_b || k * n <= UNPACKED_TRANSPOSED_SMALL_B))
+}
+
+/// With the AVX-512 build, a product whose right-hand side is too large
+/// for the unpacked kernel's usual order ([`UNPACKED_AVX512_B`], and past
+/// [`K_BLOCKED_MAX_N`] columns) still reads it in place when `a` has at
+/// most this many rows and k lies in [`COLUMN_STRIPS_K`]: one strip of
+/// columns (k x 48 values, 37-72 KB) at a time, every row tile reading
+/// the strip from cache (`small_gemm_avx512::TileOrder::ColumnsOuter`).
+/// `b` is then read once and never copied. On a Zen 5 core, median of 21
+/// calls, warm and with an 8 MB write between calls, two rounds each,
+/// against the packed panels: `crnn-t` b2 (64 x 288 x 1024) 1.06-1.15x,
+/// 32 x 288 x 1024 1.13-1.15x, 16 x 288 x 1024 1.3-1.5x, 48 x 288 x 1024
+/// 1.06-1.10x, 64 x 200 x 1024 1.05-1.10x, 64 x 320 x 1024 1.01-1.12x; even
+/// at 64 x 144 x 1024, 64 x 400 x 1024, 96 x 288 x 1024, 64 x 288 x 2048 and
+/// 64 x 72 x 4096, slower at 128 x 1152 x 256 (0.7-0.8x).
+pub const COLUMN_STRIPS_MAX_M: usize = 64;
+
+/// ... see [`COLUMN_STRIPS_MAX_M`]: the inner dimensions it takes.
+pub const COLUMN_STRIPS_K: std::ops::RangeInclusive<usize> = 192..=384;
+
+/// ... see [`COLUMN_STRIPS_MAX_M`]: the most columns it takes.
+pub const COLUMN_STRIPS_MAX_N: usize = 1024;
+
+/// Whether `a·b`, past the unpacked and k-blocked paths, runs on the
+/// unpacked AVX-512 kernel with column strips outside the row tiles
+/// ([`COLUMN_STRIPS_MAX_M`]).
+fn column_strips_win(kernel: small_gemm::Kernel, a: MatRef, b: MatRef) -> bool {
+    kernel == small_gemm::Kernel::Avx512
+        && b.cs == 1
+        && (a.cs == 1 || a.cols == 1 || a.rows <= STRIDED_A_MAX_M)
+        && a.rows <= COLUMN_STRIPS_MAX_M
+        && COLUMN_STRIPS_K.contains(&a.cols)
+        && b.cols <= COLUMN_STRIPS_MAX_N
 }
 
 /// Whether `a·b` runs on the unpacked kernel `kernel` a k block at a time
@@ -238,6 +274,13 @@ pub fn gemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
         }
         if k_blocked_wins(kernel, a, b) {
             gemm_k_blocked(kernel, alpha, a, b, beta, c);
+            return;
+        }
+        if column_strips_win(kernel, a, b) {
+            // SAFETY: the views were bounds-checked above, `c` holds m*n
+            // values, k > 0 and the CPU runs AVX-512 (the rule's kernel).
+            let o = operands(alpha, a, (b.data, b.rs, n), beta, c);
+            unsafe { small_gemm_avx512::gemm_ordered(o, TileOrder::ColumnsOuter) };
             return;
         }
         if panel_wins(kernel, a, b) {
@@ -700,6 +743,52 @@ mod tests {
                         assert_eq!(bits(&want), bits(&via_gemm));
                     }
                 }
+            }
+        }
+    }
+
+    /// Products of few rows by a right-hand side too wide for the unpacked
+    /// kernel's usual order run column strips outer and give
+    /// matrixmultiply's bits: ragged rows and columns, k inside and across
+    /// a 256 block, `a` stored either way, each beta (NaNs in `c` unread
+    /// with beta 0), through `gemm` and `gemm_par` on two threads.
+    #[test]
+    fn column_strip_products_match_matrixmultiply_bit_for_bit() {
+        let mut rng = Rng::seed(17);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        for &(m, k, n, ta) in &[
+            (64, 288, 1024, false),
+            (9, 200, 1001, false),
+            (37, 384, 777, true),
+            (16, 256, 1024, false),
+        ] {
+            let operands = Operands::new((m, k, n), ta, false, &mut rng);
+            let (a, b) = operands.views();
+            if small_gemm::Kernel::best() == Some(small_gemm::Kernel::Avx512) {
+                let kernel = small_gemm::Kernel::Avx512;
+                assert!(column_strips_win(kernel, a, b), "{m}x{k}x{n}");
+                assert!(
+                    !unpacked_wins(kernel, a, b) && !k_blocked_wins(kernel, a, b),
+                    "{m}x{k}x{n}"
+                );
+            }
+            for &beta in &[0.0, 1.0, 0.5] {
+                let c0 = if beta == 0.0 {
+                    vec![f32::NAN; m * n]
+                } else {
+                    values(m * n, &mut rng)
+                };
+                let mut want = c0.clone();
+                reference(a, b, beta, &mut want);
+                let mut got = c0.clone();
+                gemm(1.0, a, b, beta, &mut got);
+                assert_eq!(bits(&want), bits(&got), "{m}x{k}x{n} ta {ta} beta {beta}");
+                let mut split = c0;
+                pool.install(|| gemm_par(1.0, a, b, beta, &mut split));
+                assert_eq!(bits(&want), bits(&split), "par {m}x{k}x{n} beta {beta}");
             }
         }
     }

@@ -197,11 +197,32 @@ pub(crate) struct Product<B, A = StridedA> {
     pub ldc: usize,
 }
 
-/// Runs a strided product.
+/// The order in which a strided product's register tiles run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum TileOrder {
+    /// Each row tile sweeps every column: its rows of `a` stay in L1 while
+    /// `b` streams past (all of `b` once per row tile).
+    RowsOuter,
+    /// Each column strip (k steps by a tile's vectors) visits every row
+    /// tile before the next strip: `b` is read from memory once, each strip
+    /// then from cache by the other row tiles.
+    ColumnsOuter,
+}
+
+/// Runs a strided product, row tiles outer.
 ///
 /// # Safety
 /// [`available`] must be true; the rest as [`super::small_gemm::gemm_with`].
 pub(crate) unsafe fn gemm(o: Operands) {
+    // SAFETY: forwarded from the caller.
+    unsafe { gemm_ordered(o, TileOrder::RowsOuter) }
+}
+
+/// Runs a strided product with its tiles in `order`; the same bits either way.
+///
+/// # Safety
+/// As [`gemm`].
+pub(crate) unsafe fn gemm_ordered(o: Operands, order: TileOrder) {
     let p = Product {
         m: o.m,
         k: o.k,
@@ -217,7 +238,7 @@ pub(crate) unsafe fn gemm(o: Operands) {
         ldc: o.ldc,
     };
     // SAFETY: forwarded from the caller.
-    unsafe { strided(p, o.n) }
+    unsafe { strided(p, o.n, order) }
 }
 
 /// Runs a product whose right-hand side is a strided matrix with `n`
@@ -229,13 +250,13 @@ pub(crate) unsafe fn gemm(o: Operands) {
 /// # Safety
 /// As [`product`] for `n` contiguous columns at the same offsets in `b` and `c`.
 #[cfg(target_arch = "x86_64")]
-unsafe fn strided(p: Product<Strided>, n: usize) {
+unsafe fn strided(p: Product<Strided>, n: usize, order: TileOrder) {
     // SAFETY: forwarded from the caller.
-    unsafe { x86::strided(p, n) }
+    unsafe { x86::strided(p, n, order) }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn strided(_: Product<Strided>, _: usize) {
+unsafe fn strided(_: Product<Strided>, _: usize, _: TileOrder) {
     unreachable!("small_gemm_avx512 called on a CPU without AVX-512")
 }
 
@@ -265,7 +286,7 @@ pub(crate) unsafe fn product<A: LeftRows, B: RowStarts, C: Columns>(_: Product<B
 mod x86 {
     use super::super::scratch::with_scratch;
     use super::super::small_gemm::KC;
-    use super::{Columns, Lanes, LeftRows, Panel, Product, RowStarts, Strided};
+    use super::{Columns, Lanes, LeftRows, Panel, Product, RowStarts, Strided, TileOrder};
     use std::arch::x86_64::*;
     use std::cell::Cell;
 
@@ -328,6 +349,42 @@ mod x86 {
         }
     }
 
+    /// The tiles of [`for_tiles`] with the loops the other way round: each
+    /// strip of columns (as many vectors as the tallest row tile holds)
+    /// runs every row tile before the next strip starts.
+    ///
+    /// # Safety
+    /// As [`for_tiles`].
+    unsafe fn for_column_strips<A: LeftRows, B: RowStarts>(
+        p: Product<B, A>,
+        vectors: usize,
+        mut tile: impl FnMut(Product<B, A>, usize, usize),
+    ) {
+        let row_tiles = p.m.div_ceil(MAX_ROWS);
+        // Row tiles differ by one row at most; the tallest holds the fewest vectors.
+        let strips = vectors.div_ceil(max_vectors(p.m.div_ceil(row_tiles)));
+        let mut v0 = 0;
+        for u in 0..strips {
+            let v = (vectors * (u + 1)) / strips - v0;
+            let mut i = 0;
+            for t in 0..row_tiles {
+                let r = (p.m * (t + 1)) / row_tiles - i;
+                // SAFETY: rows i..i + r lie inside the operands.
+                let rows = unsafe {
+                    Product {
+                        m: r,
+                        a: p.a.rows_from(i),
+                        c: p.c.add(i * p.ldc),
+                        ..p
+                    }
+                };
+                tile(rows, v0, v);
+                i += r;
+            }
+            v0 += v;
+        }
+    }
+
     thread_local! {
         /// Each thread's panel of the rows of `a` of one row tile.
         static A_PANEL: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
@@ -382,15 +439,20 @@ mod x86 {
     /// [`super::strided`]: the tiling of [`product`], each tile given its
     /// first column and the lanes of its last vector.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn strided(p: Product<Strided>, n: usize) {
+    pub(super) unsafe fn strided(p: Product<Strided>, n: usize, order: TileOrder) {
         let vectors = n.div_ceil(16);
         let tail = n - 16 * (vectors - 1);
-        // SAFETY: forwarded; each tile's `v` is within `max_vectors(r)`.
+        let tile = |rows, v0, v| {
+            let lanes = if v0 + v == vectors { tail } else { 16 };
+            // SAFETY: forwarded; each tile's `v` is within `max_vectors(r)`.
+            unsafe { dispatch_strided(rows, 16 * v0, v, ((1u32 << lanes) - 1) as u16) }
+        };
+        // SAFETY: forwarded from the caller.
         unsafe {
-            for_tiles(p, vectors, |rows, v0, v| {
-                let lanes = if v0 + v == vectors { tail } else { 16 };
-                dispatch_strided(rows, 16 * v0, v, ((1u32 << lanes) - 1) as u16)
-            });
+            match order {
+                TileOrder::RowsOuter => for_tiles(p, vectors, tile),
+                TileOrder::ColumnsOuter => for_column_strips(p, vectors, tile),
+            }
         }
     }
 
