@@ -544,9 +544,11 @@ unsafe fn transpose_blocks(
 /// transpose writes eight whole rows at a time instead. On a Zen 5 core,
 /// medians of 201 alternating calls: a `crnn-s` batch's columns (32 x 32 x
 /// 4 x 32 to 32 x 32 x 128, the LSTM's input) 6-9x, 32 x 512 x 1 x 32 to
-/// 32 x 32 x 512 4-7x, 512 x 512 4.6-5.1x, 256 x 4096 1.1-2.5x;
-/// with rows less aligned reading eight rows at a time stays ahead (4096 x
-/// 32 to 32 x 4096: 0.6x the other way, 1000 x 300 0.7-0.8x).
+/// 32 x 32 x 512 4-7x, 512 x 512 4.6-5.1x, 256 x 4096 1.1-2.5x; a
+/// weight gradient's `dyᵀ` (o x positions to positions x o) with o = 256
+/// 2.3-4.4x, o = 512 7x; with rows less aligned reading eight rows at a
+/// time stays ahead (o = 64, 96 and 128: 0.4-0.5x the other way; 4096 x 32
+/// to 32 x 4096 0.6x, 1000 x 300 0.7-0.8x).
 const ALIASING_ROW_BYTES: usize = 1024;
 
 /// Whether [`gemm`] computes `a·b` turned around ([`gemm_turned`]): `x·Wᵀ`
