@@ -707,6 +707,37 @@ mod tests {
         gemm_packed(1.0, a, b, beta, c);
     }
 
+    /// `gemm`, and `gemm_par` in `pool`, give matrixmultiply's bits for
+    /// `a·b` with each beta (with beta 0, NaNs in `c` that must not be read).
+    fn gemm_and_gemm_par_match_matrixmultiply(
+        a: MatRef,
+        b: MatRef,
+        pool: &rayon::ThreadPool,
+        rng: &mut Rng,
+    ) {
+        let (m, k, n) = (a.rows, a.cols, b.cols);
+        for beta in [0.0, 1.0, 0.5] {
+            let c0 = if beta == 0.0 {
+                vec![f32::NAN; m * n]
+            } else {
+                values(m * n, rng)
+            };
+            let mut want = c0.clone();
+            reference(a, b, beta, &mut want);
+            let mut got = c0.clone();
+            gemm(1.0, a, b, beta, &mut got);
+            assert_eq!(bits(&want), bits(&got), "{m}x{k}x{n} beta {beta}");
+            let mut par = c0;
+            pool.install(|| gemm_par(1.0, a, b, beta, &mut par));
+            let threads = pool.current_num_threads();
+            assert_eq!(
+                bits(&want),
+                bits(&par),
+                "{m}x{k}x{n} beta {beta}, {threads} threads"
+            );
+        }
+    }
+
     /// The unpacked kernel gives the same bits as matrixmultiply, for every
     /// tile remainder, k across the 256 blocks, each beta and both layouts
     /// of each operand.
@@ -801,21 +832,7 @@ mod tests {
                     "{m}x{k}x{n}"
                 );
             }
-            for &beta in &[0.0, 1.0, 0.5] {
-                let c0 = if beta == 0.0 {
-                    vec![f32::NAN; m * n]
-                } else {
-                    values(m * n, &mut rng)
-                };
-                let mut want = c0.clone();
-                reference(a, b, beta, &mut want);
-                let mut got = c0.clone();
-                gemm(1.0, a, b, beta, &mut got);
-                assert_eq!(bits(&want), bits(&got), "{m}x{k}x{n} ta {ta} beta {beta}");
-                let mut split = c0;
-                pool.install(|| gemm_par(1.0, a, b, beta, &mut split));
-                assert_eq!(bits(&want), bits(&split), "par {m}x{k}x{n} beta {beta}");
-            }
+            gemm_and_gemm_par_match_matrixmultiply(a, b, &pool, &mut rng);
         }
     }
 
@@ -856,25 +873,7 @@ mod tests {
             let operands = Operands::new((m, k, n), false, true, &mut rng);
             let (a, b) = operands.views();
             assert_eq!(turns_around(a, b), small_gemm::Kernel::best().is_some());
-            for &beta in &[0.0, 1.0, 0.5] {
-                let c0 = if beta == 0.0 {
-                    vec![f32::NAN; m * n]
-                } else {
-                    values(m * n, &mut rng)
-                };
-                let mut want = c0.clone();
-                reference(a, b, beta, &mut want);
-                let mut got = c0.clone();
-                gemm(1.0, a, b, beta, &mut got);
-                assert_eq!(bits(&want), bits(&got), "{m}x{k}x{n} beta {beta}");
-                let mut par = c0;
-                pool.install(|| gemm_par(1.0, a, b, beta, &mut par));
-                assert_eq!(
-                    bits(&want),
-                    bits(&par),
-                    "{m}x{k}x{n} beta {beta}, 2 threads"
-                );
-            }
+            gemm_and_gemm_par_match_matrixmultiply(a, b, &pool, &mut rng);
         }
         // Few rows (the unpacked kernel as given wins), a short `W`, or one
         // small enough to copy: as given.

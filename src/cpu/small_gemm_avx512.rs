@@ -325,27 +325,11 @@ mod x86 {
         vectors: usize,
         mut tile: impl FnMut(Product<B, A>, usize, usize),
     ) {
-        let row_tiles = p.m.div_ceil(MAX_ROWS);
-        let mut i = 0;
-        for t in 0..row_tiles {
-            let r = (p.m * (t + 1)) / row_tiles - i;
-            // SAFETY: rows i..i + r lie inside the operands.
-            let rows = unsafe {
-                Product {
-                    m: r,
-                    a: p.a.rows_from(i),
-                    c: p.c.add(i * p.ldc),
-                    ..p
-                }
-            };
-            let col_tiles = vectors.div_ceil(max_vectors(r));
-            let mut v0 = 0;
-            for u in 0..col_tiles {
-                let v = (vectors * (u + 1)) / col_tiles - v0;
+        // SAFETY: forwarded from the caller.
+        for rows in unsafe { row_tiles(p) } {
+            for (v0, v) in even_parts(vectors, vectors.div_ceil(max_vectors(rows.m))) {
                 tile(rows, v0, v);
-                v0 += v;
             }
-            i += r;
         }
     }
 
@@ -360,29 +344,43 @@ mod x86 {
         vectors: usize,
         mut tile: impl FnMut(Product<B, A>, usize, usize),
     ) {
-        let row_tiles = p.m.div_ceil(MAX_ROWS);
         // Row tiles differ by one row at most; the tallest holds the fewest vectors.
-        let strips = vectors.div_ceil(max_vectors(p.m.div_ceil(row_tiles)));
-        let mut v0 = 0;
-        for u in 0..strips {
-            let v = (vectors * (u + 1)) / strips - v0;
-            let mut i = 0;
-            for t in 0..row_tiles {
-                let r = (p.m * (t + 1)) / row_tiles - i;
-                // SAFETY: rows i..i + r lie inside the operands.
-                let rows = unsafe {
-                    Product {
-                        m: r,
-                        a: p.a.rows_from(i),
-                        c: p.c.add(i * p.ldc),
-                        ..p
-                    }
-                };
+        let tallest = p.m.div_ceil(p.m.div_ceil(MAX_ROWS));
+        for (v0, v) in even_parts(vectors, vectors.div_ceil(max_vectors(tallest))) {
+            // SAFETY: forwarded from the caller.
+            for rows in unsafe { row_tiles(p) } {
                 tile(rows, v0, v);
-                i += r;
             }
-            v0 += v;
         }
+    }
+
+    /// The rows of `p` in as few tiles as [`MAX_ROWS`] allows, of even
+    /// sizes: each tile the product of its rows.
+    ///
+    /// # Safety
+    /// `p` must satisfy the contract of [`super::product`].
+    unsafe fn row_tiles<A: LeftRows, B: RowStarts>(
+        p: Product<B, A>,
+    ) -> impl Iterator<Item = Product<B, A>> {
+        even_parts(p.m, p.m.div_ceil(MAX_ROWS)).map(move |(i, r)| {
+            // SAFETY: rows i..i + r lie inside the operands (the caller's contract).
+            unsafe {
+                Product {
+                    m: r,
+                    a: p.a.rows_from(i),
+                    c: p.c.add(i * p.ldc),
+                    ..p
+                }
+            }
+        })
+    }
+
+    /// `total` split into `parts` runs of even sizes, as (start, length).
+    fn even_parts(total: usize, parts: usize) -> impl Iterator<Item = (usize, usize)> {
+        (0..parts).map(move |u| {
+            let start = total * u / parts;
+            (start, total * (u + 1) / parts - start)
+        })
     }
 
     thread_local! {
