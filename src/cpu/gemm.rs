@@ -707,6 +707,14 @@ mod tests {
         gemm_packed(1.0, a, b, beta, c);
     }
 
+    /// A pool of two worker threads, for `gemm_par`.
+    fn two_threads() -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("a pool of two threads")
+    }
+
     /// `gemm`, and `gemm_par` in `pool`, give matrixmultiply's bits for
     /// `a·b` with each beta (with beta 0, NaNs in `c` that must not be read).
     fn gemm_and_gemm_par_match_matrixmultiply(
@@ -812,10 +820,7 @@ mod tests {
     #[test]
     fn column_strip_products_match_matrixmultiply_bit_for_bit() {
         let mut rng = Rng::seed(17);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
+        let pool = two_threads();
         for &(m, k, n, ta) in &[
             (64, 288, 1024, false),
             (9, 200, 1001, false),
@@ -865,10 +870,7 @@ mod tests {
     #[test]
     fn turned_products_match_matrixmultiply_bit_for_bit() {
         let mut rng = Rng::seed(17);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .expect("a pool of two threads");
+        let pool = two_threads();
         for &(m, k, n) in &[(32, 128, 192), (9, 300, 64), (63, 256, 100), (16, 1024, 72)] {
             let operands = Operands::new((m, k, n), false, true, &mut rng);
             let (a, b) = operands.views();
