@@ -133,6 +133,7 @@ fn unpacked_wins(kernel: small_gemm::Kernel, a: MatRef, b: MatRef) -> bool {
 /// at 64 x 144 x 1024, 64 x 400 x 1024, 96 x 288 x 1024, 64 x 288 x 2048 and
 /// 64 x 72 x 4096, slower at 128 x 1152 x 256 (0.7-0.8x).
 pub const COLUMN_STRIPS_MAX_M: usize = 64;
+const _: () = assert!(COLUMN_STRIPS_MAX_M <= STRIDED_A_MAX_M);
 
 /// ... see [`COLUMN_STRIPS_MAX_M`]: the inner dimensions it takes.
 pub const COLUMN_STRIPS_K: std::ops::RangeInclusive<usize> = 192..=384;
@@ -144,9 +145,10 @@ pub const COLUMN_STRIPS_MAX_N: usize = 1024;
 /// unpacked AVX-512 kernel with column strips outside the row tiles
 /// ([`COLUMN_STRIPS_MAX_M`]).
 fn column_strips_win(kernel: small_gemm::Kernel, a: MatRef, b: MatRef) -> bool {
+    // With so few rows, `a` is read in place whatever its layout
+    // (COLUMN_STRIPS_MAX_M <= STRIDED_A_MAX_M).
     kernel == small_gemm::Kernel::Avx512
         && b.cs == 1
-        && (a.cs == 1 || a.cols == 1 || a.rows <= STRIDED_A_MAX_M)
         && a.rows <= COLUMN_STRIPS_MAX_M
         && COLUMN_STRIPS_K.contains(&a.cols)
         && b.cols <= COLUMN_STRIPS_MAX_N
