@@ -23,6 +23,7 @@ pub(crate) mod scratch;
 pub mod small_gemm;
 pub mod small_gemm_avx512;
 pub mod softmax;
+mod split;
 pub(crate) mod step_weights;
 pub mod thin_block;
 pub(crate) mod uninit;

@@ -22,6 +22,7 @@
 use super::gemm::{transpose_to, MatRef};
 use super::scratch::{line_start, with_scratch, ALIGN_SLACK};
 use super::small_gemm::{Kernel, KC};
+use super::split::{even_part, even_parts};
 use std::cell::Cell;
 
 /// Rows of `a` packed at once: 128 x [`KC`] values, 128 KB.
@@ -68,19 +69,6 @@ thread_local! {
     static B_PANELS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
     /// Each thread's packed group of rows of `a`.
     static A_TILES: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
-}
-
-/// Splits `total` into the fewest parts of at most `max`, of even sizes:
-/// `(start, len)` pairs.
-fn even_parts(total: usize, max: usize) -> impl Iterator<Item = (usize, usize)> {
-    let parts = total.div_ceil(max);
-    (0..parts).map(move |u| even_part(total, parts, u))
-}
-
-/// Part `u` of `total` split into `parts` parts of even sizes.
-fn even_part(total: usize, parts: usize, u: usize) -> (usize, usize) {
-    let start = total * u / parts;
-    (start, total * (u + 1) / parts - start)
 }
 
 /// `c = alpha * a·b + beta * c` (`c` row-major, `b.cols` values a row) on

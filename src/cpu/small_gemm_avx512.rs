@@ -286,6 +286,7 @@ pub(crate) unsafe fn product<A: LeftRows, B: RowStarts, C: Columns>(_: Product<B
 mod x86 {
     use super::super::scratch::with_scratch;
     use super::super::small_gemm::KC;
+    use super::super::split::even_parts;
     use super::{Columns, Lanes, LeftRows, Panel, Product, RowStarts, Strided, TileOrder};
     use std::arch::x86_64::*;
     use std::cell::Cell;
@@ -327,7 +328,7 @@ mod x86 {
     ) {
         // SAFETY: forwarded from the caller.
         for rows in unsafe { row_tiles(p) } {
-            for (v0, v) in even_parts(vectors, vectors.div_ceil(max_vectors(rows.m))) {
+            for (v0, v) in even_parts(vectors, max_vectors(rows.m)) {
                 tile(rows, v0, v);
             }
         }
@@ -346,7 +347,7 @@ mod x86 {
     ) {
         // Row tiles differ by one row at most; the tallest holds the fewest vectors.
         let tallest = p.m.div_ceil(p.m.div_ceil(MAX_ROWS));
-        for (v0, v) in even_parts(vectors, vectors.div_ceil(max_vectors(tallest))) {
+        for (v0, v) in even_parts(vectors, max_vectors(tallest)) {
             // SAFETY: forwarded from the caller.
             for rows in unsafe { row_tiles(p) } {
                 tile(rows, v0, v);
@@ -362,7 +363,7 @@ mod x86 {
     unsafe fn row_tiles<A: LeftRows, B: RowStarts>(
         p: Product<B, A>,
     ) -> impl Iterator<Item = Product<B, A>> {
-        even_parts(p.m, p.m.div_ceil(MAX_ROWS)).map(move |(i, r)| {
+        even_parts(p.m, MAX_ROWS).map(move |(i, r)| {
             // SAFETY: rows i..i + r lie inside the operands (the caller's contract).
             unsafe {
                 Product {
@@ -372,14 +373,6 @@ mod x86 {
                     ..p
                 }
             }
-        })
-    }
-
-    /// `total` split into `parts` runs of even sizes, as (start, length).
-    fn even_parts(total: usize, parts: usize) -> impl Iterator<Item = (usize, usize)> {
-        (0..parts).map(move |u| {
-            let start = total * u / parts;
-            (start, total * (u + 1) / parts - start)
         })
     }
 
